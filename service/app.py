@@ -1,0 +1,141 @@
+"""The application factory: settings in, a Litestar app wired with every domain out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Receive, Scope, Send
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.customers.controller import CustomerController
+from service.events.controller import EventController
+from service.health.controller import HealthController
+from service.keys.service import KeyVerifier
+from service.lib.db import create_engine, create_sessionmaker, transaction
+from service.lib.errors import ServiceUnavailableError
+from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
+from service.lib.logging import configure_logging, get_logger
+from service.lib.settings import Settings, SettingsError
+from service.rules import repository as rules_repo
+from service.rules.controller import RulesController
+from service.rules.loader import load_rule_set
+from service.rules.ruleset import RuleSet
+
+log = get_logger(__name__)
+
+API_VERSION = "1.0.0"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with transaction(state.sessionmaker) as session:
+        yield session
+
+
+def provide_sessionmaker(state: State) -> async_sessionmaker[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = state.sessionmaker
+    return maker
+
+
+def provide_rule_set(state: State) -> RuleSet:
+    rule_set: RuleSet | None = state.rule_set
+    if rule_set is None:
+        raise ServiceUnavailableError("no rule set is loaded")
+    return rule_set
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Delight",
+        version=API_VERSION,
+        description=(
+            "The surprise-and-delight loyalty engine. Tills and web shops post events and learn at once "
+            "whether the customer won something. Errors are RFC 9457 problem+json documents."
+        ),
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(
+                    type="http", scheme="bearer", description="An API key from `delight keys create`."
+                )
+            }
+        ),
+        security=[{"apiKey": []}],
+        use_handler_docstrings=False,
+    )
+
+
+class DelightApp(Litestar):
+    """Litestar with the request context around everything, unmatched routes included.
+
+    Litestar runs middleware only for matched routes; wrapping the whole app
+    gives 404s and 405s a request id and a log line too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._with_request_context = RequestContextMiddleware(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        await self._with_request_context(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.app.log_level, json=settings.app.log_json)
+    database_url, redis_url = settings.db.url, settings.redis.url
+    if database_url is None or redis_url is None:
+        raise SettingsError(
+            "DELIGHT_DATABASE_URL and DELIGHT_REDIS_URL must be set; `delight serve` sets them for embedded servers"
+        )
+    # Load rules before anything listens: a rule set with errors stops start-up.
+    rule_set = load_rule_set(settings.app.rules_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(database_url, settings.db)
+        sessionmaker = create_sessionmaker(engine)
+        redis: Redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        app.state.update(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            redis=redis,
+            key_verifier=KeyVerifier(sessionmaker, redis),
+            rule_set=rule_set,
+        )
+        async with transaction(sessionmaker) as session:
+            await rules_repo.save(session, rule_set)
+        log.info(
+            "started", rules_version=rule_set.version, campaigns=len(rule_set.campaigns), rules=rule_set.rule_count
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    return DelightApp(
+        route_handlers=[EventController, CustomerController, RulesController, HealthController],
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "sessionmaker": Provide(provide_sessionmaker, sync_to_thread=False),
+            "rule_set": Provide(provide_rule_set, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(),
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,
+        debug=False,
+    )

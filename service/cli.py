@@ -1,0 +1,187 @@
+"""The ``delight`` command line: serve, keys, rules, db and openapi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.lib.settings import Settings, SettingsError
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from service.lib.db import upgrade_database
+    from service.lib.embedded import embedded_servers
+    from service.rules.loader import RuleSetError, load_rule_set
+
+    try:
+        load_rule_set(settings.app.rules_dir)
+    except RuleSetError as exc:
+        _print_rule_errors(exc)
+        return 1
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=settings.redis.url) as (
+        database_url,
+        redis_url,
+    ):
+        assert redis_url is not None
+        upgrade_database(database_url)
+        # Workers are separate processes: they find the servers through the environment.
+        os.environ["DELIGHT_DATABASE_URL"] = database_url
+        os.environ["DELIGHT_REDIS_URL"] = redis_url
+        print(f"Delight listening on http://{args.host}:{args.port} (rules: {settings.app.rules_dir})", file=sys.stderr)
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=20,
+        )
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from service.keys.service import InvalidScopesError, check_scopes, create_key
+    from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    try:
+        check_scopes(scopes)
+    except InvalidScopesError as exc:
+        print(f"delight: {exc}", file=sys.stderr)
+        return 2
+
+    async def create(url: str) -> tuple[str, str]:
+        engine = create_engine(url)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                return await create_key(session, args.name, scopes)
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        key_id, key = asyncio.run(create(database_url))
+    print(f"Created API key {key_id} named {args.name!r} with scopes {', '.join(sorted(set(scopes)))}.")
+    print("It is shown only this once and stored only as a hash:")
+    print(key)
+    return 0
+
+
+def _rules_check(args: argparse.Namespace, settings: Settings) -> int:
+    from service.rules.loader import RuleSetError, load_rule_set
+
+    directory = Path(args.dir) if args.dir else settings.app.rules_dir
+    try:
+        rule_set = load_rule_set(directory)
+    except RuleSetError as exc:
+        _print_rule_errors(exc)
+        return 1
+    print(
+        f"{directory}: {len(rule_set.campaigns)} campaign(s), {rule_set.rule_count} rule(s), "
+        f"version {rule_set.version}: OK"
+    )
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from service.lib.db import upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url, args.revision)
+    return 0
+
+
+def _openapi(args: argparse.Namespace, settings: Settings) -> int:
+    text = json.dumps(openapi_document(settings), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def openapi_document(settings: Settings) -> dict[str, object]:
+    """The OpenAPI document the service serves, built without connecting to anything."""
+    from service.app import create_app
+    from service.lib.settings import DatabaseSettings, RedisSettings
+
+    offline = Settings(
+        app=settings.app,
+        db=DatabaseSettings(url="postgresql+asyncpg://offline/offline"),
+        redis=RedisSettings(url="redis://offline"),
+    )
+    return create_app(offline).openapi_schema.to_schema()
+
+
+def _print_rule_errors(exc: Exception) -> None:
+    for error in getattr(exc, "errors", [exc]):
+        print(error, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="delight", description="The Delight loyalty engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations, load rules/ and serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key; it is printed once, on the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. events:write,customers:read")
+    create.set_defaults(handler=_keys_create)
+
+    rules = commands.add_parser("rules", help="work with rule files").add_subparsers(
+        dest="rules_command", required=True
+    )
+    check = rules.add_parser("check", help="check a rules directory; exit 1 with path:line: message per error")
+    check.add_argument("dir", nargs="?")
+    check.set_defaults(handler=_rules_check)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(handler=_db_upgrade)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document the service serves")
+    openapi.add_argument("--output", "-o")
+    openapi.set_defaults(handler=_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"delight: {exc}", file=sys.stderr)
+        return 2
+    from service.lib.logging import configure_logging
+
+    configure_logging(settings.app.log_level, json=settings.app.log_json)
+    return int(args.handler(args, settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

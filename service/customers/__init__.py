@@ -1,0 +1,1 @@
+"""Customers: one profile per customer id, kept up to date from events."""

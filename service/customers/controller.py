@@ -1,0 +1,58 @@
+"""``GET /v1/customers/{customer_id}``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.awards import repository as awards_repo
+from service.awards.schemas import award_from_row
+from service.customers import repository as customers_repo
+from service.customers.schemas import CustomerOut
+from service.events.schemas import CustomerAttributes
+from service.keys.guards import requires
+from service.keys.scopes import CUSTOMERS_READ
+from service.lib.errors import NotFoundError
+from service.lib.openapi import problem_responses
+
+CustomerId = Annotated[str, Parameter(min_length=1, max_length=200, description="The customer's id across channels.")]
+
+
+class CustomerController(Controller):
+    path = "/v1/customers"
+    tags = ["customers"]
+
+    @get(
+        "/{customer_id:str}",
+        operation_id="getCustomer",
+        summary="A customer's profile, points balance and active awards",
+        guards=[requires(CUSTOMERS_READ)],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def get_customer(self, customer_id: CustomerId, db_session: NamedDependency[AsyncSession]) -> CustomerOut:
+        profile = await customers_repo.get_profile(db_session, customer_id)
+        if profile is None:
+            raise NotFoundError(f"no customer {customer_id!r}: customers appear with their first event")
+        rows = await awards_repo.active_for_customer(db_session, customer_id, dt.datetime.now(dt.UTC))
+        return CustomerOut(
+            customer_id=profile["customer_id"],
+            purchase_count=profile["purchase_count"],
+            return_count=profile["return_count"],
+            lifetime_spend=float(profile["lifetime_spend"]),
+            first_purchase_at=profile["first_purchase_at"],
+            last_purchase_at=profile["last_purchase_at"],
+            last_event_at=profile["last_event_at"],
+            favourite_category=profile["favourite_category"],
+            interaction_counts={k: int(v) for k, v in profile["interaction_counts"].items()},
+            points_balance=profile["points_balance"],
+            attributes=msgspec.convert(profile["attributes"], CustomerAttributes),
+            awards=[award_from_row(r) for r in rows],
+            created_at=profile["created_at"],
+            updated_at=profile["updated_at"],
+        )

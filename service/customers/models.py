@@ -1,0 +1,32 @@
+"""The customer profile table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, Numeric, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.lib.db import Base
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (CheckConstraint("points_balance >= 0", name="points_balance_non_negative"),)
+
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    purchase_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    return_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(14, 2), server_default="0")
+    first_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    category_spend: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    interaction_counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    points_balance: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,73 @@
+"""SQL for customer profiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.customers.profile import ProfileDelta
+
+PROFILE_COLUMNS = """
+    customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
+    last_event_at, interaction_counts, points_balance, attributes, created_at, updated_at,
+    delight_jsonb_top_key(category_spend) AS favourite_category
+"""
+
+# One atomic statement: counters add, dates widen, attributes merge. The row
+# lock it takes also orders concurrent events of one customer.
+UPSERT = text(
+    f"""
+    INSERT INTO customers AS c (
+        customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
+        last_event_at, category_spend, interaction_counts, attributes
+    ) VALUES (
+        :customer_id, :purchases, :returns, :spend, :purchase_at, :purchase_at,
+        :occurred_at, :category_spend, :interactions, :attributes
+    )
+    ON CONFLICT (customer_id) DO UPDATE SET
+        purchase_count = c.purchase_count + EXCLUDED.purchase_count,
+        return_count = c.return_count + EXCLUDED.return_count,
+        lifetime_spend = c.lifetime_spend + EXCLUDED.lifetime_spend,
+        first_purchase_at = LEAST(c.first_purchase_at, EXCLUDED.first_purchase_at),
+        last_purchase_at = GREATEST(c.last_purchase_at, EXCLUDED.last_purchase_at),
+        last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at),
+        category_spend = delight_jsonb_add(c.category_spend, EXCLUDED.category_spend),
+        interaction_counts = delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts),
+        attributes = c.attributes || EXCLUDED.attributes,
+        updated_at = now()
+    RETURNING {PROFILE_COLUMNS}
+    """
+).bindparams(
+    bindparam("category_spend", type_=JSONB),
+    bindparam("interactions", type_=JSONB),
+    bindparam("attributes", type_=JSONB),
+)
+
+GET = text(f"SELECT {PROFILE_COLUMNS} FROM customers WHERE customer_id = :customer_id")
+
+
+async def apply_delta(session: AsyncSession, delta: ProfileDelta) -> dict[str, Any]:
+    """Count the event into the profile and return the profile as it now stands."""
+    result = await session.execute(
+        UPSERT,
+        {
+            "customer_id": delta.customer_id,
+            "purchases": delta.purchases,
+            "returns": delta.returns,
+            "spend": delta.spend,
+            "purchase_at": delta.purchase_at,
+            "occurred_at": delta.occurred_at,
+            "category_spend": delta.category_spend,
+            "interactions": delta.interactions,
+            "attributes": delta.attributes,
+        },
+    )
+    return dict(result.mappings().one())
+
+
+async def get_profile(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:
+    row = (await session.execute(GET, {"customer_id": customer_id})).mappings().one_or_none()
+    return None if row is None else dict(row)

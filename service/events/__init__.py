@@ -1,0 +1,1 @@
+"""Events: purchases, returns and interactions posted by tills and web shops."""

@@ -1,0 +1,39 @@
+"""The event store: every event accepted, exactly once per ``event_id``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, Numeric, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.lib.db import Base
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_customer_id_occurred_at", "customer_id", "occurred_at"),
+        Index("ix_events_order_id", "order_id"),
+        Index("ix_events_occurred_at", "occurred_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    type: Mapped[str] = mapped_column(String(20))
+    customer_id: Mapped[str] = mapped_column(
+        String(200),
+        ForeignKey("customers.customer_id", deferrable=True, initially="DEFERRED"),
+    )
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    channel: Mapped[str | None] = mapped_column(String(50))
+    store_id: Mapped[str | None] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(100))
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    rule_set_version: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)

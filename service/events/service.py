@@ -1,0 +1,122 @@
+"""Where a purchase becomes an award: one event, one transaction.
+
+The event is stored (or recognised as a replay), the customer profile is
+updated, the rule core decides, and the awards with their ledger entries are
+written, all in the caller's transaction and in a fixed number of round
+trips: insert event, upsert profile, insert awards (only when there are any).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.awards import repository as awards_repo
+from service.awards.codes import new_code
+from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
+from service.customers import repository as customers_repo
+from service.customers.profile import delta_for, money
+from service.events import repository as events_repo
+from service.events.schemas import EventIn, EventResult
+from service.lib.errors import EventConflictError
+from service.lib.logging import get_logger
+from service.rules import engine
+from service.rules.engine import Decision
+from service.rules.facts import build_facts
+from service.rules.ruleset import RuleSet
+
+log = get_logger(__name__)
+
+
+def content_hash(event: EventIn) -> bytes:
+    """A hash of what the event says, independent of key order and whitespace."""
+    return hashlib.sha256(msgspec.json.encode(event, order="sorted")).digest()
+
+
+async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
+    """Store one event and its consequences; returns the result and whether the event was new."""
+    digest = content_hash(event)
+    order = event.order
+    is_new = await events_repo.insert(
+        session,
+        event_id=event.event_id,
+        content_hash=digest,
+        type=event.type,
+        customer_id=event.customer_id,
+        occurred_at=event.occurred_at,
+        channel=event.channel,
+        store_id=event.store_id,
+        name=event.name,
+        order_id=order.order_id if order else None,
+        amount=money(order.total) if order else None,
+        rule_set_version=rule_set.version,
+        payload=msgspec.to_builtins(event),
+    )
+    if not is_new:
+        stored_digest, rows = await events_repo.stored(session, event.event_id)
+        if stored_digest != digest:
+            raise EventConflictError(
+                f"event {event.event_id!r} was already received with different content; "
+                "a new event needs a new event_id"
+            )
+        return EventResult(event_id=event.event_id, duplicate=True, awards=[award_from_row(r) for r in rows]), False
+
+    attributes = msgspec.to_builtins(event.customer) if event.customer else {}
+    profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
+    event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
+    decided = engine.decisions(rule_set, build_facts(event_data, profile))
+    awards = [_award(d, event, rule_set.version) for d in decided]
+    if awards:
+        await awards_repo.issue(
+            session,
+            event_id=event.event_id,
+            customer_id=event.customer_id,
+            order_id=order.order_id if order else None,
+            issued_at=event.occurred_at,
+            version=rule_set.version,
+            awards=[_award_row(a, d, i) for i, (a, d) in enumerate(zip(awards, decided, strict=True))],
+        )
+    log.info("event_recorded", event_id=event.event_id, type=event.type, awards=len(awards))
+    return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True
+
+
+def _award(decision: Decision, event: EventIn, version: str) -> AwardOut:
+    return AwardOut(
+        award_id=str(uuid.uuid4()),
+        code=new_code(),
+        campaign=decision.campaign,
+        rule_id=decision.rule_id,
+        kind=decision.kind,  # type: ignore[arg-type]
+        points=decision.points,
+        gift=GiftRef(id=decision.gift_id, name=decision.gift_name or "") if decision.gift_id else None,
+        offer=OfferTerms(**decision.offer) if decision.offer else None,
+        message=decision.message,
+        issued_at=event.occurred_at,
+        expires_at=decision.expires_at,
+        status="issued",
+        rule_set_version=version,
+        event_id=event.event_id,
+    )
+
+
+def _award_row(award: AwardOut, decision: Decision, position: int) -> dict[str, Any]:
+    return {
+        "award_id": award.award_id,
+        "code": award.code,
+        "campaign": decision.campaign,
+        "rule_id": decision.rule_id,
+        "position": position,
+        "kind": decision.kind,
+        "points": decision.points,
+        "gift_id": decision.gift_id,
+        "gift_name": decision.gift_name,
+        "offer": decision.offer,
+        "message": decision.message,
+        "cost": str(decision.cost),
+        "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
+    }

@@ -1,0 +1,69 @@
+"""``/health/live`` and ``/health/ready``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from litestar import Controller, Request, Response, get
+from msgspec import Struct
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.lib.openapi import response
+
+CHECK_TIMEOUT = 2.0
+
+
+class Live(Struct):
+    status: Literal["ok"]
+
+
+class Ready(Struct):
+    status: Literal["ready", "unavailable"]
+    database: str
+    redis: str
+    rules: str
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["operations"]
+
+    @get("/live", operation_id="getLiveness", summary="The process is up")
+    async def live(self) -> Live:
+        return Live(status="ok")
+
+    @get(
+        "/ready",
+        operation_id="getReadiness",
+        summary="Database and Redis reachable, rules loaded",
+        responses={503: response(Ready, "Not ready: the fields say which dependency is missing.")},
+    )
+    async def ready(self, request: Request[Any, Any, Any]) -> Response[Ready]:
+        state = request.app.state
+        database, redis = await asyncio.gather(_check_database(state.engine), _check_redis(state.redis))
+        rules = state.rule_set.version if state.rule_set is not None else "not loaded"
+        ok = database == "ok" and redis == "ok" and state.rule_set is not None
+        body = Ready(status="ready" if ok else "unavailable", database=database, redis=redis, rules=rules)
+        return Response(body, status_code=200 if ok else 503)
+
+
+async def _check_database(engine: object) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            async with engine.connect() as connection:  # type: ignore[attr-defined]
+                await connection.execute(text("SELECT 1"))
+        return "ok"
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+async def _check_redis(redis: object) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await redis.ping()  # type: ignore[attr-defined]
+        return "ok"
+    except (RedisError, OSError, TimeoutError) as exc:
+        return f"unreachable ({type(exc).__name__})"

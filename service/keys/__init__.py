@@ -1,0 +1,1 @@
+"""API keys: created from the command line, stored only as hashes, checked on every request."""

@@ -1,0 +1,32 @@
+"""Route guards: a valid ``Authorization: Bearer`` key with the route's scope."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from service.keys.service import KeyVerifier
+from service.lib.errors import ForbiddenError, UnauthorizedError
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+def requires(scope: str) -> Guard:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        header = connection.headers.get("authorization", "")
+        scheme, _sep, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthorizedError("send an API key as 'Authorization: Bearer <key>'")
+        verifier: KeyVerifier = connection.app.state.key_verifier
+        principal = await verifier.verify(token.strip())
+        if principal is None:
+            raise UnauthorizedError("the API key is not valid")
+        if scope not in principal.scopes:
+            raise ForbiddenError(f"this needs the scope {scope!r}")
+        connection.state.principal = principal
+
+    guard.__name__ = "requires_" + scope.replace(":", "_")
+    return guard

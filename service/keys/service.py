@@ -1,0 +1,116 @@
+"""Creating and checking API keys.
+
+A key looks like ``dlk_<key id>_<secret>``: the key id finds the row, the
+256-bit secret is compared against its stored SHA-256 hash in constant time.
+A fast hash is right here because the secret is random, not a password.
+Verified keys are cached briefly in Redis; without Redis every check goes to
+PostgreSQL, which stays the truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.keys.scopes import ALL
+
+PREFIX = "dlk"
+KEY_PATTERN = re.compile(r"^dlk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+CACHE_SECONDS = 30
+
+
+class InvalidScopesError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+
+class _Cached(msgspec.Struct):
+    name: str
+    secret_hash: str
+    scopes: list[str]
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def check_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(ALL))
+    if unknown:
+        raise InvalidScopesError(f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(ALL)}")
+    if not scopes:
+        raise InvalidScopesError(f"a key needs at least one scope; known: {', '.join(ALL)}")
+    return sorted(set(scopes))
+
+
+async def create_key(session: AsyncSession, name: str, scopes: list[str]) -> tuple[str, str]:
+    """Store a new key; returns ``(key_id, key)``. The key is never stored and cannot be shown again."""
+    scopes = check_scopes(scopes)
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    await session.execute(
+        text("INSERT INTO api_keys (key_id, name, secret_hash, scopes) VALUES (:key_id, :name, :hash, :scopes)"),
+        {"key_id": key_id, "name": name, "hash": _hash(secret), "scopes": scopes},
+    )
+    return key_id, f"{PREFIX}_{key_id}_{secret}"
+
+
+class KeyVerifier:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis | None) -> None:
+        self._sessions = sessions
+        self._redis = redis
+
+    async def verify(self, token: str) -> Principal | None:
+        match = KEY_PATTERN.match(token)
+        if match is None:
+            return None
+        key_id, secret = match.groups()
+        cached = await self._cached(key_id)
+        if cached is None:
+            cached = await self._load(key_id)
+            if cached is None:
+                return None
+        if not hmac.compare_digest(bytes.fromhex(cached.secret_hash), _hash(secret)):
+            return None
+        return Principal(key_id=key_id, name=cached.name, scopes=frozenset(cached.scopes))
+
+    async def _cached(self, key_id: str) -> _Cached | None:
+        if self._redis is None:
+            return None
+        try:
+            raw = await self._redis.get(f"delight:key:{key_id}")
+        except RedisError:
+            return None
+        return None if raw is None else msgspec.json.decode(raw, type=_Cached)
+
+    async def _load(self, key_id: str) -> _Cached | None:
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    text("SELECT name, secret_hash, scopes FROM api_keys WHERE key_id = :id AND revoked_at IS NULL"),
+                    {"id": key_id},
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        cached = _Cached(name=row.name, secret_hash=row.secret_hash.hex(), scopes=list(row.scopes))
+        if self._redis is not None:
+            with contextlib.suppress(RedisError):
+                await self._redis.set(f"delight:key:{key_id}", msgspec.json.encode(cached), ex=CACHE_SECONDS)
+        return cached

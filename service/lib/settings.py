@@ -1,0 +1,80 @@
+"""Typed settings read from ``DELIGHT_*`` environment variables, once, at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value Delight cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str | None = None
+    """A ``postgresql+asyncpg://`` URL; unset means an embedded PostgreSQL under the data dir."""
+    pool_size: int = 10
+    """Connections each worker keeps open."""
+    max_overflow: int = 10
+    """Extra connections a worker may open under a burst."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str | None = None
+    """A ``redis://`` or ``unix://`` URL; unset means an embedded Redis under the data dir."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    rules_dir: Path = Path("rules")
+    """Where the campaign files, ``catalog.yaml`` and ``settings.yaml`` live."""
+    data_dir: Path = Path(".delight")
+    """Where the embedded PostgreSQL and Redis keep their data."""
+    log_level: str = "INFO"
+    """The lowest level that is logged."""
+    log_json: bool | None = None
+    """JSON log lines; unset means JSON unless stderr is a terminal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    app: AppSettings = field(default_factory=AppSettings)
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        db_url = env.get("DELIGHT_DATABASE_URL") or None
+        if db_url is not None and not db_url.startswith("postgresql+asyncpg://"):
+            raise SettingsError("DELIGHT_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        log_json_raw = env.get("DELIGHT_LOG_JSON")
+        log_json = None if not log_json_raw else log_json_raw.lower() in {"1", "true", "yes"}
+        return cls(
+            app=AppSettings(
+                rules_dir=Path(env.get("DELIGHT_RULES_DIR") or "rules"),
+                data_dir=Path(env.get("DELIGHT_DATA_DIR") or ".delight"),
+                log_level=(env.get("DELIGHT_LOG_LEVEL") or "INFO").upper(),
+                log_json=log_json,
+            ),
+            db=DatabaseSettings(
+                url=db_url,
+                pool_size=_int(env, "DELIGHT_DB_POOL_SIZE", 10),
+                max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 10),
+            ),
+            redis=RedisSettings(url=env.get("DELIGHT_REDIS_URL") or None),
+        )

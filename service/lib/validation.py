@@ -1,0 +1,108 @@
+"""Decoding request bodies with every error named, not just the first.
+
+msgspec decodes fast and stops at the first problem. When it does, the body is
+checked again against the JSON Schema generated from the same msgspec type so
+that the client learns about every bad field in one response.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import jsonschema
+import msgspec
+
+from service.lib.errors import FieldError, MalformedRequestError, ValidationError
+
+T = TypeVar("T")
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    if isinstance(value, str):
+        dt.datetime.fromisoformat(value)
+    return True
+
+
+@_FORMATS.checks("date", raises=ValueError)
+def _is_date(value: object) -> bool:
+    if isinstance(value, str):
+        dt.date.fromisoformat(value)
+    return True
+
+
+@functools.cache
+def _validator(model: Any) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(msgspec.json.schema(model), format_checker=_FORMATS)
+
+
+def _path(parts: Iterable[Any], prefix: str = "") -> str:
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(body)"
+
+
+def split_msgspec_message(message: str) -> tuple[str, str]:
+    """Split msgspec's ``"... - at `$.a[0].b`"`` into a field path and a message."""
+    text, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "(body)", message
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    return path or "(body)", text
+
+
+def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors that say what is wrong, looking inside ``anyOf`` (how optional fields are written)."""
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # Drop the "is not null" complaints of optional fields; keep what the real branch says.
+        real = [e for e in error.context if not (e.validator == "type" and e.validator_value == "null")]
+        if real:
+            return [leaf for e in real for leaf in _leaves(e)]
+    return [error]
+
+
+def _describe(error: jsonschema.ValidationError, prefix: str) -> list[tuple[str, str]]:
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        known = set(schema.get("properties", {}))
+        return [
+            (_path([*error.absolute_path, key], prefix), "unknown field") for key in error.instance if key not in known
+        ]
+    return [(_path(error.absolute_path, prefix), error.message)]
+
+
+def schema_errors(model: Any, raw: Any, prefix: str = "") -> list[FieldError]:
+    leaves = [leaf for error in _validator(model).iter_errors(raw) for leaf in _leaves(error)]
+    errors = {item for leaf in leaves for item in _describe(leaf, prefix)}
+    return [FieldError(field=f, message=m) for f, m in sorted(errors)]
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise MalformedRequestError("the request body is empty; send a JSON document")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def convert(raw: Any, model: type[T], prefix: str = "") -> T:
+    """Convert decoded JSON to ``model`` or raise a 422 naming every bad field."""
+    try:
+        return msgspec.convert(raw, model, strict=True)
+    except msgspec.ValidationError as exc:
+        errors = schema_errors(model, raw, prefix)
+        if not errors:
+            field, message = split_msgspec_message(str(exc))
+            errors = [FieldError(field=_path([field], prefix) if prefix else field, message=message)]
+        raise ValidationError(f"{len(errors)} field(s) do not match the schema", errors=errors) from None

@@ -1,0 +1,12 @@
+"""Every table, imported in one place so that migrations see the whole schema."""
+
+from service.awards.models import Award, PointsEntry
+from service.customers.models import Customer
+from service.events.models import Event
+from service.keys.models import ApiKey
+from service.lib.db import Base
+from service.rules.models import RuleSetRecord
+
+metadata = Base.metadata
+
+__all__ = ["ApiKey", "Award", "Customer", "Event", "PointsEntry", "RuleSetRecord", "metadata"]

@@ -1,0 +1,1 @@
+"""Rules: campaign files, the catalogue and settings, loaded, type-checked and evaluated."""

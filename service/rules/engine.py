@@ -1,0 +1,133 @@
+"""The pure rule core: a rule set, an event and a customer in; decisions out.
+
+No I/O and no clock: everything time-dependent uses the event's ``occurred_at``
+and every chance draw is a keyed hash, so the same history always gives the
+same decisions. The HTTP layer, ``simulate`` and ``backtest`` all call this.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import rule_engine
+
+from service.rules.ruleset import Rule, RuleSet
+
+_TWO_64 = float(2**64)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One award a rule gives for one event."""
+
+    campaign: str
+    rule_id: str
+    kind: str
+    points: int | None
+    gift_id: str | None
+    gift_name: str | None
+    offer: dict[str, Any] | None
+    message: str | None
+    expires_at: dt.datetime | None
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one rule for one event: the decision, or why there is none."""
+
+    campaign: str
+    rule_id: str
+    matched: bool
+    reason: str
+    draw: float | None
+    decision: Decision | None
+
+
+def draw(seed: str, campaign: str, rule_id: str, event_id: str) -> float:
+    """A uniform number in [0, 1) fixed by its inputs: the rule's chance draw for this event."""
+    digest = hashlib.sha256(f"{seed}\x1f{campaign}\x1f{rule_id}\x1f{event_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _TWO_64
+
+
+def evaluate(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
+    """Every rule of every campaign against one event, in a stable order."""
+    occurred_at: dt.datetime = facts["occurred_at"]
+    outcomes = []
+    for campaign in rule_set.campaigns:
+        active = campaign.is_active(occurred_at)
+        for rule in campaign.rules:
+            if not active:
+                outcomes.append(Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None))
+                continue
+            outcomes.append(_evaluate_rule(rule_set, rule, facts))
+    return outcomes
+
+
+def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:
+    return [o.decision for o in evaluate(rule_set, facts) if o.decision is not None]
+
+
+def _evaluate_rule(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
+    try:
+        matched = bool(rule.condition.matches(facts))
+    except (rule_engine.EngineError, LookupError, TypeError, ArithmeticError) as exc:
+        # A field the event does not carry (``attributes.rating`` on an event
+        # without a rating) means the condition does not hold.
+        return Outcome(
+            rule.campaign, rule.id, False, f"condition could not be evaluated: {type(exc).__name__}", None, None
+        )
+    if not matched:
+        return Outcome(rule.campaign, rule.id, False, "condition is false", None, None)
+    value = None
+    if rule.chance < 1.0:
+        value = draw(rule_set.settings.seed, rule.campaign, rule.id, facts["event_id"])
+        if value >= rule.chance:
+            return Outcome(rule.campaign, rule.id, True, f"chance draw {value:.4f} >= {rule.chance}", value, None)
+    return Outcome(rule.campaign, rule.id, True, "awarded", value, _decide(rule_set, rule, facts))
+
+
+def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision:
+    settings = rule_set.settings
+    occurred_at: dt.datetime = facts["occurred_at"]
+    offer = None
+    valid_days = rule.valid_days
+    cost = Decimal(0)
+    if rule.offer is not None:
+        category = rule.offer.category.render(facts) if rule.offer.category else None
+        description = rule.offer.description.render(facts) if rule.offer.description else None
+        valid_days = valid_days or rule.offer.valid_days
+        offer = {
+            k: v
+            for k, v in {
+                "percent": None if rule.offer.percent is None else float(rule.offer.percent),
+                "amount": None if rule.offer.amount is None else float(rule.offer.amount),
+                "category": category or None,
+                "description": description or None,
+                "valid_days": valid_days or settings.default_valid_days,
+            }.items()
+            if v is not None
+        }
+    if rule.gift is not None:
+        cost = rule.gift.unit_cost
+    if rule.points is not None:
+        cost = (Decimal(rule.points) * Decimal(repr(settings.point_value))).quantize(Decimal("0.01"))
+        expires_at = None
+    else:
+        expires_at = occurred_at + dt.timedelta(days=valid_days or settings.default_valid_days)
+    return Decision(
+        campaign=rule.campaign,
+        rule_id=rule.id,
+        kind=rule.kind,
+        points=rule.points,
+        gift_id=rule.gift.id if rule.gift else None,
+        gift_name=rule.gift.name if rule.gift else None,
+        offer=offer,
+        message=rule.message.render(facts) if rule.message else None,
+        expires_at=expires_at,
+        cost=cost,
+    )

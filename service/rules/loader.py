@@ -1,0 +1,376 @@
+"""Loading a rules directory: every file checked, every error reported with its line.
+
+A rule set with any error is refused as a whole; callers keep the previous one.
+Campaign files are ``*.yaml`` / ``*.yml`` in the directory; ``catalog.yaml``
+(gifts) and ``settings.yaml`` (engine-wide settings) are special.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import types
+import typing
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import rule_engine
+
+from service.rules import facts
+from service.rules.ruleset import Campaign, Gift, Offer, Rule, RuleSet
+from service.rules.source import Located, SourceError, read_yaml
+from service.rules.spec import CampaignSpec, CatalogSpec, RuleSpec, SettingsSpec
+from service.rules.template import Template, TemplateError
+
+CATALOG_FILE = "catalog.yaml"
+SETTINGS_FILE = "settings.yaml"
+MAX_FILES = 500
+MAX_TOTAL_BYTES = 20_000_000
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RuleError:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class RuleSetError(Exception):
+    """The rule set has errors; nothing from it may be used."""
+
+    def __init__(self, errors: list[RuleError]) -> None:
+        self.errors = sorted(errors)
+        super().__init__("\n".join(map(str, self.errors)))
+
+
+def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet:
+    if not directory.is_dir():
+        raise RuleSetError([RuleError(str(directory), 1, "rules directory does not exist")])
+    paths = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in {".yaml", ".yml"})
+    errors: list[RuleError] = []
+    if len(paths) > MAX_FILES:
+        raise RuleSetError([RuleError(str(directory), 1, f"more than {MAX_FILES} rule files")])
+    texts: dict[str, str] = {}
+    total = 0
+    for path in paths:
+        raw = path.read_bytes()
+        total += len(raw)
+        try:
+            texts[path.name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            errors.append(RuleError(str(path), 1, "file is not UTF-8 text"))
+    if total > MAX_TOTAL_BYTES:
+        raise RuleSetError([RuleError(str(directory), 1, f"rule files exceed {MAX_TOTAL_BYTES} bytes in all")])
+
+    def where(name: str) -> str:
+        return str(directory / name)
+
+    settings = SettingsSpec()
+    if SETTINGS_FILE in texts:
+        settings = _read(texts[SETTINGS_FILE], SettingsSpec, where(SETTINGS_FILE), errors) or settings
+    catalog = CatalogSpec()
+    if CATALOG_FILE in texts:
+        catalog = _read(texts[CATALOG_FILE], CatalogSpec, where(CATALOG_FILE), errors) or catalog
+    gifts: dict[str, Gift] = {}
+    for gift in catalog.gifts:
+        if gift.id in gifts:
+            errors.append(RuleError(where(CATALOG_FILE), 1, f"gift id `{gift.id}` is listed twice"))
+        gifts[gift.id] = Gift(gift.id, gift.name, Decimal(repr(gift.unit_cost)), gift.stock)
+
+    context = facts.rule_context()
+    campaigns: list[Campaign] = []
+    seen: dict[str, str] = {}
+    for name, text in texts.items():
+        if name in (CATALOG_FILE, SETTINGS_FILE):
+            continue
+        source = where(name)
+        located = _locate(text, source, errors)
+        if located is None:
+            continue
+        spec = _convert(located, CampaignSpec, source, errors)
+        if spec is None:
+            _check_rules_alone(located, source, gifts, context, errors)
+            continue
+        if spec.campaign in seen:
+            errors.append(
+                RuleError(
+                    source,
+                    located.line(("campaign",)),
+                    f"campaign `{spec.campaign}` is also defined in {seen[spec.campaign]}",
+                )
+            )
+            continue
+        seen[spec.campaign] = source
+        campaign = _compile_campaign(spec, located, source, gifts, context, errors)
+        if campaign is not None:
+            campaigns.append(campaign)
+
+    if errors:
+        raise RuleSetError(errors)
+    digest = hashlib.sha256()
+    for name in sorted(texts):
+        digest.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
+    return RuleSet(
+        version=digest.hexdigest()[:16],
+        loaded_at=now or dt.datetime.now(dt.UTC),
+        campaigns=tuple(sorted(campaigns, key=lambda c: c.name)),
+        gifts=gifts,
+        settings=settings,
+        files=texts,
+    )
+
+
+def _locate(text: str, path: str, errors: list[RuleError]) -> Located | None:
+    try:
+        return read_yaml(text)
+    except SourceError as exc:
+        errors.append(RuleError(path, exc.line, exc.message))
+        return None
+
+
+def _read(text: str, model: type[S], path: str, errors: list[RuleError]) -> S | None:
+    located = _locate(text, path, errors)
+    return None if located is None else _convert(located, model, path, errors)
+
+
+def _convert(located: Located, model: type[S], path: str, errors: list[RuleError]) -> S | None:
+    before = len(errors)
+    _check(located.data, model, (), located, path, errors)
+    if len(errors) > before:
+        return None
+    try:
+        return msgspec.convert(located.data, model, strict=True, from_attributes=False)
+    except msgspec.ValidationError as exc:  # a constraint the field-by-field pass could not see
+        errors.append(RuleError(path, 1, str(exc)))
+        return None
+
+
+def _struct_of(annotation: Any) -> tuple[str, type[msgspec.Struct]] | None:
+    """``("one", S)`` for ``S`` or ``S | None``, ``("list", S)`` for ``list[S]``, else ``None``."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return "one", annotation
+    if origin in (typing.Union, types.UnionType):
+        structs = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        return ("one", structs[0]) if structs else None
+    if origin is list:
+        inner = _struct_of(typing.get_args(annotation)[0])
+        return ("list", inner[1]) if inner and inner[0] == "one" else None
+    return None
+
+
+def _describe(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _check(
+    data: Any,
+    model: type[msgspec.Struct],
+    at: tuple[str | int, ...],
+    located: Located,
+    path: str,
+    errors: list[RuleError],
+) -> None:
+    """Check ``data`` against ``model`` key by key, so every mistake is reported at once."""
+    here = _describe(at) or "the file"
+    if not isinstance(data, dict):
+        errors.append(RuleError(path, located.line(at), f"{here} must be a mapping"))
+        return
+    fields = {f.encode_name: f for f in msgspec.structs.fields(model)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            line = located.key_lines.get((*at, key), located.line(at))
+            errors.append(RuleError(path, line, f"unknown key `{key}` in {here} (expected one of: {known})"))
+    for name, info in fields.items():
+        key_path = (*at, name)
+        if name not in data:
+            if info.required:
+                errors.append(RuleError(path, located.line(at), f"missing key `{name}` in {here}"))
+            continue
+        value = data[name]
+        nested = _struct_of(info.type)
+        if nested and nested[0] == "one" and isinstance(value, dict):
+            _check(value, nested[1], key_path, located, path, errors)
+            continue
+        if nested and nested[0] == "list" and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check(item, nested[1], (*key_path, i), located, path, errors)
+            _check_list_length(value, info.type, key_path, located, path, errors)
+            continue
+        try:
+            msgspec.convert(value, info.type, strict=True)
+        except msgspec.ValidationError as exc:
+            message = str(exc).split(" - at `")[0]
+            errors.append(RuleError(path, located.line(key_path), f"`{_describe(key_path)}`: {message}"))
+
+
+def _check_list_length(
+    value: list[Any], annotation: Any, at: tuple[str | int, ...], located: Located, path: str, errors: list[RuleError]
+) -> None:
+    for meta in typing.get_args(annotation)[1:] if typing.get_origin(annotation) is typing.Annotated else ():
+        if isinstance(meta, msgspec.Meta):
+            if meta.min_length is not None and len(value) < meta.min_length:
+                errors.append(
+                    RuleError(path, located.line(at), f"`{_describe(at)}` needs at least {meta.min_length} item(s)")
+                )
+            if meta.max_length is not None and len(value) > meta.max_length:
+                errors.append(
+                    RuleError(path, located.line(at), f"`{_describe(at)}` allows at most {meta.max_length} items")
+                )
+
+
+def _compile_campaign(
+    spec: CampaignSpec,
+    located: Located,
+    path: str,
+    gifts: dict[str, Gift],
+    context: rule_engine.Context,
+    errors: list[RuleError],
+) -> Campaign | None:
+    before = len(errors)
+    rules: list[Rule] = []
+    ids: set[str] = set()
+    window = spec.active
+    if window and window.starts and window.until and window.until < window.starts:
+        errors.append(RuleError(path, located.line(("active",)), "`active.until` is before `active.from`"))
+    for i, rule in enumerate(spec.rules):
+        at = ("rules", i)
+        if rule.id in ids:
+            errors.append(
+                RuleError(path, located.line((*at, "id")), f"rule id `{rule.id}` is used twice in this campaign")
+            )
+        ids.add(rule.id)
+        compiled = _compile_rule(spec.campaign, rule, at, located, path, gifts, context, errors)
+        if compiled is not None:
+            rules.append(compiled)
+    if len(errors) > before:
+        return None
+    return Campaign(
+        name=spec.campaign,
+        description=spec.description,
+        starts=window.starts if window else None,
+        until=window.until if window else None,
+        rules=tuple(rules),
+        source=path,
+    )
+
+
+def _check_rules_alone(
+    located: Located, path: str, gifts: dict[str, Gift], context: rule_engine.Context, errors: list[RuleError]
+) -> None:
+    """When a campaign file is malformed, still report the errors inside its well-formed rules."""
+    data = located.data
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        return
+    for i, raw in enumerate(rules):
+        scratch: list[RuleError] = []
+        _check(raw, RuleSpec, ("rules", i), located, path, scratch)
+        if scratch:
+            continue
+        try:
+            spec = msgspec.convert(raw, RuleSpec, strict=True)
+        except msgspec.ValidationError:
+            continue
+        _compile_rule("?", spec, ("rules", i), located, path, gifts, context, errors)
+
+
+def _template(
+    source: str | None, at: tuple[str | int, ...], located: Located, path: str, errors: list[RuleError]
+) -> Template | None:
+    if source is None:
+        return None
+    try:
+        return Template.compile(source, facts.template_field_exists)
+    except TemplateError as exc:
+        errors.append(RuleError(path, located.line(at), f"`{_describe(at)}`: {exc}"))
+        return None
+
+
+def _compile_rule(
+    campaign: str,
+    spec: RuleSpec,
+    at: tuple[str | int, ...],
+    located: Located,
+    path: str,
+    gifts: dict[str, Gift],
+    context: rule_engine.Context,
+    errors: list[RuleError],
+) -> Rule | None:
+    before = len(errors)
+    condition = None
+    try:
+        condition = rule_engine.Rule(spec.when, context=context)
+    except rule_engine.RuleSyntaxError as exc:
+        errors.append(RuleError(path, located.line((*at, "when")), f"`when` does not parse: {exc.message}"))
+    except rule_engine.SymbolResolutionError as exc:
+        errors.append(
+            RuleError(path, located.line((*at, "when")), f"`when` names an unknown field `{exc.symbol_name}`")
+        )
+    except rule_engine.errors.ObjectAttributeError as exc:
+        errors.append(
+            RuleError(path, located.line((*at, "when")), f"`when` names an unknown field `{exc.attribute_name}`")
+        )
+    except rule_engine.EngineError as exc:
+        errors.append(RuleError(path, located.line((*at, "when")), f"`when` is not well typed: {exc.message}"))
+
+    award = spec.award
+    given = [k for k in ("points", "gift", "offer") if getattr(award, k) is not None]
+    if len(given) != 1:
+        errors.append(
+            RuleError(path, located.line((*at, "award")), "`award` needs exactly one of `points`, `gift` or `offer`")
+        )
+    gift = None
+    if award.gift is not None:
+        gift = gifts.get(award.gift)
+        if gift is None:
+            errors.append(
+                RuleError(path, located.line((*at, "award", "gift")), f"gift `{award.gift}` is not in {CATALOG_FILE}")
+            )
+    offer = None
+    if award.offer is not None:
+        o = award.offer
+        if (o.percent is None) == (o.amount is None):
+            errors.append(
+                RuleError(
+                    path, located.line((*at, "award", "offer")), "an offer needs exactly one of `percent` or `amount`"
+                )
+            )
+        offer = Offer(
+            percent=None if o.percent is None else Decimal(repr(o.percent)),
+            amount=None if o.amount is None else Decimal(repr(o.amount)),
+            category=_template(o.category, (*at, "award", "offer", "category"), located, path, errors),
+            description=_template(o.description, (*at, "award", "offer", "description"), located, path, errors),
+            valid_days=o.valid_days,
+        )
+    message = _template(spec.message, (*at, "message"), located, path, errors)
+    if len(errors) > before or condition is None:
+        return None
+    return Rule(
+        id=spec.id,
+        campaign=campaign,
+        when=spec.when,
+        condition=condition,
+        chance=spec.chance,
+        points=award.points,
+        gift=gift,
+        offer=offer,
+        message=message,
+        valid_days=spec.valid_days,
+        source=path,
+        line=located.line(at),
+    )

@@ -1,0 +1,78 @@
+"""The file formats marketers write: campaigns, ``catalog.yaml`` and ``settings.yaml``.
+
+These msgspec types are the single description of what a file may contain;
+the loader checks every key against them and reports each mistake with its
+line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from msgspec import Meta, Struct
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+Identifier = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=ID_PATTERN, description="lower-case letters, digits, - and _")
+]
+MAX_EXPRESSION_LENGTH = 2000
+MAX_MESSAGE_LENGTH = 500
+ValidDays = Annotated[int, Meta(ge=1, le=3650)]
+
+
+class ActiveWindow(Struct, forbid_unknown_fields=True, rename={"starts": "from"}):
+    """Dates (inclusive) between which a campaign may award, judged on the event's ``occurred_at``."""
+
+    starts: dt.date | None = None
+    until: dt.date | None = None
+
+
+class OfferSpec(Struct, forbid_unknown_fields=True):
+    percent: Annotated[float, Meta(gt=0, le=100)] | None = None
+    amount: Annotated[float, Meta(gt=0, le=1_000_000)] | None = None
+    category: Annotated[str, Meta(max_length=200)] | None = None
+    description: Annotated[str, Meta(max_length=MAX_MESSAGE_LENGTH)] | None = None
+    valid_days: ValidDays | None = None
+
+
+class AwardSpec(Struct, forbid_unknown_fields=True):
+    points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    gift: Identifier | None = None
+    offer: OfferSpec | None = None
+
+
+class RuleSpec(Struct, forbid_unknown_fields=True):
+    id: Identifier
+    when: Annotated[str, Meta(min_length=1, max_length=MAX_EXPRESSION_LENGTH)]
+    award: AwardSpec
+    chance: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    message: Annotated[str, Meta(max_length=MAX_MESSAGE_LENGTH)] | None = None
+    valid_days: ValidDays | None = None
+
+
+class CampaignSpec(Struct, forbid_unknown_fields=True):
+    campaign: Identifier
+    rules: Annotated[list[RuleSpec], Meta(min_length=1, max_length=1000)]
+    description: Annotated[str, Meta(max_length=2000)] | None = None
+    active: ActiveWindow | None = None
+
+
+class GiftSpec(Struct, forbid_unknown_fields=True):
+    id: Identifier
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    unit_cost: Annotated[float, Meta(ge=0, le=1_000_000)] = 0.0
+    stock: Annotated[int, Meta(ge=0)] | None = None
+
+
+class CatalogSpec(Struct, forbid_unknown_fields=True):
+    gifts: Annotated[list[GiftSpec], Meta(max_length=10_000)] = []
+
+
+class SettingsSpec(Struct, forbid_unknown_fields=True):
+    seed: Annotated[str, Meta(min_length=1, max_length=200)] = "delight"
+    """Keys the deterministic chance draws; change it and the winners change."""
+    default_valid_days: ValidDays = 90
+    """How long a gift or offer stays redeemable when its rule does not say."""
+    point_value: Annotated[float, Meta(ge=0, le=1000)] = 0.0
+    """What one point costs the shop, for award costs."""

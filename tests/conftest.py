@@ -1,0 +1,202 @@
+"""Test fixtures: real PostgreSQL and Redis, the real migrations, the real HTTP stack.
+
+By default the suite starts its own embedded PostgreSQL and Redis in a
+temporary directory. Set ``DELIGHT_TEST_DATABASE_URL`` (a ``postgresql+asyncpg://``
+URL to a server where the suite may create databases) and ``DELIGHT_TEST_REDIS_URL``
+to run against external servers instead. Each run creates a fresh database,
+builds it by running the migrations, and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.app import create_app
+from service.keys import scopes
+from service.keys.service import create_key
+from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database_async
+from service.lib.embedded import start_postgres, start_redis
+from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_RULES = ROOT / "rules"
+TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
+TABLES_RESET_PER_TEST = ("points_ledger", "awards", "events", "customers")
+
+
+@pytest.fixture(scope="session")
+def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Admin URLs of a PostgreSQL and a Redis: external when configured, embedded otherwise."""
+    started: list[Any] = []
+    database_url = os.environ.get("DELIGHT_TEST_DATABASE_URL")
+    redis_url = os.environ.get("DELIGHT_TEST_REDIS_URL")
+    data_dir = tmp_path_factory.mktemp("servers")
+    try:
+        if not database_url:
+            pg = start_postgres(data_dir, database="postgres")
+            started.append(pg)
+            database_url = pg.url
+        if not redis_url:
+            rd = start_redis(data_dir)
+            started.append(rd)
+            redis_url = rd.url
+        yield database_url, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _asyncpg_dsn(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    return {
+        "user": parsed.username,
+        "password": parsed.password,
+        "host": parsed.query.get("host") or parsed.host,
+        "port": parsed.port,
+        "database": parsed.database,
+    }
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
+    """A fresh database for this run, built by the real migrations."""
+    admin_url = server_urls[0]
+    name = f"delight_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(**_asyncpg_dsn(admin_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade_database_async(url)
+    yield url
+    admin = await asyncpg.connect(**_asyncpg_dsn(admin_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_urls: tuple[str, str]) -> str:
+    return server_urls[1]
+
+
+def make_settings(database_url: str, redis_url: str, rules_dir: Path = TEST_RULES) -> Settings:
+    return Settings(
+        app=AppSettings(rules_dir=rules_dir, log_level="WARNING", log_json=True),
+        db=DatabaseSettings(url=database_url, pool_size=20, max_overflow=20),
+        redis=RedisSettings(url=redis_url),
+    )
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, redis_url: str) -> Litestar:
+    return create_app(make_settings(database_url, redis_url))
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, timeout=30) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture(autouse=True)
+async def _clean_tables(request: pytest.FixtureRequest) -> None:
+    """Every test starts with no customers, events or awards (keys and rule sets stay)."""
+    if "database_url" not in request.fixturenames:
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {', '.join(TABLES_RESET_PER_TEST)} CASCADE"))
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def new_key(sessionmaker: async_sessionmaker[AsyncSession], *key_scopes: str) -> str:
+    async with transaction(sessionmaker) as session:
+        _, key = await create_key(session, "test", list(key_scopes))
+    return key
+
+
+@pytest.fixture(scope="session")
+async def keys(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, dict[str, str]]:
+    """``Authorization`` headers: one key per scope, plus ``all``."""
+    headers = {}
+    for scope in scopes.ALL:
+        headers[scope] = {"Authorization": f"Bearer {await new_key(sessionmaker, scope)}"}
+    headers["all"] = {"Authorization": f"Bearer {await new_key(sessionmaker, *scopes.ALL)}"}
+    return headers
+
+
+def purchase(
+    event_id: str = "pos-1",
+    customer_id: str = "c-1",
+    total: float = 120.0,
+    *,
+    occurred_at: str = "2026-03-01T10:15:00Z",
+    category: str = "handmade",
+    channel: str = "pos",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A purchase event in the v1 wire format."""
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "type": "purchase",
+        "customer_id": customer_id,
+        "occurred_at": occurred_at,
+        "channel": channel,
+        "store_id": "madrid-1",
+        "order": {
+            "order_id": f"o-{event_id}",
+            "total": total,
+            "currency": "EUR",
+            "items": [{"sku": "SKU-1", "category": category, "quantity": 1, "unit_price": total}],
+        },
+    }
+    event.update(extra)
+    return event
+
+
+def interaction(
+    event_id: str, customer_id: str = "c-1", name: str = "review_posted", **attributes: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "interaction",
+        "customer_id": customer_id,
+        "occurred_at": "2026-03-02T09:00:00Z",
+        "channel": "web",
+        "name": name,
+        "attributes": attributes,
+    }

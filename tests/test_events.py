@@ -1,0 +1,237 @@
+"""The event → rule → award loop over HTTP, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import interaction, purchase
+
+Client = AsyncTestClient[Litestar]
+
+
+async def post(client: Client, keys: dict[str, Any], event: dict[str, Any]) -> Any:
+    return await client.post("/v1/events", json=event, headers=keys["events:write"])
+
+
+async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(sql), params)).scalar_one())
+
+
+async def test_purchase_over_100_wins_the_mug_with_a_rendered_message(client: Client, keys: dict[str, Any]) -> None:
+    event = purchase("e-1", "c-1", 150.0, customer={"first_name": "Ana"})
+    response = await post(client, keys, event)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["event_id"] == "e-1"
+    assert body["duplicate"] is False
+    [award] = body["awards"]
+    assert award["campaign"] == "loyal"
+    assert award["rule_id"] == "mug-over-100"
+    assert award["kind"] == "gift"
+    assert award["gift"] == {"id": "mug", "name": "Branded mug"}
+    assert award["message"] == "Enjoy your mug, Ana!"
+    assert award["status"] == "issued"
+    assert award["issued_at"] == "2026-03-01T10:15:00Z"
+    assert award["expires_at"] == "2026-04-15T10:15:00Z"  # occurred_at + default_valid_days (45)
+    assert len(award["code"].replace("-", "")) == 13
+
+
+async def test_small_purchase_wins_nothing_but_still_counts(client: Client, keys: dict[str, Any]) -> None:
+    response = await post(client, keys, purchase("e-1", "c-1", 20.0))
+    assert response.status_code == 201
+    assert response.json()["awards"] == []
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["purchase_count"] == 1
+    assert profile["lifetime_spend"] == 20.0
+
+
+async def test_exact_replay_returns_200_with_the_same_awards_and_awards_nothing_new(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    event = purchase("e-1", "c-1", 150.0)
+    first = await post(client, keys, event)
+    again = await post(client, keys, dict(reversed(list(event.items()))))  # key order does not matter
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["awards"] == first.json()["awards"]
+    assert await count(engine, "SELECT count(*) FROM awards") == 1
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["purchase_count"] == 1
+
+
+async def test_same_event_id_with_other_content_is_a_409_conflict_and_changes_nothing(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    assert (await post(client, keys, purchase("e-1", "c-1", 150.0))).status_code == 201
+    response = await post(client, keys, purchase("e-1", "c-1", 151.0))
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:delight:problem:event-conflict"
+    assert await count(engine, "SELECT count(*) FROM events") == 1
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["lifetime_spend"] == 150.0
+
+
+async def test_identical_events_posted_concurrently_award_exactly_once(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    event = purchase("e-race", "c-race", 150.0)
+    responses = await asyncio.gather(*(post(client, keys, event) for _ in range(20)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 19 + [201]
+    codes = {r.json()["awards"][0]["code"] for r in responses}
+    assert len(codes) == 1
+    assert await count(engine, "SELECT count(*) FROM awards") == 1
+    assert await count(engine, "SELECT purchase_count FROM customers WHERE customer_id = 'c-race'") == 1
+
+
+async def test_concurrent_distinct_purchases_of_one_customer_are_all_counted(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    events = [purchase(f"e-{i}", "c-busy", 10.0) for i in range(25)]
+    responses = await asyncio.gather(*(post(client, keys, e) for e in events))
+    assert all(r.status_code == 201 for r in responses)
+    profile = (await client.get("/v1/customers/c-busy", headers=keys["customers:read"])).json()
+    assert profile["purchase_count"] == 25
+    assert profile["lifetime_spend"] == 250.0
+    # exactly one of them was the third purchase, whatever order they committed in
+    third = [a for r in responses for a in r.json()["awards"] if a["rule_id"] == "points-on-third"]
+    assert len(third) == 1
+    assert profile["points_balance"] == 200
+
+
+async def test_third_purchase_sees_itself_counted_and_earns_points_into_the_ledger(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    for i in range(1, 4):
+        response = await post(client, keys, purchase(f"e-{i}", "c-1", 10.0))
+    [award] = response.json()["awards"]
+    assert award["kind"] == "points"
+    assert award["points"] == 200
+    assert award["message"] == "3 visits: 200 points."
+    assert award["expires_at"] is None
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["points_balance"] == 200
+    ledger = await count(engine, "SELECT sum(delta) FROM points_ledger WHERE customer_id = 'c-1' AND reason = 'earn'")
+    assert ledger == 200
+
+
+async def test_review_offer_names_the_favourite_category_from_the_profile(client: Client, keys: dict[str, Any]) -> None:
+    await post(client, keys, purchase("e-1", "c-1", 50.0, category="lamps"))
+    await post(client, keys, purchase("e-2", "c-1", 20.0, category="rugs"))
+    response = await post(client, keys, interaction("i-1", "c-1", rating=5))
+    assert response.status_code == 201
+    [award] = response.json()["awards"]
+    assert award["kind"] == "offer"
+    assert award["offer"] == {"percent": 15.0, "category": "lamps", "valid_days": 30}
+    assert award["expires_at"] == "2026-04-01T09:00:00Z"
+
+
+async def test_interaction_without_the_attribute_a_rule_reads_simply_does_not_match(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    response = await post(client, keys, interaction("i-1", "c-1"))
+    assert response.status_code == 201
+    assert response.json()["awards"] == []
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["interaction_counts"] == {"review_posted": 1}
+
+
+async def test_return_reduces_lifetime_spend_and_counts_as_a_return(client: Client, keys: dict[str, Any]) -> None:
+    await post(client, keys, purchase("e-1", "c-1", 80.0))
+    ret = {
+        "event_id": "r-1",
+        "type": "return",
+        "customer_id": "c-1",
+        "occurred_at": "2026-03-05T10:00:00Z",
+        "order": {"order_id": "o-e-1", "total": 30.0, "currency": "EUR"},
+    }
+    response = await post(client, keys, ret)
+    assert response.status_code == 201
+    assert response.json()["awards"] == []
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["lifetime_spend"] == 50.0
+    assert profile["return_count"] == 1
+    assert profile["purchase_count"] == 1
+
+
+async def test_late_event_keeps_first_and_last_purchase_in_event_time(client: Client, keys: dict[str, Any]) -> None:
+    await post(client, keys, purchase("e-2", "c-1", 10.0, occurred_at="2026-03-10T10:00:00Z"))
+    await post(client, keys, purchase("e-1", "c-1", 10.0, occurred_at="2026-03-01T10:00:00Z"))
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["first_purchase_at"] == "2026-03-01T10:00:00Z"
+    assert profile["last_purchase_at"] == "2026-03-10T10:00:00Z"
+
+
+async def test_campaign_outside_its_active_window_awards_nothing(client: Client, keys: dict[str, Any]) -> None:
+    response = await post(client, keys, purchase("e-1", "c-1", 500.0, occurred_at="2027-01-02T10:00:00Z"))
+    assert response.status_code == 201
+    assert response.json()["awards"] == []
+
+
+async def test_sender_attributes_merge_into_the_profile(client: Client, keys: dict[str, Any]) -> None:
+    await post(client, keys, purchase("e-1", "c-1", 10.0, customer={"first_name": "Ana", "segments": ["vip"]}))
+    await post(client, keys, purchase("e-2", "c-1", 10.0, customer={"birthday": "1990-03-01"}))
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["attributes"] == {"first_name": "Ana", "birthday": "1990-03-01", "segments": ["vip"]}
+
+
+async def test_batch_returns_one_result_per_event_in_order(client: Client, keys: dict[str, Any]) -> None:
+    await post(client, keys, purchase("e-0", "c-1", 5.0))
+    events = [
+        purchase("e-1", "c-1", 150.0),
+        purchase("e-0", "c-1", 5.0),  # exact replay of an earlier event
+        purchase("e-0", "c-1", 6.0),  # conflict
+        purchase("e-1", "c-1", 150.0),  # replay within the batch
+    ]
+    response = await client.post("/v1/events/batch", json={"events": events}, headers=keys["events:write"])
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 200, 409, 200]
+    assert [r["event_id"] for r in results] == ["e-1", "e-0", "e-0", "e-1"]
+    assert results[0]["awards"][0]["rule_id"] == "mug-over-100"
+    assert results[3]["awards"] == results[0]["awards"]
+    assert results[2]["error"]["type"] == "urn:delight:problem:event-conflict"
+
+
+async def test_batch_with_one_bad_event_stores_nothing_and_names_the_field(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    bad = purchase("e-2", "c-1", 10.0)
+    bad["order"]["total"] = -5
+    response = await client.post(
+        "/v1/events/batch", json={"events": [purchase("e-1", "c-1", 10.0), bad]}, headers=keys["events:write"]
+    )
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert fields == ["events[1].order.total"]
+    assert await count(engine, "SELECT count(*) FROM events") == 0
+
+
+async def test_batch_over_1000_events_is_refused(client: Client, keys: dict[str, Any]) -> None:
+    events = [purchase(f"e-{i}", "c-1", 1.0) for i in range(1001)]
+    response = await client.post("/v1/events/batch", json={"events": events}, headers=keys["events:write"])
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "events"
+
+
+async def test_award_records_the_rule_set_version_that_produced_it(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine, app: Litestar
+) -> None:
+    response = await post(client, keys, purchase("e-1", "c-1", 150.0))
+    [award] = response.json()["awards"]
+    assert award["rule_set_version"] == app.state.rule_set.version
+    stored = await count(
+        engine,
+        "SELECT count(*) FROM awards a JOIN rule_sets r ON r.version = a.rule_set_version WHERE a.code = :code",
+        code=award["code"],
+    )
+    assert stored == 1
