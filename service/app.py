@@ -70,7 +70,6 @@ def openapi_config() -> OpenAPIConfig:
                 )
             }
         ),
-        security=[{"apiKey": []}],
         use_handler_docstrings=False,
     )
 

@@ -126,14 +126,20 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 
 
-@pytest.fixture(autouse=True)
-async def _clean_tables(request: pytest.FixtureRequest) -> None:
-    """Every test starts with no customers, events or awards (keys and rule sets stay)."""
-    if "database_url" not in request.fixturenames:
-        return
-    engine: AsyncEngine = request.getfixturevalue("engine")
+@pytest.fixture
+async def clean_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {', '.join(TABLES_RESET_PER_TEST)} CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_data_for_database_tests(request: pytest.FixtureRequest) -> None:
+    """Every test that touches the database starts with no customers, events or awards (keys and rule sets stay).
+
+    Pure tests never start a database.
+    """
+    if "database_url" in request.fixturenames:
+        request.getfixturevalue("clean_tables")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from service.events.schemas import CustomerAttributes
 from service.keys.guards import requires
 from service.keys.scopes import CUSTOMERS_READ
 from service.lib.errors import NotFoundError
-from service.lib.openapi import problem_responses
+from service.lib.openapi import API_KEY, problem_responses
 
 CustomerId = Annotated[str, Parameter(min_length=1, max_length=200, description="The customer's id across channels.")]
 
@@ -27,13 +27,14 @@ CustomerId = Annotated[str, Parameter(min_length=1, max_length=200, description=
 class CustomerController(Controller):
     path = "/v1/customers"
     tags = ["customers"]
+    security = [API_KEY]
 
     @get(
         "/{customer_id:str}",
         operation_id="getCustomer",
         summary="A customer's profile, points balance and active awards",
         guards=[requires(CUSTOMERS_READ)],
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 503),
     )
     async def get_customer(self, customer_id: CustomerId, db_session: NamedDependency[AsyncSession]) -> CustomerOut:
         profile = await customers_repo.get_profile(db_session, customer_id)

@@ -13,13 +13,14 @@ from service.keys.guards import requires
 from service.keys.scopes import EVENTS_WRITE
 from service.lib.db import transaction
 from service.lib.errors import DelightError, ValidationError
-from service.lib.openapi import problem_responses, response
+from service.lib.openapi import API_KEY, problem_responses, response
 from service.rules.ruleset import RuleSet
 
 
 class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
+    security = [API_KEY]
     guards = [requires(EVENTS_WRITE)]
 
     @post(
@@ -29,7 +30,7 @@ class EventController(Controller):
         status_code=201,
         responses={
             200: response(EventResult, "An exact replay of an event already received: the same awards."),
-            **problem_responses(400, 401, 403, 409, 422),
+            **problem_responses(400, 401, 403, 409, 413, 422, 503),
         },
     )
     async def post_event(
@@ -51,7 +52,7 @@ class EventController(Controller):
             "`POST /v1/events` would; each result carries the status that event would have had alone."
         ),
         status_code=200,
-        responses=problem_responses(400, 401, 403, 422),
+        responses=problem_responses(400, 401, 403, 413, 422, 503),
     )
     async def post_batch(
         self,

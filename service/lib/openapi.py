@@ -8,6 +8,9 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from service.lib.errors import PROBLEM_MEDIA_TYPE, Problem
 
+API_KEY: dict[str, list[str]] = {"apiKey": []}
+"""The security requirement of every route that needs a key."""
+
 _DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON, or a parameter cannot be read.",
     401: "No API key, or one that is not valid.",

@@ -10,7 +10,7 @@ from msgspec import Struct
 
 from service.keys.guards import requires
 from service.keys.scopes import RULES_ADMIN
-from service.lib.openapi import problem_responses
+from service.lib.openapi import API_KEY, problem_responses
 from service.rules.ruleset import RuleSet
 
 
@@ -41,6 +41,7 @@ class RuleSetOut(Struct):
 class RulesController(Controller):
     path = "/v1/rules"
     tags = ["rules"]
+    security = [API_KEY]
     guards = [requires(RULES_ADMIN)]
 
     @get("/", operation_id="getRules", summary="The active rule set", responses=problem_responses(401, 403))

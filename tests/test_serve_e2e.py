@@ -1,0 +1,162 @@
+"""``delight serve`` as a newcomer runs it: embedded servers, migrations, the demo rules, the README's purchase."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DELIGHT = str(Path(sys.executable).parent / "delight")
+START_TIMEOUT = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(data_dir: Path, rules_dir: Path = ROOT / "rules") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")}
+    env.update(DELIGHT_DATA_DIR=str(data_dir), DELIGHT_RULES_DIR=str(rules_dir), DELIGHT_LOG_JSON="true")
+    return env
+
+
+def readme_purchase() -> dict[str, object]:
+    """The example purchase exactly as the README shows it."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"-d '(\{\"event_id\".*?\})'\n", readme)
+    assert match, "README lost its example purchase"
+    event: dict[str, object] = json.loads(match.group(1))
+    return event
+
+
+def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(data_dir) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, subprocess.Popen[bytes], Path]]:
+    data_dir = tmp_path_factory.mktemp("delight-data")
+    env = _env(data_dir)
+    created = subprocess.run(
+        [DELIGHT, "keys", "create", "--name", "e2e", "--scopes", "events:write,customers:read,rules:admin"],
+        env=env,
+        capture_output=True,
+        timeout=START_TIMEOUT,
+        check=True,
+    )
+    key = created.stdout.decode().strip().splitlines()[-1]
+    port = _free_port()
+    log = (data_dir / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [DELIGHT, "serve", "--port", str(port), "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert proc.poll() is None, (data_dir / "serve.log").read_text()
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "delight serve did not become ready"
+        time.sleep(0.3)
+    try:
+        yield base, key, proc, data_dir
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    _, key, _, _ = served
+    assert re.fullmatch(r"dlk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", key)
+
+
+def test_readme_purchase_wins_from_the_demo_rules_and_replays(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, key, _, _ = served
+    headers = {"Authorization": f"Bearer {key}"}
+    event = readme_purchase()
+    first = httpx.post(f"{base}/v1/events", json=event, headers=headers, timeout=10)
+    assert first.status_code == 201, first.text
+    awards = first.json()["awards"]
+    assert {a["rule_id"] for a in awards} == {"first-purchase-candle", "vase-with-handmade"}
+    assert all(a["message"].startswith(("Welcome, Ana!", "Thank you, Ana!")) for a in awards)
+    again = httpx.post(f"{base}/v1/events", json=event, headers=headers, timeout=10)
+    assert again.status_code == 200
+    assert again.json() == {**first.json(), "duplicate": True}
+    changed = {**event, "order": {**event["order"], "total": 1.0}}  # type: ignore[dict-item]
+    assert httpx.post(f"{base}/v1/events", json=changed, headers=headers, timeout=10).status_code == 409
+    profile = httpx.get(f"{base}/v1/customers/{event['customer_id']}", headers=headers, timeout=10)
+    assert profile.status_code == 200
+    assert profile.json()["purchase_count"] == 1
+
+
+def test_served_schema_is_the_committed_contract(served: tuple[str, str, subprocess.Popen[bytes], Path]) -> None:
+    base = served[0]
+    served_doc = httpx.get(f"{base}/schema/openapi.json", timeout=10).json()
+    assert served_doc == json.loads((ROOT / "openapi" / "openapi.json").read_text())
+
+
+def test_logs_are_json_lines_with_a_request_id(served: tuple[str, str, subprocess.Popen[bytes], Path]) -> None:
+    base, _, _, data_dir = served
+    httpx.get(f"{base}/health/live", headers={"X-Request-ID": "probe-123"}, timeout=10)
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in (data_dir / "serve.log").read_text().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request" and line.get("request_id") == "probe-123"]
+    assert requests, "no canonical request line carried the incoming request id"
+    assert requests[0]["path"] == "/health/live"
+    assert requests[0]["status"] == 200
+
+
+def test_sigterm_stops_the_service_and_its_embedded_servers(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    _, _, proc, data_dir = served
+    assert _postgres_processes(data_dir), "the embedded PostgreSQL should be running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    deadline = time.monotonic() + 20
+    while _postgres_processes(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _postgres_processes(data_dir), "embedded PostgreSQL still running after shutdown"
+
+
+def test_serve_refuses_to_start_on_a_bad_rule_file(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "broken.yaml").write_text(
+        "campaign: broken\nrules:\n  - id: r1\n    when: order.totl > 3\n    award: {points: 5}\n"
+    )
+    result = subprocess.run(
+        [DELIGHT, "serve", "--port", str(_free_port())],
+        env=_env(tmp_path / "data", rules),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"{rules / 'broken.yaml'}:4: `when` names an unknown field `totl`" in result.stderr.decode()
+    assert not (tmp_path / "data").exists(), "nothing should start before the rules are valid"
