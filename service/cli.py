@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["DELIGHT_DATABASE_URL"] = database_url
         os.environ["DELIGHT_REDIS_URL"] = redis_url
         print(f"Delight listening on http://{args.host}:{args.port} (rules: {settings.app.rules_dir})", file=sys.stderr)
+        # uvicorn re-raises SIGTERM/SIGINT once it has shut down; turn that into a
+        # normal exit so the embedded servers above are stopped on the way out.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_cleanly)
         uvicorn.run(
             "service.app:create_app",
             factory=True,
@@ -47,6 +52,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=20,
         )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import interaction, purchase
@@ -235,3 +235,31 @@ async def test_award_records_the_rule_set_version_that_produced_it(
         code=award["code"],
     )
     assert stored == 1
+
+
+async def test_an_event_costs_a_fixed_number_of_statements_whatever_it_wins(
+    client: Client, keys: dict[str, Any], app: Litestar
+) -> None:
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    await post(client, keys, {})  # verifies (and caches) the API key before counting
+    sync_engine = app.state.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        await post(client, keys, purchase("e-1", "c-1", 150.0))  # wins the mug
+        with_award = list(statements)
+        statements.clear()
+        await post(client, keys, purchase("e-2", "c-2", 5.0))  # wins nothing
+        without_award = list(statements)
+        statements.clear()
+        await post(client, keys, purchase("e-2", "c-2", 5.0))  # replay
+        replay = list(statements)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    # insert event, upsert profile, one statement for all awards (+ ledger + balance)
+    assert with_award == ["INSERT", "INSERT", "WITH"]
+    assert without_award == ["INSERT", "INSERT"]
+    assert replay == ["INSERT", "SELECT"]

@@ -38,6 +38,8 @@ def new_code() -> str:
 
 def normalise(code: str) -> str | None:
     """The canonical form of a code typed by a person, or ``None`` when it cannot be valid."""
+    if not code.isascii():
+        return None
     raw = code.upper().replace("-", "").replace(" ", "")
     if len(raw) != BODY_LENGTH + 1 or any(c not in _INDEX for c in raw):
         return None

