@@ -37,7 +37,7 @@ class CustomerController(Controller):
         responses=problem_responses(400, 401, 403, 404, 503),
     )
     async def get_customer(self, customer_id: CustomerId, db_session: NamedDependency[AsyncSession]) -> CustomerOut:
-        profile = await customers_repo.get_profile(db_session, customer_id)
+        profile = None if "\x00" in customer_id else await customers_repo.get_profile(db_session, customer_id)
         if profile is None:
             raise NotFoundError(f"no customer {customer_id!r}: customers appear with their first event")
         rows = await awards_repo.active_for_customer(db_session, customer_id, dt.datetime.now(dt.UTC))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, post
+from typing import Any
+
+from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.events.schemas import BatchItemResult, BatchResult, EventBatchIn, EventIn, EventResult, semantic_errors
@@ -12,9 +16,13 @@ from service.events.service import record_event
 from service.keys.guards import requires
 from service.keys.scopes import EVENTS_WRITE
 from service.lib.db import transaction
-from service.lib.errors import DelightError, ValidationError
+from service.lib.errors import DelightError, ServiceUnavailableError, ValidationError
+from service.lib.logging import get_logger
 from service.lib.openapi import API_KEY, problem_responses, response
+from service.lib.validation import strict_body
 from service.rules.ruleset import RuleSet
+
+log = get_logger(__name__)
 
 
 class EventController(Controller):
@@ -34,8 +42,13 @@ class EventController(Controller):
         },
     )
     async def post_event(
-        self, data: JSONBody[EventIn], db_session: NamedDependency[AsyncSession], rule_set: NamedDependency[RuleSet]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[EventIn],
+        db_session: NamedDependency[AsyncSession],
+        rule_set: NamedDependency[RuleSet],
     ) -> Response[EventResult]:
+        data = strict_body(request, EventIn)
         errors = semantic_errors(data)
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
@@ -49,17 +62,21 @@ class EventController(Controller):
         description=(
             "The batch is checked as a whole first: if any event does not match the schema, nothing is stored "
             "and the 422 names every bad field. Then each event is stored in its own transaction, exactly as "
-            "`POST /v1/events` would; each result carries the status that event would have had alone."
+            "`POST /v1/events` would; each result carries the status that event would have had alone "
+            "(201, 200 for a replay, 409 for a conflict, 503 when the database failed for that event). "
+            "Retrying a whole batch is always safe: events already stored answer 200 with their awards."
         ),
         status_code=200,
         responses=problem_responses(400, 401, 403, 413, 422, 503),
     )
     async def post_batch(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[EventBatchIn],
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
     ) -> BatchResult:
+        data = strict_body(request, EventBatchIn)
         errors = [e for i, event in enumerate(data.events) for e in semantic_errors(event, f"events[{i}]")]
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
@@ -70,6 +87,12 @@ class EventController(Controller):
                     result, is_new = await record_event(session, rule_set, event)
             except DelightError as exc:
                 results.append(BatchItemResult(event_id=event.event_id, status=exc.status, error=exc.to_problem()))
+                continue
+            except (DBAPIError, PoolTimeoutError, OSError) as exc:
+                # The events before this one are stored; say so per event rather than failing the whole answer.
+                log.warning("batch_event_failed", event_id=event.event_id, error=type(exc).__name__)
+                error = ServiceUnavailableError("the database is unavailable; retry this event")
+                results.append(BatchItemResult(event_id=event.event_id, status=error.status, error=error.to_problem()))
                 continue
             results.append(
                 BatchItemResult(

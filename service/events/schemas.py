@@ -74,6 +74,10 @@ class EventBatchIn(Struct, forbid_unknown_fields=True):
     events: Annotated[list[EventIn], Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
 
 
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2999, 12, 31, tzinfo=dt.UTC)
+
+
 def semantic_errors(event: EventIn, prefix: str = "") -> list[FieldError]:
     """Rules between fields that a JSON Schema for one field cannot express."""
     where = f"{prefix}." if prefix else ""
@@ -84,6 +88,8 @@ def semantic_errors(event: EventIn, prefix: str = "") -> list[FieldError]:
         errors.append(FieldError(field=f"{where}name", message="an interaction needs a name"))
     if event.type == "interaction" and event.order is not None:
         errors.append(FieldError(field=f"{where}order", message="an interaction carries no order"))
+    if not EARLIEST <= event.occurred_at <= LATEST:
+        errors.append(FieldError(field=f"{where}occurred_at", message="must be between 1970 and 2999"))
     return errors
 
 

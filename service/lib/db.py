@@ -43,6 +43,7 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_pre_ping=True,
+        hide_parameters=True,  # parameters hold personal data; keep them out of errors and logs
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "delight"}},
     )

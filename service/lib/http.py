@@ -161,6 +161,10 @@ def handle_connection_error(request: Request[Any, Any, Any], exc: OSError) -> Re
     return problem(request, ServiceUnavailableError("a backing service is unreachable; retry shortly"))
 
 
+def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    return problem(request, MalformedRequestError("the JSON document is nested too deeply"))
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled_error", exc_info=exc)
     return problem(request, InternalError("an unexpected error occurred; it has been logged with this request id"))
@@ -173,5 +177,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DBAPIError: handle_database_error,
     PoolTimeoutError: handle_database_error,
     OSError: handle_connection_error,
+    RecursionError: handle_recursion_error,
     Exception: handle_unexpected,
 }

@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 
 import jsonschema
 import msgspec
+from litestar import Request
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
 from service.lib.errors import FieldError, MalformedRequestError, ValidationError
 
@@ -25,8 +28,9 @@ _FORMATS = jsonschema.FormatChecker(formats=())
 
 @_FORMATS.checks("date-time", raises=ValueError)
 def _is_datetime(value: object) -> bool:
-    if isinstance(value, str):
-        dt.datetime.fromisoformat(value)
+    """RFC 3339: a date, a time and an offset (``Z`` or ``+01:00``)."""
+    if isinstance(value, str) and dt.datetime.fromisoformat(value).tzinfo is None:
+        raise ValueError("a date-time needs a time zone offset")
     return True
 
 
@@ -72,6 +76,11 @@ def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErro
 
 
 def _describe(error: jsonschema.ValidationError, prefix: str) -> list[tuple[str, str]]:
+    if error.validator == "required" and isinstance(error.instance, dict):
+        required = error.validator_value if isinstance(error.validator_value, list) else []
+        return [
+            (_path([*error.absolute_path, key], prefix), "is required") for key in required if key not in error.instance
+        ]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         schema = error.schema if isinstance(error.schema, dict) else {}
         known = set(schema.get("properties", {}))
@@ -96,13 +105,49 @@ def parse_json(body: bytes) -> Any:
         raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
 
 
+def nul_errors(raw: Any, path: tuple[str | int, ...] = ()) -> list[FieldError]:
+    """Text with NUL characters, which PostgreSQL cannot store (in keys or values, at any depth)."""
+    if isinstance(raw, str):
+        return (
+            [FieldError(field=_path(path), message="must not contain NUL (\\u0000) characters")]
+            if "\x00" in raw
+            else []
+        )
+    if isinstance(raw, dict):
+        found = []
+        for key, value in raw.items():
+            if isinstance(key, str) and "\x00" in key:
+                found.append(FieldError(field=_path(path), message="keys must not contain NUL (\\u0000) characters"))
+            found.extend(nul_errors(value, (*path, key)))
+        return found
+    if isinstance(raw, list):
+        return [error for i, item in enumerate(raw) for error in nul_errors(item, (*path, i))]
+    return []
+
+
 def convert(raw: Any, model: type[T], prefix: str = "") -> T:
-    """Convert decoded JSON to ``model`` or raise a 422 naming every bad field."""
+    """Convert decoded JSON to ``model`` strictly (no "12.5" for 12.5) or raise a 422 naming every bad field."""
     try:
-        return msgspec.convert(raw, model, strict=True)
+        value = msgspec.convert(raw, model, strict=True)
     except msgspec.ValidationError as exc:
         errors = schema_errors(model, raw, prefix)
         if not errors:
             field, message = split_msgspec_message(str(exc))
             errors = [FieldError(field=_path([field], prefix) if prefix else field, message=message)]
         raise ValidationError(f"{len(errors)} field(s) do not match the schema", errors=errors) from None
+    errors = nul_errors(raw)
+    if errors:
+        raise ValidationError(f"{len(errors)} field(s) hold text that cannot be stored", errors=errors)
+    return value
+
+
+def strict_body(request: Request[Any, Any, Any], model: type[T]) -> T:
+    """The request's JSON body converted strictly to ``model``.
+
+    Litestar has already parsed the body (and converted it leniently for the
+    handler's signature); this holds it to the published schema.
+    """
+    raw = ScopeState.from_scope(request.scope).json
+    if raw is Empty:
+        raise MalformedRequestError("the request body is empty; send a JSON document")
+    return convert(raw, model)

@@ -1,0 +1,186 @@
+"""One canonical log line per request, and no personal data in any log entry."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from service.keys import scopes
+from tests.conftest import purchase
+
+Client = AsyncTestClient[Litestar]
+
+TEST_CLIENT_LOGGERS = ("httpx", "httpcore")  # the test's own HTTP client, not the service
+FIRST_NAME = "Zebulonia"
+LAST_NAME = "Quillfeather"
+EMAIL = "zebulonia.quillfeather@example.org"
+
+
+@contextmanager
+def capture() -> Iterator[list[dict[str, Any]]]:
+    """Every log entry written while active, as the service writes it: request context merged, tracebacks as text.
+
+    ``structlog.testing.capture_logs`` sees the loggers that use the current structlog configuration. A logger
+    first used before another ``create_app`` reconfigured logging (the suite builds a second app in
+    test_health.py) keeps the processor list it was cached with and still ends in the standard library's
+    logging, so a handler on the root logger collects those, along with any third-party library's lines.
+    """
+    order = itertools.count()
+    stamped: list[tuple[int, dict[str, Any]]] = []
+
+    def stamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict["_seq"] = next(order)
+        return event_dict
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name.startswith(TEST_CLIENT_LOGGERS):
+                return
+            if isinstance(record.msg, dict):  # a structlog entry on its way to the formatter
+                entry = structlog.processors.format_exc_info(None, "", dict(record.msg))
+            else:
+                entry = {"event": record.getMessage(), "logger": record.name}
+                if record.exc_info:
+                    entry["exception"] = logging.Formatter().formatException(record.exc_info)
+            entry.setdefault("log_level", record.levelname.lower())
+            stamped.append((next(order), entry))
+
+    root = logging.getLogger()
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)  # the service's default level
+    entries: list[dict[str, Any]] = []
+    try:
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info, stamp]
+        ) as direct:
+            yield entries
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    stamped.extend((e.pop("_seq"), e) for e in direct)
+    entries.extend(e for _, e in sorted(stamped, key=lambda pair: pair[0]))
+
+
+def request_lines(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in entries if e.get("event") == "request"]
+
+
+def assert_no_personal_data(entries: list[dict[str, Any]]) -> None:
+    assert entries, "nothing was logged at all; the test would prove nothing"
+    for entry in entries:
+        rendered = repr(entry)
+        for secret in (FIRST_NAME, LAST_NAME, EMAIL):
+            assert secret not in rendered, f"{secret!r} leaked into the log entry {entry.get('event')!r}"
+
+
+async def test_each_request_logs_one_canonical_line_with_method_path_status_duration_and_request_id(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    with capture() as entries:
+        response = await client.post(
+            "/v1/events",
+            json=purchase("e-log-1", "c-log", 10.0),
+            headers={**keys[scopes.EVENTS_WRITE], "X-Request-ID": "log-req-1"},
+        )
+    assert response.status_code == 201
+    [line] = request_lines(entries)
+    assert line["method"] == "POST"
+    assert line["path"] == "/v1/events"
+    assert line["status"] == 201
+    assert isinstance(line["duration_ms"], float | int)
+    assert line["duration_ms"] >= 0
+    assert line["request_id"] == "log-req-1"
+    assert line["log_level"] == "info"
+
+
+async def test_request_line_carries_the_generated_request_id_the_client_was_given(client: Client) -> None:
+    with capture() as entries:
+        response = await client.get("/health/live")
+    [line] = request_lines(entries)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["status"] == 200
+    assert line["method"] == "GET"
+    assert line["path"] == "/health/live"
+
+
+async def test_failed_requests_are_logged_with_their_error_status(client: Client, keys: dict[str, Any]) -> None:
+    with capture() as entries:
+        unauthorized = await client.get("/v1/rules")
+        not_found = await client.get("/v1/customers/c-nobody", headers=keys[scopes.CUSTOMERS_READ])
+        no_route = await client.get("/v1/no-such-route")
+    lines = request_lines(entries)
+    assert [(line["path"], line["status"]) for line in lines] == [
+        ("/v1/rules", 401),
+        ("/v1/customers/c-nobody", 404),
+        ("/v1/no-such-route", 404),
+    ]
+    assert [line["request_id"] for line in lines] == [
+        r.headers["x-request-id"] for r in (unauthorized, not_found, no_route)
+    ]
+
+
+async def test_every_entry_logged_during_a_request_carries_its_request_id(client: Client, keys: dict[str, Any]) -> None:
+    with capture() as entries:
+        response = await client.post(
+            "/v1/events",
+            json=purchase("e-log-2", "c-log", 150.0),
+            headers={**keys[scopes.EVENTS_WRITE], "X-Request-ID": "log-req-2"},
+        )
+    assert response.status_code == 201
+    assert len(entries) >= 2  # the event itself and the request line
+    assert {e.get("request_id") for e in entries} == {"log-req-2"}
+
+
+async def test_the_customers_name_and_email_never_appear_in_the_logs(client: Client, keys: dict[str, Any]) -> None:
+    customer = {"first_name": FIRST_NAME, "last_name": LAST_NAME, "email": EMAIL}
+    with capture() as entries:
+        # a purchase that wins (its message names the customer), a replay, a conflict and a profile read
+        event = purchase("e-pii", "c-pii", 150.0, customer=customer)
+        first = await client.post("/v1/events", json=event, headers=keys[scopes.EVENTS_WRITE])
+        replay = await client.post("/v1/events", json=event, headers=keys[scopes.EVENTS_WRITE])
+        conflict = await client.post(
+            "/v1/events", json={**event, "store_id": "other"}, headers=keys[scopes.EVENTS_WRITE]
+        )
+        profile = await client.get("/v1/customers/c-pii", headers=keys[scopes.CUSTOMERS_READ])
+        batch = await client.post(
+            "/v1/events/batch",
+            json={"events": [purchase("e-pii-2", "c-pii", 150.0, customer=customer)]},
+            headers=keys[scopes.EVENTS_WRITE],
+        )
+    assert [first.status_code, replay.status_code, conflict.status_code, profile.status_code] == [201, 200, 409, 200]
+    assert batch.status_code == 200
+    # the name did reach the service: it is in the award message and the profile
+    assert FIRST_NAME in first.json()["awards"][0]["message"]
+    assert profile.json()["attributes"]["first_name"] == FIRST_NAME
+    assert len(request_lines(entries)) == 5
+    assert_no_personal_data(entries)
+
+
+async def test_invalid_input_with_personal_data_does_not_log_it(client: Client, keys: dict[str, Any]) -> None:
+    event = purchase("e-pii-bad", "c-pii", -1.0, customer={"first_name": FIRST_NAME, "email": EMAIL})
+    event["unexpected"] = LAST_NAME
+    with capture() as entries:
+        response = await client.post("/v1/events", json=event, headers=keys[scopes.EVENTS_WRITE])
+    assert response.status_code == 422
+    assert_no_personal_data(entries)
+
+
+async def test_an_event_that_fails_inside_the_database_does_not_log_the_customers_name(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    # A NUL character cannot be stored by PostgreSQL; whatever the service answers, its logs must not carry
+    # the payload (and with it the customer's name and e-mail).
+    event = purchase("e-pii-nul", "c-pii", 150.0, customer={"first_name": FIRST_NAME, "email": EMAIL})
+    event["store_id"] = "madrid\u00001"
+    with capture() as entries:
+        response = await client.post("/v1/events", json=event, headers=keys[scopes.EVENTS_WRITE])
+    assert response.status_code != 201
+    assert_no_personal_data(entries)
