@@ -20,14 +20,11 @@ target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:
-    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-    try:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-        with context.begin_transaction():
-            context.run_migrations()
-    finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
-        connection.commit()
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    # One transaction for the lock and every migration: a failure leaves nothing behind.
+    with context.begin_transaction():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        context.run_migrations()
 
 
 async def _run_async() -> None:

@@ -26,6 +26,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except RuleSetError as exc:
         _print_rule_errors(exc)
         return 1
+    if (settings.db.url is None or settings.redis.url is None) and not _lock_data_dir(settings.app.data_dir):
+        print(
+            f"delight: another `delight serve` is using {settings.app.data_dir}; stop it, "
+            "or give this one its own DELIGHT_DATA_DIR",
+            file=sys.stderr,
+        )
+        return 1
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=settings.redis.url) as (
         database_url,
         redis_url,
@@ -52,6 +59,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=20,
         )
     return 0
+
+
+_held_locks: list[object] = []
+
+
+def _lock_data_dir(data_dir: Path) -> bool:
+    """Hold an exclusive lock on the data dir for this process's life: one server owns its embedded servers."""
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "serve.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    _held_locks.append(handle)
+    return True
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -13,7 +13,7 @@ import pytest
 from service.rules import engine
 from service.rules.engine import Decision, Outcome, decisions, evaluate
 from service.rules.facts import build_facts, template_field_exists
-from service.rules.loader import load_rule_set
+from service.rules.loader import RuleSetError, load_rule_set
 from service.rules.ruleset import RuleSet
 from service.rules.template import Template, TemplateError
 
@@ -569,3 +569,61 @@ def test_template_refuses_a_placeholder_that_is_not_a_printable_scalar(source: s
     # Rendering a mapping or a list of objects would print a Python repr on the customer's receipt.
     with pytest.raises(TemplateError):
         Template.compile(source, template_field_exists)
+
+
+# --- the shop's time zone ---------------------------------------------------------------------------------------
+
+
+MADRID = SETTINGS + "timezone: Europe/Madrid\n"
+LAST_DAY = """\
+campaign: c
+active: {until: 2026-12-31}
+rules:
+  - id: r
+    when: type == "purchase"
+    award: {points: 1}
+"""
+
+
+def test_campaign_dates_are_read_in_the_shop_time_zone(tmp_path: Path) -> None:
+    new_year_in_madrid = dt.datetime(2026, 12, 31, 23, 30, tzinfo=UTC)  # 00:30 on 1 January in Madrid
+    in_utc = load(tmp_path / "utc", LAST_DAY)
+    in_madrid = load(tmp_path / "madrid", LAST_DAY, settings=MADRID)
+    event = purchase(occurred_at=new_year_in_madrid)
+    assert outcome(in_utc, build_facts(event, profile(), in_utc.zone), "r").decision is not None
+    assert outcome(in_madrid, build_facts(event, profile(), in_madrid.zone), "r").reason == (
+        "campaign not active on this date"
+    )
+
+
+def test_conditions_read_the_hour_in_the_shop_time_zone(tmp_path: Path) -> None:
+    rule_set = load(tmp_path, single_rule("occurred_at.hour == 11"), settings=MADRID)
+    at_ten_utc = purchase(occurred_at=dt.datetime(2026, 3, 1, 10, 0, tzinfo=UTC))  # 11:00 in Madrid (CET)
+    assert outcome(rule_set, build_facts(at_ten_utc, profile(), rule_set.zone), "r").matched
+
+
+def test_expiry_is_the_same_local_time_days_later_reported_in_utc(tmp_path: Path) -> None:
+    rule_set = load(tmp_path, single_rule('type == "purchase"', "{gift: mug}"), settings=MADRID)
+    found = decision(rule_set, build_facts(purchase(), profile(), rule_set.zone), "r")
+    # 11:15 in Madrid (CET) on 1 March; 45 days later it is 11:15 in Madrid (CEST), 09:15 UTC
+    assert found.expires_at == dt.datetime(2026, 4, 15, 9, 15, tzinfo=UTC)
+    assert found.expires_at.utcoffset() == dt.timedelta(0)
+
+
+def test_unknown_time_zone_is_a_load_error_with_its_line(tmp_path: Path) -> None:
+    with pytest.raises(RuleSetError) as raised:
+        load(tmp_path, LAST_DAY, settings=SETTINGS + "timezone: Mars/Olympus\n")
+    assert [str(e) for e in raised.value.errors] == [
+        f"{tmp_path / 'settings.yaml'}:4: unknown time zone `Mars/Olympus`"
+    ]
+
+
+def test_offer_whose_category_renders_empty_is_not_awarded(tmp_path: Path) -> None:
+    campaign = single_rule(
+        'type == "interaction"', '{offer: {percent: 15, category: "{{ customer.favourite_category }}"}}'
+    )
+    rule_set = load(tmp_path, campaign)
+    found = outcome(rule_set, facts(review(), favourite_category=None), "r")
+    assert found.matched
+    assert found.decision is None
+    assert found.reason == "offer category renders empty for this customer"

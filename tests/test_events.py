@@ -263,3 +263,75 @@ async def test_an_event_costs_a_fixed_number_of_statements_whatever_it_wins(
     assert with_award == ["INSERT", "INSERT", "WITH"]
     assert without_award == ["INSERT", "INSERT"]
     assert replay == ["INSERT", "SELECT"]
+
+
+async def test_review_offer_for_a_customer_without_a_favourite_category_is_not_a_store_wide_discount(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    response = await post(client, keys, interaction("i-1", "c-new", rating=5))
+    assert response.status_code == 201
+    assert response.json()["awards"] == []
+
+
+async def test_same_instant_written_with_another_offset_is_a_replay_with_identical_timestamps(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    first = await post(client, keys, purchase("e-1", "c-1", 150.0, occurred_at="2026-03-01T10:15:00Z"))
+    again = await post(client, keys, purchase("e-1", "c-1", 150.0, occurred_at="2026-03-01T05:15:00-05:00"))
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["awards"] == first.json()["awards"]
+    assert first.json()["awards"][0]["expires_at"] == "2026-04-15T10:15:00Z"
+
+
+async def test_late_event_fills_missing_attributes_but_never_overwrites_newer_ones(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    newer = purchase(
+        "e-2",
+        "c-1",
+        10.0,
+        occurred_at="2026-03-05T10:00:00Z",
+        customer={"first_name": "New", "consent": {"email": True}},
+    )
+    older = purchase(
+        "e-1",
+        "c-1",
+        10.0,
+        occurred_at="2026-03-01T10:00:00Z",
+        customer={"first_name": "Old", "language": "es", "consent": {"sms": False, "email": False}},
+    )
+    await post(client, keys, newer)
+    await post(client, keys, older)
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["attributes"] == {"first_name": "New", "language": "es", "consent": {"email": True, "sms": False}}
+
+
+async def test_newer_event_updates_attributes_and_merges_consent_per_channel(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    await post(client, keys, purchase("e-1", "c-1", 10.0, customer={"first_name": "Ana", "consent": {"sms": True}}))
+    later = purchase(
+        "e-2",
+        "c-1",
+        10.0,
+        occurred_at="2026-03-09T10:00:00Z",
+        customer={"first_name": "Anna", "consent": {"email": True}},
+    )
+    await post(client, keys, later)
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["attributes"] == {"first_name": "Anna", "consent": {"sms": True, "email": True}}
+
+
+async def test_refunds_never_take_lifetime_spend_below_zero(client: Client, keys: dict[str, Any]) -> None:
+    ret = {
+        "event_id": "r-1",
+        "type": "return",
+        "customer_id": "c-1",
+        "occurred_at": "2026-03-05T10:00:00Z",
+        "order": {"order_id": "unknown-order", "total": 500.0},
+    }
+    assert (await post(client, keys, ret)).status_code == 201
+    profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
+    assert profile["lifetime_spend"] == 0.0
+    assert profile["return_count"] == 1

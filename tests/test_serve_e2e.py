@@ -132,6 +132,18 @@ def test_logs_are_json_lines_with_a_request_id(served: tuple[str, str, subproces
     assert requests[0]["status"] == 200
 
 
+def test_a_second_serve_on_the_same_data_dir_is_refused_and_leaves_the_first_running(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, _, data_dir = served
+    second = subprocess.run(
+        [DELIGHT, "serve", "--port", str(_free_port())], env=_env(data_dir), capture_output=True, timeout=60
+    )
+    assert second.returncode == 1
+    assert "another `delight serve` is using" in second.stderr.decode()
+    assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
+
+
 def test_sigterm_stops_the_service_and_its_embedded_servers(
     served: tuple[str, str, subprocess.Popen[bytes], Path],
 ) -> None:

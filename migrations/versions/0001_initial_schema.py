@@ -45,9 +45,27 @@ $$
 """
 
 
+# Sender-supplied attributes: the newer event wins key by key, `consent` is
+# merged per channel, and an older (late) event only fills what is missing.
+MERGE_ATTRIBUTES = """
+CREATE FUNCTION delight_merge_attributes(old jsonb, new jsonb, new_is_newer boolean) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN new_is_newer IS NOT FALSE
+        THEN old || new || jsonb_strip_nulls(jsonb_build_object(
+            'consent', CASE WHEN old ? 'consent' OR new ? 'consent'
+                THEN coalesce(old->'consent', '{}'::jsonb) || coalesce(new->'consent', '{}'::jsonb) END))
+        ELSE new || old || jsonb_strip_nulls(jsonb_build_object(
+            'consent', CASE WHEN old ? 'consent' OR new ? 'consent'
+                THEN coalesce(new->'consent', '{}'::jsonb) || coalesce(old->'consent', '{}'::jsonb) END))
+    END
+$$
+"""
+
+
 def upgrade() -> None:
     op.execute(JSONB_ADD)
     op.execute(JSONB_TOP_KEY)
+    op.execute(MERGE_ATTRIBUTES)
     op.create_table(
         "api_keys",
         sa.Column("key_id", sa.String(length=32), nullable=False),
@@ -64,7 +82,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(length=200), nullable=False),
         sa.Column("purchase_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("return_count", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("lifetime_spend", sa.Numeric(precision=14, scale=2), server_default="0", nullable=False),
+        sa.Column("lifetime_spend", sa.Numeric(), server_default="0", nullable=False),
         sa.Column("first_purchase_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_purchase_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
@@ -194,5 +212,6 @@ def downgrade() -> None:
     op.drop_table("rule_sets")
     op.drop_table("customers")
     op.drop_table("api_keys")
+    op.execute("DROP FUNCTION delight_merge_attributes(jsonb, jsonb, boolean)")
     op.execute("DROP FUNCTION delight_jsonb_top_key(jsonb)")
     op.execute("DROP FUNCTION delight_jsonb_add(jsonb, jsonb)")

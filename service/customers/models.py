@@ -20,7 +20,7 @@ class Customer(Base):
     customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     purchase_count: Mapped[int] = mapped_column(Integer, server_default="0")
     return_count: Mapped[int] = mapped_column(Integer, server_default="0")
-    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(14, 2), server_default="0")
+    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
     first_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -16,27 +16,32 @@ PROFILE_COLUMNS = """
     delight_jsonb_top_key(category_spend) AS favourite_category
 """
 
-# One atomic statement: counters add, dates widen, attributes merge. The row
-# lock it takes also orders concurrent events of one customer.
+# One atomic statement: counters add, dates widen, attributes merge (a late
+# event fills gaps but never overwrites what a newer one said). The row lock
+# it takes also orders concurrent events of one customer. Counters reflect
+# arrival order: a late purchase is judged on the profile as it stands when
+# it arrives.
 UPSERT = text(
     f"""
     INSERT INTO customers AS c (
         customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
         last_event_at, category_spend, interaction_counts, attributes
     ) VALUES (
-        :customer_id, :purchases, :returns, :spend, :purchase_at, :purchase_at,
+        :customer_id, :purchases, :returns, GREATEST(:spend, 0), :purchase_at, :purchase_at,
         :occurred_at, :category_spend, :interactions, :attributes
     )
     ON CONFLICT (customer_id) DO UPDATE SET
         purchase_count = c.purchase_count + EXCLUDED.purchase_count,
         return_count = c.return_count + EXCLUDED.return_count,
-        lifetime_spend = c.lifetime_spend + EXCLUDED.lifetime_spend,
+        lifetime_spend = GREATEST(c.lifetime_spend + :spend, 0),
         first_purchase_at = LEAST(c.first_purchase_at, EXCLUDED.first_purchase_at),
         last_purchase_at = GREATEST(c.last_purchase_at, EXCLUDED.last_purchase_at),
         last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at),
         category_spend = delight_jsonb_add(c.category_spend, EXCLUDED.category_spend),
         interaction_counts = delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts),
-        attributes = c.attributes || EXCLUDED.attributes,
+        attributes = delight_merge_attributes(
+            c.attributes, EXCLUDED.attributes, EXCLUDED.last_event_at >= c.last_event_at
+        ),
         updated_at = now()
     RETURNING {PROFILE_COLUMNS}
     """

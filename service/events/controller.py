@@ -15,8 +15,8 @@ from service.events.schemas import BatchItemResult, BatchResult, EventBatchIn, E
 from service.events.service import record_event
 from service.keys.guards import requires
 from service.keys.scopes import EVENTS_WRITE
-from service.lib.db import transaction
-from service.lib.errors import DelightError, ServiceUnavailableError, ValidationError
+from service.lib.db import transaction, translate_error
+from service.lib.errors import DelightError, ValidationError
 from service.lib.logging import get_logger
 from service.lib.openapi import API_KEY, problem_responses, response
 from service.lib.validation import strict_body
@@ -90,8 +90,10 @@ class EventController(Controller):
                 continue
             except (DBAPIError, PoolTimeoutError, OSError) as exc:
                 # The events before this one are stored; say so per event rather than failing the whole answer.
+                error = translate_error(exc)
+                if error is None:
+                    raise
                 log.warning("batch_event_failed", event_id=event.event_id, error=type(exc).__name__)
-                error = ServiceUnavailableError("the database is unavailable; retry this event")
                 results.append(BatchItemResult(event_id=event.event_id, status=error.status, error=error.to_problem()))
                 continue
             results.append(

@@ -101,7 +101,9 @@ class EventResult(Struct):
 
 class BatchItemResult(Struct, omit_defaults=True):
     event_id: str | None
-    status: Annotated[int, Meta(description="The status this event would get alone: 201, 200, 409 or 422.")]
+    status: Annotated[
+        int, Meta(description="The status this event would get alone: 201, 200 (replay), 409, 422 or 503.")
+    ]
     duplicate: bool = False
     awards: list[AwardOut] = []
     error: Problem | None = None

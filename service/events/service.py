@@ -40,6 +40,8 @@ def content_hash(event: EventIn) -> bytes:
 
 async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
     """Store one event and its consequences; returns the result and whether the event was new."""
+    # One instant, one spelling: 11:15+01:00 and 10:15Z are the same event.
+    event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
     digest = content_hash(event)
     order = event.order
     is_new = await events_repo.insert(
@@ -69,7 +71,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
     profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
-    decided = engine.decisions(rule_set, build_facts(event_data, profile))
+    decided = engine.decisions(rule_set, build_facts(event_data, profile, rule_set.zone))
     awards = [_award(d, event, rule_set.version) for d in decided]
     if awards:
         await awards_repo.issue(

@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get
 from msgspec import Struct
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.lib.openapi import response
 
@@ -50,20 +52,20 @@ class HealthController(Controller):
         return Response(body, status_code=200 if ok else 503)
 
 
-async def _check_database(engine: object) -> str:
+async def _check_database(engine: AsyncEngine) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            async with engine.connect() as connection:  # type: ignore[attr-defined]
+            async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         return "ok"
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         return f"unreachable ({type(exc).__name__})"
 
 
-async def _check_redis(redis: object) -> str:
+async def _check_redis(redis: Redis) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            await redis.ping()  # type: ignore[attr-defined]
+            await redis.ping()
         return "ok"
     except (RedisError, OSError, TimeoutError) as exc:
         return f"unreachable ({type(exc).__name__})"

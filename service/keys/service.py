@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.keys import repository
 from service.keys.scopes import ALL
 
 PREFIX = "dlk"
@@ -64,10 +64,7 @@ async def create_key(session: AsyncSession, name: str, scopes: list[str]) -> tup
     scopes = check_scopes(scopes)
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    await session.execute(
-        text("INSERT INTO api_keys (key_id, name, secret_hash, scopes) VALUES (:key_id, :name, :hash, :scopes)"),
-        {"key_id": key_id, "name": name, "hash": _hash(secret), "scopes": scopes},
-    )
+    await repository.insert(session, key_id=key_id, name=name, secret_hash=_hash(secret), scopes=scopes)
     return key_id, f"{PREFIX}_{key_id}_{secret}"
 
 
@@ -101,12 +98,7 @@ class KeyVerifier:
 
     async def _load(self, key_id: str) -> _Cached | None:
         async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    text("SELECT name, secret_hash, scopes FROM api_keys WHERE key_id = :id AND revoked_at IS NULL"),
-                    {"id": key_id},
-                )
-            ).one_or_none()
+            row = await repository.active(session, key_id)
         if row is None:
             return None
         cached = _Cached(name=row.name, secret_hash=row.secret_hash.hex(), scopes=list(row.scopes))

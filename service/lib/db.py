@@ -1,9 +1,9 @@
 """Database plumbing: metadata, engine, sessions and migrations.
 
 All tables share one ``MetaData`` with a naming convention so that
-constraint names (and so migrations) stay stable. A request gets one
-session whose transaction is committed in exactly one place: the
-``db_session`` dependency below.
+constraint names (and so migrations) stay stable. A unit of work is one
+session whose transaction is committed in exactly one place:
+``transaction`` below (the request's ``db_session`` dependency uses it).
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
+from service.lib.errors import ConflictError, DelightError, ServiceUnavailableError, ValidationError
 from service.lib.settings import DatabaseSettings
 
 NAMING_CONVENTION = {
@@ -61,6 +64,24 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
     """
     async with maker() as session, session.begin():
         yield session
+
+
+def translate_error(exc: Exception) -> DelightError | None:
+    """The client-facing error for a database failure, or ``None`` when it is a bug to surface as a 500.
+
+    Only a database that cannot be reached is worth retrying (503); a value
+    PostgreSQL cannot store is the client's to fix (422); a constraint
+    violation is a conflict with what is stored (409).
+    """
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, OSError)) or getattr(
+        exc, "connection_invalidated", False
+    ):
+        return ServiceUnavailableError("the database is unavailable; retry shortly")
+    if isinstance(exc, DataError):
+        return ValidationError("a value is out of the range that can be stored")
+    if isinstance(exc, IntegrityError):
+        return ConflictError("the request conflicts with stored data")
+    return None
 
 
 def alembic_config(url: str) -> Config:

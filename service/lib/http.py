@@ -14,10 +14,11 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.lib import validation
+from service.lib.db import translate_error
 from service.lib.errors import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPE_PREFIX,
@@ -148,12 +149,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError | PoolTimeoutError) -> Response[bytes]:
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)) or getattr(
-        exc, "connection_invalidated", False
-    ):
-        log.warning("database_unavailable", error=type(exc).__name__)
-        return problem(request, ServiceUnavailableError("the database is unavailable; retry shortly"))
-    return handle_unexpected(request, exc)
+    error = translate_error(exc)
+    if error is None:
+        return handle_unexpected(request, exc)
+    log.warning("database_error", error=type(exc).__name__, status=error.status)
+    return problem(request, error)
 
 
 def handle_connection_error(request: Request[Any, Any, Any], exc: OSError) -> Response[bytes]:

@@ -88,17 +88,27 @@ def _evaluate_rule(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outc
         value = draw(rule_set.settings.seed, rule.campaign, rule.id, facts["event_id"])
         if value >= rule.chance:
             return Outcome(rule.campaign, rule.id, True, f"chance draw {value:.4f} >= {rule.chance}", value, None)
-    return Outcome(rule.campaign, rule.id, True, "awarded", value, _decide(rule_set, rule, facts))
+    decision = _decide(rule_set, rule, facts)
+    if decision is None:
+        return Outcome(rule.campaign, rule.id, True, "offer category renders empty for this customer", value, None)
+    return Outcome(rule.campaign, rule.id, True, "awarded", value, decision)
 
 
-def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision:
+def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | None:
+    """The award a rule gives, or ``None`` when a templated offer category comes out empty.
+
+    An offer meant for "your favourite category" must never turn into a
+    discount on everything for a customer without one.
+    """
     settings = rule_set.settings
     occurred_at: dt.datetime = facts["occurred_at"]
     offer = None
     valid_days = rule.valid_days
     cost = Decimal(0)
     if rule.offer is not None:
-        category = rule.offer.category.render(facts) if rule.offer.category else None
+        category = rule.offer.category.render(facts).strip() if rule.offer.category else None
+        if rule.offer.category is not None and not category:
+            return None
         description = rule.offer.description.render(facts) if rule.offer.description else None
         valid_days = valid_days or rule.offer.valid_days
         offer = {
@@ -118,7 +128,7 @@ def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision:
         cost = (Decimal(rule.points) * Decimal(repr(settings.point_value))).quantize(Decimal("0.01"))
         expires_at = None
     else:
-        expires_at = occurred_at + dt.timedelta(days=valid_days or settings.default_valid_days)
+        expires_at = (occurred_at + dt.timedelta(days=valid_days or settings.default_valid_days)).astimezone(dt.UTC)
     return Decision(
         campaign=rule.campaign,
         rule_id=rule.id,

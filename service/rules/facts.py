@@ -114,11 +114,12 @@ def _midnight(value: dt.date | None) -> dt.datetime | None:
     return None if value is None else dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
 
 
-def build_facts(event: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
+def build_facts(event: Mapping[str, Any], profile: Mapping[str, Any], zone: dt.tzinfo = dt.UTC) -> dict[str, Any]:
     """The plain-data view of an event and a customer that rules and templates read.
 
     ``event`` is the event as decoded builtins (the v1 wire shape);
-    ``profile`` is the customer after this event was counted.
+    ``profile`` is the customer after this event was counted; times are
+    shown in ``zone``, the shop's time zone.
     """
     order = event.get("order") or {}
     attributes = profile.get("attributes") or {}
@@ -136,7 +137,7 @@ def build_facts(event: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[st
         "event_id": event["event_id"],
         "type": event["type"],
         "customer_id": event["customer_id"],
-        "occurred_at": event["occurred_at"],
+        "occurred_at": event["occurred_at"].astimezone(zone),
         "channel": event.get("channel") or "",
         "store_id": event.get("store_id") or "",
         "name": event.get("name") or "",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import rule_engine
@@ -75,7 +76,7 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
 
     settings = SettingsSpec()
     if SETTINGS_FILE in texts:
-        settings = _read(texts[SETTINGS_FILE], SettingsSpec, where(SETTINGS_FILE), errors) or settings
+        settings = _read_settings(texts[SETTINGS_FILE], where(SETTINGS_FILE), errors) or settings
     gifts = _read_catalog(texts.get(CATALOG_FILE), where(CATALOG_FILE), errors)
 
     context = facts.rule_context()
@@ -118,6 +119,19 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
         settings=settings,
         files=texts,
     )
+
+
+def _read_settings(text: str, path: str, errors: list[RuleError]) -> SettingsSpec | None:
+    located = _locate(text, path, errors)
+    settings = None if located is None else _convert(located, SettingsSpec, path, errors)
+    if located is None or settings is None:
+        return None
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(RuleError(path, located.line(("timezone",)), f"unknown time zone `{settings.timezone}`"))
+        return None
+    return settings
 
 
 def _read_catalog(text: str | None, path: str, errors: list[RuleError]) -> dict[str, Gift] | None:

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from service.rules.spec import SettingsSpec
 from service.rules.template import Template
@@ -58,7 +59,8 @@ class Campaign:
     source: str
 
     def is_active(self, at: dt.datetime) -> bool:
-        day = at.astimezone(dt.UTC).date()
+        """Whether the campaign runs on the day of ``at``, a time already in the shop's time zone."""
+        day = at.date()
         return (self.starts is None or day >= self.starts) and (self.until is None or day <= self.until)
 
 
@@ -70,6 +72,10 @@ class RuleSet:
     gifts: dict[str, Gift]
     settings: SettingsSpec
     files: dict[str, str] = field(repr=False)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
 
     @property
     def rule_count(self) -> int:

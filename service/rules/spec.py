@@ -76,3 +76,5 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """How long a gift or offer stays redeemable when its rule does not say."""
     point_value: Annotated[float, Meta(ge=0, le=1000)] = 0.0
     """What one point costs the shop, for award costs."""
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    """The shop's IANA time zone: campaign dates and ``occurred_at.hour`` are read in it."""
