@@ -1,6 +1,7 @@
 """Every table, imported in one place so that migrations see the whole schema."""
 
 from service.awards.models import Award, PointsEntry
+from service.controls.models import Counter, Exposure
 from service.customers.models import Customer
 from service.events.models import Event
 from service.keys.models import ApiKey
@@ -9,4 +10,4 @@ from service.rules.models import RuleSetRecord
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Award", "Customer", "Event", "PointsEntry", "RuleSetRecord", "metadata"]
+__all__ = ["ApiKey", "Award", "Counter", "Customer", "Event", "Exposure", "PointsEntry", "RuleSetRecord", "metadata"]

@@ -34,7 +34,7 @@ from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, S
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
-TABLES_RESET_PER_TEST = ("points_ledger", "awards", "events", "customers")
+TABLES_RESET_PER_TEST = ("exposures", "points_ledger", "awards", "events", "customers", "counters")
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +134,9 @@ async def clean_tables(engine: AsyncEngine) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_data_for_database_tests(request: pytest.FixtureRequest) -> None:
-    """Every test that touches the database starts with no customers, events or awards (keys and rule sets stay).
+    """Every test that touches the database starts with no customers, events, awards or counters.
+
+    Keys and rule sets stay.
 
     Pure tests never start a database.
     """

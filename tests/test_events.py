@@ -259,8 +259,9 @@ async def test_an_event_costs_a_fixed_number_of_statements_whatever_it_wins(
         replay = list(statements)
     finally:
         event.remove(sync_engine, "before_cursor_execute", record)
-    # insert event, upsert profile, one statement for all awards (+ ledger + balance)
-    assert with_award == ["INSERT", "INSERT", "WITH"]
+    # insert event, upsert profile, draw the counters (the mug has a stock), one statement for all
+    # awards, exposures, ledger entries and the balance
+    assert with_award == ["INSERT", "INSERT", "SELECT", "WITH"]
     assert without_award == ["INSERT", "INSERT"]
     assert replay == ["INSERT", "SELECT"]
 

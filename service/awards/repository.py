@@ -16,7 +16,9 @@ AWARD_COLUMNS = """
 """
 
 # One round trip whatever the number of awards: insert them, write a ledger
-# entry for each points award and add those points to the balance.
+# entry for each points award, record every exposure (treated and held out),
+# add the points to the balance and store the customer's new surprise log
+# (safe to overwrite: the profile upsert holds this customer's row lock).
 ISSUE = text(
     """
     WITH new_awards AS (
@@ -36,12 +38,19 @@ ISSUE = text(
         SELECT :customer_id, points, 'earn', award_id, :event_id, :order_id, :issued_at
         FROM new_awards WHERE points IS NOT NULL
         RETURNING delta
+    ), exposed AS (
+        INSERT INTO exposures (
+            event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version
+        )
+        SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version
+        FROM jsonb_to_recordset(:exposures) AS x(campaign text, rule_id text, "group" text, award_id uuid)
     )
-    UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned)
+    UPDATE customers
+    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned), award_log = :award_log
     WHERE customer_id = :customer_id
     RETURNING points_balance
     """
-).bindparams(bindparam("awards", type_=JSONB))
+).bindparams(bindparam("awards", type_=JSONB), bindparam("exposures", type_=JSONB), bindparam("award_log", type_=JSONB))
 
 ACTIVE_FOR_CUSTOMER = text(
     f"""
@@ -62,8 +71,10 @@ async def issue(
     issued_at: dt.datetime,
     version: str,
     awards: list[dict[str, Any]],
+    exposures: list[dict[str, Any]],
+    award_log: list[Any],
 ) -> int:
-    """Store the awards of one event; returns the customer's new points balance."""
+    """Store the awards and exposures of one event; returns the customer's new points balance."""
     result = await session.execute(
         ISSUE,
         {
@@ -73,6 +84,8 @@ async def issue(
             "issued_at": issued_at,
             "version": version,
             "awards": awards,
+            "exposures": exposures,
+            "award_log": award_log,
         },
     )
     return int(result.scalar_one())

@@ -28,5 +28,7 @@ class Customer(Base):
     interaction_counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     points_balance: Mapped[int] = mapped_column(BigInteger, server_default="0")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    award_log: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+    """Recent surprises, real or held out, as ``[epoch seconds, campaign, rule]``: what limits are judged on."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

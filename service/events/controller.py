@@ -12,10 +12,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.events.schemas import BatchItemResult, BatchResult, EventBatchIn, EventIn, EventResult, semantic_errors
-from service.events.service import record_event
+from service.events.service import record_event_retrying
 from service.keys.guards import requires
 from service.keys.scopes import EVENTS_WRITE
-from service.lib.db import transaction, translate_error
+from service.lib.db import translate_error
 from service.lib.errors import DelightError, ValidationError
 from service.lib.logging import get_logger
 from service.lib.openapi import API_KEY, problem_responses, response
@@ -45,14 +45,14 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[EventIn],
-        db_session: NamedDependency[AsyncSession],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
     ) -> Response[EventResult]:
         data = strict_body(request, EventIn)
         errors = semantic_errors(data)
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
-        result, is_new = await record_event(db_session, rule_set, data)
+        result, is_new = await record_event_retrying(sessionmaker, rule_set, data)
         return Response(result, status_code=201 if is_new else 200)
 
     @post(
@@ -83,8 +83,7 @@ class EventController(Controller):
         results = []
         for event in data.events:
             try:
-                async with transaction(sessionmaker) as session:
-                    result, is_new = await record_event(session, rule_set, event)
+                result, is_new = await record_event_retrying(sessionmaker, rule_set, event)
             except DelightError as exc:
                 results.append(BatchItemResult(event_id=event.event_id, status=exc.status, error=exc.to_problem()))
                 continue

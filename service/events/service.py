@@ -14,15 +14,20 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards import repository as awards_repo
 from service.awards.codes import new_code
 from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
+from service.controls import plan as controls
+from service.controls import repository as controls_repo
+from service.controls.plan import LogEntry, Take
 from service.customers import repository as customers_repo
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
+from service.lib.db import transaction
 from service.lib.errors import EventConflictError
 from service.lib.logging import get_logger
 from service.rules import engine
@@ -31,6 +36,30 @@ from service.rules.facts import build_facts
 from service.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
+
+
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+ATTEMPTS = 3
+
+
+async def record_event_retrying(
+    sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, event: EventIn
+) -> tuple[EventResult, bool]:
+    """``record_event`` in its own transaction, retried when PostgreSQL breaks a lock cycle.
+
+    Two events drawing the same counters in different orders can deadlock;
+    PostgreSQL aborts one of them, which is safe to run again from the start.
+    """
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with transaction(sessionmaker) as session:
+                return await record_event(session, rule_set, event)
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
+                raise
+            log.warning("event_retried", event_id=event.event_id, sqlstate=sqlstate, attempt=attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def content_hash(event: EventIn) -> bytes:
@@ -71,9 +100,19 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
     profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
-    decided = engine.decisions(rule_set, build_facts(event_data, profile, rule_set.zone))
-    awards = [_award(d, event, rule_set.version) for d in decided]
-    if awards:
+    facts = build_facts(event_data, profile, rule_set.zone)
+    history = [LogEntry.from_json(e) for e in profile["award_log"]]
+    plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts), history)
+    if plan.needs_counters:
+        positions = await controls_repo.reserve(session, controls.reserve_payload(plan, event.event_id))
+    else:
+        positions = controls.accept(plan, take=_unlimited, room=_unlimited, give_back=_nothing)
+    chosen = [plan.candidates[p] for p in positions]
+    treated = [c.outcome.decision for c in chosen if c.group == "treatment" and c.outcome.decision]
+    awards = [_award(d, event, rule_set.version) for d in treated]
+    if chosen:
+        award_ids = iter(a.award_id for a in awards)
+        at = int(event.occurred_at.timestamp())
         await awards_repo.issue(
             session,
             event_id=event.event_id,
@@ -81,10 +120,34 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
             order_id=order.order_id if order else None,
             issued_at=event.occurred_at,
             version=rule_set.version,
-            awards=[_award_row(a, d, i) for i, (a, d) in enumerate(zip(awards, decided, strict=True))],
+            awards=[_award_row(a, d, i) for i, (a, d) in enumerate(zip(awards, treated, strict=True))],
+            exposures=[
+                {
+                    "campaign": c.campaign,
+                    "rule_id": c.outcome.rule_id,
+                    "group": c.group,
+                    "award_id": next(award_ids) if c.group == "treatment" else None,
+                }
+                for c in chosen
+            ],
+            award_log=controls.log_after(history, [LogEntry(at, c.campaign, c.outcome.rule_id) for c in chosen]),
         )
-    log.info("event_recorded", event_id=event.event_id, type=event.type, awards=len(awards))
+    log.info(
+        "event_recorded",
+        event_id=event.event_id,
+        type=event.type,
+        awards=len(awards),
+        held_out=len(chosen) - len(awards),
+    )
     return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True
+
+
+def _unlimited(_: Take) -> bool:
+    return True
+
+
+def _nothing(_: Take) -> None:
+    return None
 
 
 def _award(decision: Decision, event: EventIn, version: str) -> AwardOut:

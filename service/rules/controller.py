@@ -1,4 +1,4 @@
-"""``GET /v1/rules``: the active rule set."""
+"""``GET /v1/rules``: the active rule set, with what each campaign has spent."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ import datetime as dt
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from msgspec import Struct
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.controls import repository as controls_repo
 from service.keys.guards import requires
 from service.keys.scopes import RULES_ADMIN
 from service.lib.openapi import API_KEY, problem_responses
-from service.rules.ruleset import RuleSet
+from service.rules import repository as rules_repo
+from service.rules.ruleset import Campaign, Limit, RuleSet
+
+
+class LimitOut(Struct):
+    per_customer: int
+    every_seconds: int
 
 
 class RuleOut(Struct):
@@ -19,8 +27,26 @@ class RuleOut(Struct):
     when: str
     kind: str
     chance: float
+    priority: int
+    cost: float
+    limit: LimitOut | None
     source: str
     line: int
+
+
+class BudgetOut(Struct):
+    """Caps (``null`` when not set), what was spent, and what is left."""
+
+    awards: int | None
+    cost: float | None
+    daily_awards: int | None
+    daily_cost: float | None
+    awards_spent: int
+    cost_spent: float
+    awards_left: int | None
+    cost_left: float | None
+    awards_today: int
+    cost_today: float
 
 
 class CampaignOut(Struct):
@@ -28,14 +54,32 @@ class CampaignOut(Struct):
     description: str | None
     active_from: dt.date | None
     active_until: dt.date | None
+    holdout: float
+    limit: LimitOut | None
+    budget: BudgetOut | None
+    awards_today: int
     source: str
     rules: list[RuleOut]
+
+
+class GiftOut(Struct):
+    id: str
+    name: str
+    unit_cost: float
+    stock: int | None
+    stock_left: int | None
 
 
 class RuleSetOut(Struct):
     version: str
     loaded_at: dt.datetime
+    timezone: str
     campaigns: list[CampaignOut]
+    gifts: list[GiftOut]
+
+
+def _limit(limit: Limit | None) -> LimitOut | None:
+    return None if limit is None else LimitOut(limit.count, limit.seconds)
 
 
 class RulesController(Controller):
@@ -44,20 +88,77 @@ class RulesController(Controller):
     security = [API_KEY]
     guards = [requires(RULES_ADMIN)]
 
-    @get("/", operation_id="getRules", summary="The active rule set", responses=problem_responses(401, 403))
-    async def get_rules(self, rule_set: NamedDependency[RuleSet]) -> RuleSetOut:
+    @get(
+        "/",
+        operation_id="getRules",
+        summary="The active rule set, with budgets, stock and today's awards",
+        responses=problem_responses(401, 403, 503),
+    )
+    async def get_rules(
+        self, rule_set: NamedDependency[RuleSet], db_session: NamedDependency[AsyncSession]
+    ) -> RuleSetOut:
+        today = dt.datetime.now(rule_set.zone).date()
+        keys = [f"budget:{c.name}" for c in rule_set.campaigns]
+        keys += [f"daily:{c.name}:{today.isoformat()}" for c in rule_set.campaigns]
+        keys += [f"stock:{g}" for g in rule_set.gifts]
+        usage = await controls_repo.usage(db_session, keys)
+        today_counts = await rules_repo.awards_on(db_session, today, rule_set.zone)
+
+        def spent(key: str) -> tuple[int, float]:
+            n, cents = usage.get(key, (0, 0))
+            return n, cents / 100
+
+        def budget(c: Campaign) -> BudgetOut | None:
+            if c.budget is None:
+                return None
+            b = c.budget
+            n, cost = spent(f"budget:{c.name}")
+            n_today, cost_today = spent(f"daily:{c.name}:{today.isoformat()}")
+            return BudgetOut(
+                awards=b.awards,
+                cost=None if b.cost is None else float(b.cost),
+                daily_awards=b.daily_awards,
+                daily_cost=None if b.daily_cost is None else float(b.daily_cost),
+                awards_spent=n,
+                cost_spent=cost,
+                awards_left=None if b.awards is None else max(b.awards - n, 0),
+                cost_left=None if b.cost is None else max(round(float(b.cost) - cost, 2), 0.0),
+                awards_today=n_today,
+                cost_today=cost_today,
+            )
+
         return RuleSetOut(
             version=rule_set.version,
             loaded_at=rule_set.loaded_at,
+            timezone=rule_set.settings.timezone,
             campaigns=[
                 CampaignOut(
                     campaign=c.name,
                     description=c.description,
                     active_from=c.starts,
                     active_until=c.until,
+                    holdout=c.holdout,
+                    limit=_limit(c.limit),
+                    budget=budget(c),
+                    awards_today=today_counts.get(c.name, 0),
                     source=c.source,
-                    rules=[RuleOut(r.id, r.when, r.kind, r.chance, r.source, r.line) for r in c.rules],
+                    rules=[
+                        RuleOut(
+                            r.id, r.when, r.kind, r.chance, r.priority, float(r.cost), _limit(r.limit), r.source, r.line
+                        )
+                        for r in c.rules
+                    ],
                 )
                 for c in rule_set.campaigns
+            ],
+            gifts=[
+                GiftOut(
+                    id=g.id,
+                    name=g.name,
+                    unit_cost=float(g.unit_cost),
+                    stock=g.stock,
+                    stock_left=None if g.stock is None else max(g.stock - spent(f"stock:{g.id}")[0], 0),
+                )
+                for g in rule_set.gifts.values()
             ],
         )

@@ -104,7 +104,6 @@ def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | 
     occurred_at: dt.datetime = facts["occurred_at"]
     offer = None
     valid_days = rule.valid_days
-    cost = Decimal(0)
     if rule.offer is not None:
         category = rule.offer.category.render(facts).strip() if rule.offer.category else None
         if rule.offer.category is not None and not category:
@@ -122,10 +121,7 @@ def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | 
             }.items()
             if v is not None
         }
-    if rule.gift is not None:
-        cost = rule.gift.unit_cost
     if rule.points is not None:
-        cost = (Decimal(rule.points) * Decimal(repr(settings.point_value))).quantize(Decimal("0.01"))
         expires_at = None
     else:
         expires_at = (occurred_at + dt.timedelta(days=valid_days or settings.default_valid_days)).astimezone(dt.UTC)
@@ -139,5 +135,5 @@ def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | 
         offer=offer,
         message=rule.message.render(facts) if rule.message else None,
         expires_at=expires_at,
-        cost=cost,
+        cost=rule.cost,
     )

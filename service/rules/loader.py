@@ -21,9 +21,9 @@ import msgspec
 import rule_engine
 
 from service.rules import facts
-from service.rules.ruleset import Campaign, Gift, Offer, Rule, RuleSet
+from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
-from service.rules.spec import CampaignSpec, CatalogSpec, RuleSpec, SettingsSpec
+from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
 from service.rules.template import Template, TemplateError
 
 CATALOG_FILE = "catalog.yaml"
@@ -91,9 +91,9 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
             continue
         spec = _convert(located, CampaignSpec, source, errors)
         if spec is None:
-            _check_rules_alone(located, source, gifts, context, errors)
+            _check_rules_alone(located, source, gifts, settings, context, errors)
             continue
-        campaign = _compile_campaign(spec, located, source, gifts, context, errors)
+        campaign = _compile_campaign(spec, located, source, gifts, settings, context, errors)
         if spec.campaign in seen:
             errors.append(
                 RuleError(
@@ -260,6 +260,7 @@ def _compile_campaign(
     located: Located,
     path: str,
     gifts: dict[str, Gift] | None,
+    settings: SettingsSpec,
     context: rule_engine.Context,
     errors: list[RuleError],
 ) -> Campaign | None:
@@ -276,9 +277,10 @@ def _compile_campaign(
                 RuleError(path, located.line((*at, "id")), f"rule id `{rule.id}` is used twice in this campaign")
             )
         ids.add(rule.id)
-        compiled = _compile_rule(spec.campaign, rule, at, located, path, gifts, context, errors)
+        compiled = _compile_rule(spec.campaign, rule, at, located, path, gifts, settings, context, errors)
         if compiled is not None:
             rules.append(compiled)
+    budget = _budget(spec.budget, located, path, errors)
     if len(errors) > before:
         return None
     return Campaign(
@@ -288,11 +290,48 @@ def _compile_campaign(
         until=window.until if window else None,
         rules=tuple(rules),
         source=path,
+        holdout=spec.holdout,
+        budget=budget,
+        limit=_limit(spec.limit),
     )
 
 
+def _limit(spec: LimitSpec | None) -> Limit | None:
+    return None if spec is None else Limit(spec.per_customer, duration_seconds(spec.every))
+
+
+def _budget(spec: BudgetSpec | None, located: Located, path: str, errors: list[RuleError]) -> Budget | None:
+    if spec is None:
+        return None
+    for daily, total in (("daily_awards", "awards"), ("daily_cost", "cost")):
+        daily_value, total_value = getattr(spec, daily), getattr(spec, total)
+        if daily_value is not None and total_value is not None and daily_value > total_value:
+            errors.append(
+                RuleError(
+                    path,
+                    located.line(("budget", daily)),
+                    f"`budget.{daily}` ({daily_value}) is more than `budget.{total}` ({total_value})",
+                )
+            )
+    return Budget(
+        awards=spec.awards,
+        cost=None if spec.cost is None else _money(spec.cost),
+        daily_awards=spec.daily_awards,
+        daily_cost=None if spec.daily_cost is None else _money(spec.daily_cost),
+    )
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(Decimal("0.01"))
+
+
 def _check_rules_alone(
-    located: Located, path: str, gifts: dict[str, Gift] | None, context: rule_engine.Context, errors: list[RuleError]
+    located: Located,
+    path: str,
+    gifts: dict[str, Gift] | None,
+    settings: SettingsSpec,
+    context: rule_engine.Context,
+    errors: list[RuleError],
 ) -> None:
     """When a campaign file is malformed, still report the errors inside its well-formed rules."""
     data = located.data
@@ -305,7 +344,7 @@ def _check_rules_alone(
         _check(raw, RuleSpec, at, located, path, scratch)
         if not scratch:
             spec = msgspec.convert(raw, RuleSpec, strict=True)
-            _compile_rule("?", spec, at, located, path, gifts, context, errors)
+            _compile_rule("?", spec, at, located, path, gifts, settings, context, errors)
             continue
         # The rule is malformed (reported already); still check the parts that are well formed.
         if isinstance(raw, dict):
@@ -376,6 +415,7 @@ def _compile_rule(
     located: Located,
     path: str,
     gifts: dict[str, Gift] | None,
+    settings: SettingsSpec,
     context: rule_engine.Context,
     errors: list[RuleError],
 ) -> Rule | None:
@@ -423,4 +463,18 @@ def _compile_rule(
         valid_days=spec.valid_days,
         source=path,
         line=located.line(at),
+        limit=_limit(spec.limit),
+        priority=spec.priority,
+        cost=_award_cost(award, gift, settings),
     )
+
+
+def _award_cost(award: AwardSpec, gift: Gift | None, settings: SettingsSpec) -> Decimal:
+    """What one award costs the shop: the gift's unit cost, points at ``point_value``, an offer's ``cost``."""
+    if gift is not None:
+        return gift.unit_cost
+    if award.points is not None:
+        return (Decimal(award.points) * Decimal(repr(settings.point_value))).quantize(Decimal("0.01"))
+    if award.offer is not None:
+        return _money(award.offer.cost if award.offer.cost is not None else settings.offer_cost)
+    return Decimal(0)

@@ -11,6 +11,13 @@ from zoneinfo import ZoneInfo
 from service.rules.spec import SettingsSpec
 from service.rules.template import Template
 
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``"90d"`` → seconds; the format is checked when files load (``spec.DURATION_PATTERN``)."""
+    return int(text[:-1]) * _UNIT_SECONDS[text[-1]]
+
 
 @dataclass(frozen=True, slots=True)
 class Gift:
@@ -30,6 +37,26 @@ class Offer:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """At most ``count`` surprises within any span of ``seconds`` (event time)."""
+
+    count: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    awards: int | None
+    cost: Decimal | None
+    daily_awards: int | None
+    daily_cost: Decimal | None
+
+    @property
+    def is_capped(self) -> bool:
+        return any(v is not None for v in (self.awards, self.cost, self.daily_awards, self.daily_cost))
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     campaign: str
@@ -43,6 +70,10 @@ class Rule:
     valid_days: int | None
     source: str
     line: int
+    limit: Limit | None = None
+    priority: int = 0
+    cost: Decimal = Decimal(0)
+    """What one award of this rule costs the shop, for budgets and reports."""
 
     @property
     def kind(self) -> str:
@@ -57,6 +88,9 @@ class Campaign:
     until: dt.date | None
     rules: tuple[Rule, ...]
     source: str
+    holdout: float = 0.0
+    budget: Budget | None = None
+    limit: Limit | None = None
 
     def is_active(self, at: dt.datetime) -> bool:
         """Whether the campaign runs on the day of ``at``, a time already in the shop's time zone."""
@@ -72,6 +106,11 @@ class RuleSet:
     gifts: dict[str, Gift]
     settings: SettingsSpec
     files: dict[str, str] = field(repr=False)
+
+    @property
+    def fatigue(self) -> Limit | None:
+        fatigue = self.settings.fatigue
+        return None if fatigue is None else Limit(fatigue.max, duration_seconds(fatigue.every))
 
     @property
     def zone(self) -> ZoneInfo:

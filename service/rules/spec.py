@@ -19,6 +19,35 @@ Identifier = Annotated[
 MAX_EXPRESSION_LENGTH = 2000
 MAX_MESSAGE_LENGTH = 500
 ValidDays = Annotated[int, Meta(ge=1, le=3650)]
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}[mhdw]$"
+Duration = Annotated[
+    str, Meta(pattern=DURATION_PATTERN, description="a number and a unit: m (minutes), h, d or w, e.g. 90d")
+]
+Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
+Share = Annotated[float, Meta(ge=0, le=1)]
+
+
+class LimitSpec(Struct, forbid_unknown_fields=True):
+    """At most ``per_customer`` surprises for one customer within any span of ``every``, in event time."""
+
+    per_customer: Annotated[int, Meta(ge=1, le=10_000)]
+    every: Duration
+
+
+class BudgetSpec(Struct, forbid_unknown_fields=True):
+    """A campaign's spending limits; each is optional."""
+
+    awards: Annotated[int, Meta(ge=0, le=1_000_000_000)] | None = None
+    cost: Money | None = None
+    daily_awards: Annotated[int, Meta(ge=0, le=1_000_000_000)] | None = None
+    daily_cost: Money | None = None
+
+
+class FatigueSpec(Struct, forbid_unknown_fields=True):
+    """At most ``max`` surprises per customer within any span of ``every``, whatever the campaign."""
+
+    max: Annotated[int, Meta(ge=1, le=10_000)]
+    every: Duration
 
 
 class ActiveWindow(Struct, forbid_unknown_fields=True, rename={"starts": "from"}):
@@ -29,6 +58,8 @@ class ActiveWindow(Struct, forbid_unknown_fields=True, rename={"starts": "from"}
 
 
 class OfferSpec(Struct, forbid_unknown_fields=True):
+    cost: Money | None = None
+    """What one such offer is valued at for budgets; default: ``offer_cost`` from settings."""
     percent: Annotated[float, Meta(gt=0, le=100)] | None = None
     amount: Annotated[float, Meta(gt=0, le=1_000_000)] | None = None
     category: Annotated[str, Meta(max_length=200)] | None = None
@@ -46,9 +77,11 @@ class RuleSpec(Struct, forbid_unknown_fields=True):
     id: Identifier
     when: Annotated[str, Meta(min_length=1, max_length=MAX_EXPRESSION_LENGTH)]
     award: AwardSpec
-    chance: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    chance: Share = 1.0
     message: Annotated[str, Meta(max_length=MAX_MESSAGE_LENGTH)] | None = None
     valid_days: ValidDays | None = None
+    limit: LimitSpec | None = None
+    priority: Annotated[int, Meta(ge=-1000, le=1000)] = 0
 
 
 class CampaignSpec(Struct, forbid_unknown_fields=True):
@@ -56,6 +89,9 @@ class CampaignSpec(Struct, forbid_unknown_fields=True):
     rules: Annotated[list[RuleSpec], Meta(min_length=1, max_length=1000)]
     description: Annotated[str, Meta(max_length=2000)] | None = None
     active: ActiveWindow | None = None
+    holdout: Annotated[float, Meta(ge=0, lt=1)] = 0.0
+    budget: BudgetSpec | None = None
+    limit: LimitSpec | None = None
 
 
 class GiftSpec(Struct, forbid_unknown_fields=True):
@@ -78,3 +114,7 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """What one point costs the shop, for award costs."""
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
     """The shop's IANA time zone: campaign dates and ``occurred_at.hour`` are read in it."""
+    offer_cost: Money = 0.0
+    """What one offer is valued at for budgets, unless the offer says ``cost``."""
+    fatigue: FatigueSpec | None = None
+    """The cross-campaign cap on surprises per customer."""

@@ -1,0 +1,1 @@
+"""Surprise controls: holdout, per-customer limits, the fatigue cap, budgets, pacing and stock."""

@@ -1,0 +1,44 @@
+"""Sharded counters (budgets, pacing, stock) and the exposure record the uplift report reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, SmallInteger, String
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.lib.db import Base
+
+
+class Counter(Base):
+    """One of the 16 shards of a budget, a daily pacing limit or a gift's stock."""
+
+    __tablename__ = "counters"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class Exposure(Base):
+    """A customer who qualified for a rule and would really have been awarded, in either group."""
+
+    __tablename__ = "exposures"
+    __table_args__ = (
+        CheckConstraint("\"group\" IN ('treatment', 'control')", name="group"),
+        Index("ix_exposures_campaign_customer_id_occurred_at", "campaign", "customer_id", "occurred_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(200), ForeignKey("events.event_id"), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(100), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("customers.customer_id", deferrable=True, initially="DEFERRED")
+    )
+    group: Mapped[str] = mapped_column(String(10))
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
+    rule_set_version: Mapped[str] = mapped_column(String(64))
