@@ -40,13 +40,21 @@ DECLARE
     row record;
 BEGIN
     FOR attempt IN 1..2 LOOP
-        UPDATE counters SET n = n + 1, cents = cents + p_cents
-        WHERE key = p_key AND shard = p_home
-          AND (p_cap_n IS NULL OR n + 1 <= delight_shard_cap(p_cap_n, shard))
-          AND (p_cap_cents IS NULL OR cents + p_cents <= delight_shard_cap(p_cap_cents, shard));
-        IF FOUND THEN
-            RETURN true;
-        END IF;
+        -- An UPDATE that waited for the home row and then found it full keeps that row locked
+        -- anyway; doing it in a sub-transaction that is undone on a miss releases the lock, so
+        -- the slow path below really does take its locks in shard order (no deadlocks).
+        BEGIN
+            UPDATE counters SET n = n + 1, cents = cents + p_cents
+            WHERE key = p_key AND shard = p_home
+              AND (p_cap_n IS NULL OR n + 1 <= delight_shard_cap(p_cap_n, shard))
+              AND (p_cap_cents IS NULL OR cents + p_cents <= delight_shard_cap(p_cap_cents, shard));
+            IF FOUND THEN
+                RETURN true;
+            END IF;
+            RAISE EXCEPTION 'home shard spent' USING ERRCODE = 'DL002';
+        EXCEPTION WHEN SQLSTATE 'DL002' THEN
+            NULL;
+        END;
         EXIT WHEN attempt = 2;
         INSERT INTO counters (key, shard) SELECT p_key, g FROM generate_series(0, 15) AS g
         ON CONFLICT DO NOTHING;

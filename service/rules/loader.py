@@ -146,7 +146,7 @@ def _read_catalog(text: str | None, path: str, errors: list[RuleError]) -> dict[
     for i, gift in enumerate(catalog.gifts):
         if gift.id in gifts:
             errors.append(RuleError(path, located.line(("gifts", i, "id")), f"gift id `{gift.id}` is listed twice"))
-        gifts[gift.id] = Gift(gift.id, gift.name, Decimal(repr(gift.unit_cost)), gift.stock)
+        gifts[gift.id] = Gift(gift.id, gift.name, _money(gift.unit_cost), gift.stock)
     return gifts
 
 
