@@ -25,9 +25,9 @@ from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
 from service.lib.settings import Settings, SettingsError
-from service.rules import repository as rules_repo
 from service.rules.controller import RulesController
 from service.rules.loader import load_rule_set
+from service.rules.registry import RuleRegistry
 from service.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
@@ -47,10 +47,15 @@ def provide_sessionmaker(state: State) -> async_sessionmaker[AsyncSession]:
 
 
 def provide_rule_set(state: State) -> RuleSet:
-    rule_set: RuleSet | None = state.rule_set
-    if rule_set is None:
+    registry: RuleRegistry | None = state.get("registry")
+    if registry is None:
         raise ServiceUnavailableError("no rule set is loaded")
-    return rule_set
+    return registry.current
+
+
+def provide_registry(state: State) -> RuleRegistry:
+    registry: RuleRegistry = state.registry
+    return registry
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -105,22 +110,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = create_engine(database_url, settings.db)
         sessionmaker = create_sessionmaker(engine)
         redis: Redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        registry = RuleRegistry(settings.app.rules_dir, rule_set, sessionmaker, redis, sync=settings.app.rules_sync)
         app.state.update(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
             key_verifier=KeyVerifier(sessionmaker, redis),
-            rule_set=rule_set,
+            registry=registry,
         )
-        async with transaction(sessionmaker) as session:
-            await rules_repo.save(session, rule_set)
+        await registry.start()
         log.info(
             "started", rules_version=rule_set.version, campaigns=len(rule_set.campaigns), rules=rule_set.rule_count
         )
         try:
             yield
         finally:
+            await registry.stop()
             await redis.aclose()
             await engine.dispose()
 
@@ -130,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "db_session": Provide(provide_db_session),
             "sessionmaker": Provide(provide_sessionmaker, sync_to_thread=False),
             "rule_set": Provide(provide_rule_set, sync_to_thread=False),
+            "registry": Provide(provide_registry, sync_to_thread=False),
         },
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

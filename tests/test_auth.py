@@ -281,7 +281,7 @@ async def test_rules_endpoint_shows_the_active_version_load_time_and_test_campai
     response = await client.get("/v1/rules", headers=keys[scopes.RULES_ADMIN])
     assert response.status_code == 200
     body = response.json()
-    assert body["version"] == app.state.rule_set.version
+    assert body["version"] == app.state.registry.current.version
     assert body["version"]
     loaded_at = dt.datetime.fromisoformat(body["loaded_at"])
     assert loaded_at.tzinfo is not None

@@ -228,7 +228,7 @@ async def test_award_records_the_rule_set_version_that_produced_it(
 ) -> None:
     response = await post(client, keys, purchase("e-1", "c-1", 150.0))
     [award] = response.json()["awards"]
-    assert award["rule_set_version"] == app.state.rule_set.version
+    assert award["rule_set_version"] == app.state.registry.current.version
     stored = await count(
         engine,
         "SELECT count(*) FROM awards a JOIN rule_sets r ON r.version = a.rule_set_version WHERE a.code = :code",

@@ -61,7 +61,7 @@ async def test_readiness_is_200_with_database_redis_ok_and_the_rules_version(cli
         "status": "ready",
         "database": "ok",
         "redis": "ok",
-        "rules": app.state.rule_set.version,
+        "rules": app.state.registry.current.version,
     }
 
 
@@ -83,7 +83,7 @@ async def test_readiness_is_503_naming_redis_when_redis_is_unreachable(
     assert body["redis"] != "ok"
     assert body["redis"].startswith("unreachable")
     assert body["database"] == "ok"
-    assert body["rules"] == redis_down_app.state.rule_set.version
+    assert body["rules"] == redis_down_app.state.registry.current.version
 
 
 async def test_liveness_stays_200_when_redis_is_unreachable(redis_down: Client) -> None:

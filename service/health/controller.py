@@ -46,8 +46,9 @@ class HealthController(Controller):
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Ready]:
         state = request.app.state
         database, redis = await asyncio.gather(_check_database(state.engine), _check_redis(state.redis))
-        rules = state.rule_set.version if state.rule_set is not None else "not loaded"
-        ok = database == "ok" and redis == "ok" and state.rule_set is not None
+        registry = state.get("registry")
+        rules = registry.current.version if registry is not None else "not loaded"
+        ok = database == "ok" and redis == "ok" and registry is not None
         body = Ready(status="ready" if ok else "unavailable", database=database, redis=redis, rules=rules)
         return Response(body, status_code=200 if ok else 503)
 

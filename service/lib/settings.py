@@ -48,6 +48,8 @@ class AppSettings:
     """The lowest level that is logged."""
     log_json: bool | None = None
     """JSON log lines; unset means JSON unless stderr is a terminal."""
+    rules_sync: bool = True
+    """Watch the rules directory and follow reloads made on other replicas."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Settings:
                 data_dir=Path(env.get("DELIGHT_DATA_DIR") or ".delight"),
                 log_level=(env.get("DELIGHT_LOG_LEVEL") or "INFO").upper(),
                 log_json=log_json,
+                rules_sync=(env.get("DELIGHT_RULES_SYNC") or "true").lower() not in {"0", "false", "no"},
             ),
             db=DatabaseSettings(
                 url=db_url,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from msgspec import Struct
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.controls import repository as controls_repo
 from service.keys.guards import requires
 from service.keys.scopes import RULES_ADMIN
+from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
 from service.rules import repository as rules_repo
+from service.rules.loader import RuleSetError
+from service.rules.registry import RuleRegistry
 from service.rules.ruleset import Campaign, Limit, RuleSet
 
 
@@ -80,6 +84,15 @@ class RuleSetOut(Struct):
 
 def _limit(limit: Limit | None) -> LimitOut | None:
     return None if limit is None else LimitOut(limit.count, limit.seconds)
+
+
+class ReloadOut(Struct):
+    version: str
+    previous_version: str
+    changed: bool
+    loaded_at: dt.datetime
+    campaigns: int
+    rules: int
 
 
 class RulesController(Controller):
@@ -161,4 +174,36 @@ class RulesController(Controller):
                 )
                 for g in rule_set.gifts.values()
             ],
+        )
+
+    @post(
+        "/reload",
+        operation_id="reloadRules",
+        summary="Load the rules directory again and put it in force on every replica",
+        description=(
+            "A rule set with any error is refused whole with a 422 listing every error as `path:line`; the rule "
+            "set in force stays. Other processes and replicas on the same database adopt the new version within "
+            "a second or two."
+        ),
+        status_code=200,
+        responses=problem_responses(401, 403, 422, 503),
+    )
+    async def reload_rules(self, request: Request[Any, Any, Any], registry: NamedDependency[RuleRegistry]) -> ReloadOut:
+        principal = getattr(request.state, "principal", None)
+        actor = f"key {principal.key_id}" if principal is not None else "api"
+        try:
+            previous, new = await registry.reload(actor)
+        except RuleSetError as exc:
+            errors = [FieldError(field=f"{e.path}:{e.line}", message=e.message) for e in exc.errors]
+            raise ValidationError(
+                f"the rule set has {len(errors)} error(s); the one in force ({registry.current.version}) stays",
+                errors=errors,
+            ) from None
+        return ReloadOut(
+            version=new.version,
+            previous_version=previous.version,
+            changed=new.version != previous.version,
+            loaded_at=new.loaded_at,
+            campaigns=len(new.campaigns),
+            rules=new.rule_count,
         )

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import rule_engine
+from rule_engine.ast import ExpressionBase
+from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import facts
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
@@ -70,6 +73,18 @@ def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet
             errors.append(RuleError(str(path), 1, "file is not UTF-8 text"))
     if total > MAX_TOTAL_BYTES:
         raise RuleSetError([RuleError(str(directory), 1, f"rule files exceed {MAX_TOTAL_BYTES} bytes in all")])
+    return load_rule_set_texts(texts, directory, now=now, errors=errors)
+
+
+def load_rule_set_texts(
+    texts: dict[str, str],
+    directory: Path,
+    *,
+    now: dt.datetime | None = None,
+    errors: list[RuleError] | None = None,
+) -> RuleSet:
+    """A rule set from file names and their text (as stored with every version); ``directory`` names them in errors."""
+    errors = [] if errors is None else errors
 
     def where(name: str) -> str:
         return str(directory / name)
@@ -368,7 +383,18 @@ def _compile_when(
     """The compiled condition, type-checked against the facts; ``None`` after reporting why not."""
     line = located.line(at)
     try:
-        return rule_engine.Rule(text, context=context)
+        rule = rule_engine.Rule(text, context=context)
+        if any(isinstance(node, FuzzyComparisonExpression) for node in expression_nodes(rule.statement.expression)):
+            errors.append(
+                RuleError(
+                    path,
+                    line,
+                    "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
+                    "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
+                )
+            )
+            return None
+        return rule
     except rule_engine.RuleSyntaxError as exc:
         errors.append(RuleError(path, line, f"`when` does not parse: {exc.message}"))
     except rule_engine.SymbolResolutionError as exc:
@@ -378,6 +404,19 @@ def _compile_when(
     except rule_engine.EngineError as exc:
         errors.append(RuleError(path, line, f"`when` is not well typed: {exc.message}"))
     return None
+
+
+def expression_nodes(node: Any) -> Iterator[Any]:
+    """Every node of a parsed ``rule-engine`` expression (they keep children in slots and attributes)."""
+    yield node
+    names = set(getattr(node, "__dict__", {}))
+    for cls in type(node).__mro__:
+        names.update(getattr(cls, "__slots__", ()))
+    for name in names:
+        value = getattr(node, name, None)
+        for child in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(child, ExpressionBase):
+                yield from expression_nodes(child)
 
 
 def _find_gift(

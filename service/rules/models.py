@@ -18,3 +18,6 @@ class RuleSetRecord(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     files: Mapped[dict[str, Any]] = mapped_column(JSONB)
     first_loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    """When this version last became the one in force; the newest is active on every replica."""
+    activated_by: Mapped[str | None] = mapped_column(String(200))

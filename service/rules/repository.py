@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -10,15 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.rules.ruleset import RuleSet
 
-SAVE = text(
-    "INSERT INTO rule_sets (version, files) VALUES (:version, :files) ON CONFLICT (version) DO NOTHING"
+ACTIVATE = text(
+    """
+    INSERT INTO rule_sets (version, files, activated_at, activated_by)
+    VALUES (:version, :files, clock_timestamp(), :actor)
+    ON CONFLICT (version) DO UPDATE SET activated_at = clock_timestamp(), activated_by = :actor
+    """
 ).bindparams(bindparam("files", type_=JSONB))
 
-
-async def save(session: AsyncSession, rule_set: RuleSet) -> None:
-    """Keep the rule set's text, so every award can be traced to the rules that gave it."""
-    await session.execute(SAVE, {"version": rule_set.version, "files": rule_set.files})
-
+ACTIVE = text("SELECT version, files FROM rule_sets WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1")
+ACTIVE_VERSION = text("SELECT version FROM rule_sets WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1")
 
 AWARDS_ON = text(
     """
@@ -27,6 +29,22 @@ AWARDS_ON = text(
     GROUP BY campaign
     """
 )
+
+
+async def activate(session: AsyncSession, rule_set: RuleSet, actor: str) -> None:
+    """Store the rule set with its text (every award can be traced to it) and make it the one in force."""
+    await session.execute(ACTIVATE, {"version": rule_set.version, "files": rule_set.files, "actor": actor})
+
+
+async def active(session: AsyncSession) -> tuple[str, dict[str, Any]] | None:
+    """The version in force and its files."""
+    row = (await session.execute(ACTIVE)).one_or_none()
+    return None if row is None else (row.version, dict(row.files))
+
+
+async def active_version(session: AsyncSession) -> str | None:
+    result: str | None = (await session.execute(ACTIVE_VERSION)).scalar_one_or_none()
+    return result
 
 
 async def awards_on(session: AsyncSession, day: dt.date, zone: dt.tzinfo) -> dict[str, int]:
