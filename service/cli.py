@@ -131,6 +131,15 @@ def _rules_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rules_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from service.rules import schema
+
+    directory = Path(args.output) if args.output else settings.app.rules_dir / "schema"
+    for path in schema.write(directory):
+        print(path)
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from service.lib.db import upgrade_database
     from service.lib.embedded import embedded_servers
@@ -192,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules.add_parser("check", help="check a rules directory; exit 1 with path:line: message per error")
     check.add_argument("dir", nargs="?")
     check.set_defaults(handler=_rules_check)
+
+    schema = rules.add_parser("schema", help="write the JSON Schemas editors use to check rule files")
+    schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")
+    schema.set_defaults(handler=_rules_schema)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")

@@ -42,7 +42,7 @@ def test_rules_check_on_the_demo_pack_exits_0_and_summarises_it(capsys: pytest.C
     out, err = capsys.readouterr()
     assert err == ""
     [line] = out.splitlines()
-    assert line.startswith(f"{DEMO_RULES}: 2 campaign(s), 4 rule(s), version ")
+    assert line.startswith(f"{DEMO_RULES}: 6 campaign(s), 9 rule(s), version ")
     assert line.endswith(": OK")
 
 

@@ -77,12 +77,19 @@ def rule_file(when: str = 'type == "purchase"', award: str = "{gift: mug}", extr
 def test_demo_pack_loads_cleanly_with_its_campaigns_gifts_and_settings(tmp_path: Path) -> None:
     shutil.copytree(DEMO_RULES, tmp_path / "rules")
     rule_set = load_rule_set(tmp_path / "rules")
-    assert [c.name for c in rule_set.campaigns] == ["furniture-wow", "welcome"]
-    assert rule_set.rule_count == 4
-    assert set(rule_set.gifts) == {"small-vase", "framed-photo", "welcome-candle"}
+    assert [c.name for c in rule_set.campaigns] == [
+        "birthday",
+        "furniture-wow",
+        "service-recovery",
+        "social-follow",
+        "welcome",
+        "win-back",
+    ]
+    assert rule_set.rule_count == 9
+    assert set(rule_set.gifts) == {"small-vase", "framed-photo", "welcome-candle", "tote-bag", "apology-chocolates"}
     assert rule_set.settings.seed == "demo-shop-2026"
     assert rule_set.settings.default_valid_days == 60
-    furniture = rule_set.campaigns[0]
+    furniture = next(c for c in rule_set.campaigns if c.name == "furniture-wow")
     assert [r.id for r in furniture.rules] == ["vase-with-handmade", "points-on-third-visit", "thanks-for-review"]
     assert furniture.rules[0].chance == 0.25
     assert furniture.rules[0].gift is not None

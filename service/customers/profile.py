@@ -48,3 +48,72 @@ def delta_for(event: EventIn, attributes: dict[str, Any]) -> ProfileDelta:
         interactions={event.name: 1} if event.type == "interaction" and event.name else {},
         attributes=attributes,
     )
+
+
+def empty_profile(customer_id: str) -> dict[str, Any]:
+    """A customer before their first event, in the shape the profile upsert returns."""
+    return {
+        "customer_id": customer_id,
+        "purchase_count": 0,
+        "return_count": 0,
+        "lifetime_spend": Decimal(0),
+        "first_purchase_at": None,
+        "last_purchase_at": None,
+        "last_event_at": None,
+        "category_spend": {},
+        "interaction_counts": {},
+        "points_balance": 0,
+        "attributes": {},
+        "award_log": [],
+        "favourite_category": None,
+    }
+
+
+def apply_delta(profile: dict[str, Any], delta: ProfileDelta) -> dict[str, Any]:
+    """The profile after one event, exactly as the SQL upsert computes it (``customers/repository.py``).
+
+    Used where nothing may be written: ``simulate`` and ``backtest``.
+    """
+    after = dict(profile)
+    after["purchase_count"] = profile["purchase_count"] + delta.purchases
+    after["return_count"] = profile["return_count"] + delta.returns
+    after["lifetime_spend"] = max(Decimal(profile["lifetime_spend"]) + delta.spend, Decimal(0))
+    after["first_purchase_at"] = _least(profile["first_purchase_at"], delta.purchase_at)
+    after["last_purchase_at"] = _greatest(profile["last_purchase_at"], delta.purchase_at)
+    newer = profile["last_event_at"] is None or delta.occurred_at >= profile["last_event_at"]
+    after["last_event_at"] = _greatest(profile["last_event_at"], delta.occurred_at)
+    after["category_spend"] = _add(profile.get("category_spend") or {}, delta.category_spend)
+    after["interaction_counts"] = _add(profile.get("interaction_counts") or {}, delta.interactions)
+    after["attributes"] = merge_attributes(profile.get("attributes") or {}, delta.attributes, newer=newer)
+    after["favourite_category"] = favourite(after["category_spend"])
+    return after
+
+
+def merge_attributes(old: dict[str, Any], new: dict[str, Any], *, newer: bool) -> dict[str, Any]:
+    """The newer event wins key by key; consent merges per channel (``delight_merge_attributes``)."""
+    first, second = (old, new) if newer else (new, old)
+    merged = {**first, **second}
+    if "consent" in old or "consent" in new:
+        merged["consent"] = {**(first.get("consent") or {}), **(second.get("consent") or {})}
+    return merged
+
+
+def favourite(category_spend: dict[str, Any]) -> str | None:
+    """The category with the highest spend; ties to the first name in order (``delight_jsonb_top_key``)."""
+    positive = [(Decimal(str(v)), k) for k, v in category_spend.items() if Decimal(str(v)) > 0]
+    return min(positive, key=lambda item: (-item[0], item[1]))[1] if positive else None
+
+
+def _add(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    total = {k: Decimal(str(v)) for k, v in base.items()}
+    for k, v in extra.items():
+        total[k] = total.get(k, Decimal(0)) + Decimal(str(v))
+    return {k: int(v) if v == v.to_integral_value() else v for k, v in total.items()}
+
+
+def _least(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else max(a, b)

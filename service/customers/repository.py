@@ -12,7 +12,7 @@ from service.customers.profile import ProfileDelta
 
 PROFILE_COLUMNS = """
     customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
-    last_event_at, interaction_counts, points_balance, attributes, award_log, created_at, updated_at,
+    last_event_at, category_spend, interaction_counts, points_balance, attributes, award_log, created_at, updated_at,
     delight_jsonb_top_key(category_spend) AS favourite_category
 """
 

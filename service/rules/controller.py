@@ -7,18 +7,24 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from msgspec import Struct
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.controls import repository as controls_repo
+from service.customers import repository as customers_repo
+from service.customers.profile import empty_profile
+from service.events.schemas import semantic_errors
 from service.keys.guards import requires
 from service.keys.scopes import RULES_ADMIN
 from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.validation import strict_body
 from service.rules import repository as rules_repo
 from service.rules.loader import RuleSetError
 from service.rules.registry import RuleRegistry
 from service.rules.ruleset import Campaign, Limit, RuleSet
+from service.rules.simulate import SimulateIn, SimulationOut, counter_keys, profile_from_input, simulate
 
 
 class LimitOut(Struct):
@@ -207,3 +213,35 @@ class RulesController(Controller):
             campaigns=len(new.campaigns),
             rules=new.rule_count,
         )
+
+    @post(
+        "/simulate",
+        operation_id="simulateRules",
+        summary="Explain what every rule would do with one event; writes nothing",
+        description=(
+            "Runs the event through the active rule set on the customer's stored profile (or on `customer`, a "
+            "profile as it stands before the event) and the budgets, stock and limits as they stand. For every "
+            "rule: whether it matched, the value of each clause of its condition, the chance draw, the holdout "
+            "group, limit and counter state, and the award it would give with its message rendered."
+        ),
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 422, 503),
+    )
+    async def simulate_event(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[SimulateIn],
+        rule_set: NamedDependency[RuleSet],
+        db_session: NamedDependency[AsyncSession],
+    ) -> SimulationOut:
+        data = strict_body(request, SimulateIn)
+        errors = semantic_errors(data.event, "event")
+        if errors:
+            raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
+        customer_id = data.event.customer_id
+        if data.customer is not None:
+            profile = profile_from_input(customer_id, data.customer)
+        else:
+            profile = await customers_repo.get_profile(db_session, customer_id) or empty_profile(customer_id)
+        usage = await controls_repo.usage(db_session, counter_keys(rule_set, data.event))
+        return simulate(rule_set, data.event, profile, usage)

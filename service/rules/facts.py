@@ -47,6 +47,7 @@ CUSTOMER = T.OBJECT(
         "lifetime_spend": T.FLOAT,
         "first_purchase_at": T.NULLABLE(T.DATETIME),
         "last_purchase_at": T.NULLABLE(T.DATETIME),
+        "days_since_last_purchase": T.NULLABLE(T.FLOAT),
         "favourite_category": T.STRING,
         "interactions": T.MAPPING(T.STRING, T.FLOAT),
         "points_balance": T.FLOAT,
@@ -155,6 +156,7 @@ def build_facts(event: Mapping[str, Any], profile: Mapping[str, Any], zone: dt.t
             "lifetime_spend": _money(profile.get("lifetime_spend")),
             "first_purchase_at": profile.get("first_purchase_at"),
             "last_purchase_at": profile.get("last_purchase_at"),
+            "days_since_last_purchase": _days_between(profile.get("last_purchase_at"), event["occurred_at"]),
             "favourite_category": profile.get("favourite_category") or "",
             "interactions": {k: Decimal(v) for k, v in (profile.get("interaction_counts") or {}).items()},
             "points_balance": profile.get("points_balance", 0),
@@ -166,6 +168,12 @@ def build_facts(event: Mapping[str, Any], profile: Mapping[str, Any], zone: dt.t
             "consent": dict(attributes.get("consent") or {}),
         },
     }
+
+
+def _days_between(earlier: dt.datetime | None, later: dt.datetime) -> Decimal | None:
+    if earlier is None:
+        return None
+    return Decimal(str(round((later - earlier).total_seconds() / 86400, 4)))
 
 
 def _date(value: Any) -> dt.date | None:

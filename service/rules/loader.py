@@ -198,8 +198,9 @@ def _struct_of(annotation: Any) -> tuple[str, type[msgspec.Struct]] | None:
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return "one", annotation
     if origin in (typing.Union, types.UnionType):
-        structs = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, msgspec.Struct)]
-        return ("one", structs[0]) if structs else None
+        members = [_struct_of(a) for a in typing.get_args(annotation)]
+        structs = [m for m in members if m is not None and m[0] == "one"]
+        return structs[0] if structs else None
     if origin is list:
         inner = _struct_of(typing.get_args(annotation)[0])
         return ("list", inner[1]) if inner and inner[0] == "one" else None

@@ -53,8 +53,8 @@ class FatigueSpec(Struct, forbid_unknown_fields=True):
 class ActiveWindow(Struct, forbid_unknown_fields=True, rename={"starts": "from"}):
     """Dates (inclusive) between which a campaign may award, judged on the event's ``occurred_at``."""
 
-    starts: dt.date | None = None
-    until: dt.date | None = None
+    starts: Annotated[dt.date, Meta(description="First day the campaign may award (inclusive).")] | None = None
+    until: Annotated[dt.date, Meta(description="Last day the campaign may award (inclusive).")] | None = None
 
 
 class OfferSpec(Struct, forbid_unknown_fields=True):
@@ -74,24 +74,45 @@ class AwardSpec(Struct, forbid_unknown_fields=True):
 
 
 class RuleSpec(Struct, forbid_unknown_fields=True):
-    id: Identifier
-    when: Annotated[str, Meta(min_length=1, max_length=MAX_EXPRESSION_LENGTH)]
-    award: AwardSpec
-    chance: Share = 1.0
-    message: Annotated[str, Meta(max_length=MAX_MESSAGE_LENGTH)] | None = None
-    valid_days: ValidDays | None = None
-    limit: LimitSpec | None = None
-    priority: Annotated[int, Meta(ge=-1000, le=1000)] = 0
+    id: Annotated[Identifier, Meta(description="Unique within the campaign; awards record it.")]
+    when: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=MAX_EXPRESSION_LENGTH,
+            description="The condition, a rule-engine expression over the event and `customer`, e.g. "
+            'type == "purchase" and order.total >= 300',
+        ),
+    ]
+    award: Annotated[AwardSpec, Meta(description="Exactly one of points, gift or offer.")]
+    chance: Annotated[Share, Meta(description="Share of matching events that win (a deterministic draw).")] = 1.0
+    message: (
+        Annotated[
+            str, Meta(max_length=MAX_MESSAGE_LENGTH, description="Receipt text; {{ customer.first_name }} and such.")
+        ]
+        | None
+    ) = None
+    valid_days: Annotated[ValidDays, Meta(description="How long the award can be redeemed.")] | None = None
+    limit: Annotated[LimitSpec, Meta(description="At most N awards of this rule per customer per span.")] | None = None
+    priority: Annotated[
+        int, Meta(ge=-1000, le=1000, description="Higher wins when limits leave room for fewer than qualify.")
+    ] = 0
 
 
 class CampaignSpec(Struct, forbid_unknown_fields=True):
-    campaign: Identifier
+    campaign: Annotated[Identifier, Meta(description="The campaign's id, unique across files.")]
     rules: Annotated[list[RuleSpec], Meta(min_length=1, max_length=1000)]
-    description: Annotated[str, Meta(max_length=2000)] | None = None
-    active: ActiveWindow | None = None
-    holdout: Annotated[float, Meta(ge=0, lt=1)] = 0.0
-    budget: BudgetSpec | None = None
-    limit: LimitSpec | None = None
+    description: Annotated[str, Meta(max_length=2000, description="Free text for people.")] | None = None
+    active: Annotated[ActiveWindow, Meta(description="{from: DATE, until: DATE}, in the shop's time zone.")] | None = (
+        None
+    )
+    holdout: Annotated[
+        float, Meta(ge=0, lt=1, description="Share of customers held out as the control group, e.g. 0.1.")
+    ] = 0.0
+    budget: Annotated[BudgetSpec, Meta(description="Caps in awards and money, in all and per day.")] | None = None
+    limit: (
+        Annotated[LimitSpec, Meta(description="At most N surprises from this campaign per customer per span.")] | None
+    ) = None
 
 
 class GiftSpec(Struct, forbid_unknown_fields=True):

@@ -1,0 +1,68 @@
+"""Splitting a condition into the clauses ``simulate`` shows one by one.
+
+``a and b and c`` (or ``a or b``) splits at its top level, outside brackets,
+parentheses and strings; each clause is itself a valid expression, compiled
+with the same typed context and evaluated on the same facts.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import rule_engine
+
+from service.rules.facts import rule_context
+
+_WORD = re.compile(r"\b(and|or)\b")
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def split(text: str) -> tuple[str, list[str]]:
+    """``("and" | "or" | "", clauses)``: ``or`` binds loosest, so it splits first."""
+    for operator in ("or", "and"):
+        parts = _split_on(text, operator)
+        if len(parts) > 1:
+            return operator, parts
+    return "", [text.strip()]
+
+
+def _split_on(text: str, operator: str) -> list[str]:
+    parts, depth, quote, start, i = [], 0, "", 0, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 2
+                continue
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+        elif depth == 0:
+            match = _WORD.match(text, i)
+            if match and match.group(1) == operator and (i == 0 or not text[i - 1].isalnum()):
+                parts.append(text[start:i].strip())
+                start = i = match.end()
+                continue
+        i += 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> Any:
+    return rule_engine.Rule(text, context=rule_context())
+
+
+def evaluate(text: str, facts: dict[str, Any]) -> tuple[Any, str | None]:
+    """``(value, None)`` or ``(None, why it could not be evaluated)``."""
+    try:
+        return _compiled(text).evaluate(facts), None
+    except (rule_engine.EngineError, LookupError, TypeError, ArithmeticError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
