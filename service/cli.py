@@ -131,6 +131,58 @@ def _rules_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+    import json
+    import time
+
+    from service.lib.db import create_engine
+    from service.lib.embedded import embedded_servers
+    from service.rules.backtest import Report, backtest, render_table, stored_events
+    from service.rules.loader import RuleSetError, load_rule_set
+
+    directory = Path(args.dir) if args.dir else settings.app.rules_dir
+    try:
+        rule_set = load_rule_set(directory)
+    except RuleSetError as exc:
+        _print_rule_errors(exc)
+        return 1
+    try:
+        first = dt.date.fromisoformat(args.start)
+        last = dt.date.fromisoformat(args.end)
+    except ValueError as exc:
+        print(f"delight: --from and --to take dates like 2026-03-01 ({exc})", file=sys.stderr)
+        return 2
+    if last < first:
+        print("delight: --to is before --from", file=sys.stderr)
+        return 2
+    zone = rule_set.zone
+    start = dt.datetime(first.year, first.month, first.day, tzinfo=zone)
+    end = dt.datetime(last.year, last.month, last.day, tzinfo=zone) + dt.timedelta(days=1)
+
+    async def run(url: str) -> Report:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await backtest(rule_set, stored_events(connection), start, end)
+        finally:
+            await engine.dispose()
+
+    started = time.perf_counter()
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        report = asyncio.run(run(database_url))
+    elapsed = time.perf_counter() - started
+    if args.format == "json":
+        print(json.dumps({**report.as_dict(), "seconds": round(elapsed, 2)}, indent=2))
+    else:
+        print(render_table(report))
+        print(f"({elapsed:.1f} s)", file=sys.stderr)
+    return 0
+
+
 def _rules_schema(args: argparse.Namespace, settings: Settings) -> int:
     from service.rules import schema
 
@@ -201,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules.add_parser("check", help="check a rules directory; exit 1 with path:line: message per error")
     check.add_argument("dir", nargs="?")
     check.set_defaults(handler=_rules_check)
+
+    backtest = rules.add_parser(
+        "backtest", help="replay stored events against a rule set, writing nothing; counts per rule"
+    )
+    backtest.add_argument("dir", nargs="?")
+    backtest.add_argument("--from", dest="start", required=True, help="first day, e.g. 2026-03-01 (shop time zone)")
+    backtest.add_argument("--to", dest="end", required=True, help="last day, inclusive")
+    backtest.add_argument("--format", choices=["table", "json"], default="table")
+    backtest.set_defaults(handler=_rules_backtest)
 
     schema = rules.add_parser("schema", help="write the JSON Schemas editors use to check rule files")
     schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")

@@ -9,9 +9,13 @@ builds it by running the migrations, and drops it at the end.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +212,51 @@ def interaction(
         "name": name,
         "attributes": attributes,
     }
+
+
+# --- apps on their own rule packs -------------------------------------------------------------------------------
+
+PACK_CATALOG = """\
+gifts:
+  - id: mug
+    name: Branded mug
+    unit_cost: 3.10
+  - id: vase
+    name: Small vase
+    unit_cost: 4.50
+  - id: lamp
+    name: Desk lamp
+    unit_cost: 20.00
+    stock: 10
+"""
+
+AppFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def rules_app(tmp_path: Path, database_url: str, redis_url: str) -> Callable[..., Any]:
+    """``async with rules_app(campaign_yaml, settings_yaml) as client`` — an app serving that rule pack."""
+
+    counter = itertools.count()
+
+    @asynccontextmanager
+    async def open_app(
+        *campaigns: str, settings: str = "seed: http-tests\n"
+    ) -> AsyncIterator[AsyncTestClient[Litestar]]:
+        directory = tmp_path / f"rules-{next(counter)}"
+        directory.mkdir()
+        (directory / "catalog.yaml").write_text(PACK_CATALOG)
+        (directory / "settings.yaml").write_text(textwrap.dedent(settings))
+        for i, campaign in enumerate(campaigns):
+            (directory / f"c{i}.yaml").write_text(textwrap.dedent(campaign))
+        app = create_app(make_settings(database_url, redis_url, directory))
+        async with AsyncTestClient(app=app, timeout=60) as client:
+            yield client
+
+    return open_app
+
+
+async def post_all(client: AsyncTestClient[Litestar], keys: dict[str, Any], events: list[dict[str, Any]]) -> list[Any]:
+    responses = await asyncio.gather(*(client.post("/v1/events", json=e, headers=keys["events:write"]) for e in events))
+    assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
+    return [a for r in responses for a in r.json()["awards"]]

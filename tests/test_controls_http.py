@@ -7,68 +7,14 @@ budgets, limits and stock are exercised the way a shop full of tills would.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import itertools
-import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import create_app
-from tests.conftest import interaction, make_settings, purchase
-
-CATALOG = """\
-gifts:
-  - id: mug
-    name: Branded mug
-    unit_cost: 3.10
-  - id: vase
-    name: Small vase
-    unit_cost: 4.50
-  - id: lamp
-    name: Desk lamp
-    unit_cost: 20.00
-    stock: 10
-"""
-
-Client = AsyncTestClient[Litestar]
-AppFactory = Callable[..., Any]
-
-
-@pytest.fixture
-def rules_app(tmp_path: Path, database_url: str, redis_url: str) -> Callable[..., Any]:
-    """``async with rules_app(campaign_yaml, settings_yaml) as client`` — an app serving that rule pack."""
-
-    counter = itertools.count()
-
-    @asynccontextmanager
-    async def open_app(*campaigns: str, settings: str = "seed: http-tests\n") -> AsyncIterator[Client]:
-        directory = tmp_path / f"rules-{next(counter)}"
-        directory.mkdir()
-        (directory / "catalog.yaml").write_text(CATALOG)
-        (directory / "settings.yaml").write_text(textwrap.dedent(settings))
-        for i, campaign in enumerate(campaigns):
-            (directory / f"c{i}.yaml").write_text(textwrap.dedent(campaign))
-        app = create_app(make_settings(database_url, redis_url, directory))
-        async with AsyncTestClient(app=app, timeout=60) as client:
-            yield client
-
-    return open_app
-
-
-async def post_all(client: Client, keys: dict[str, Any], events: list[dict[str, Any]]) -> list[Any]:
-    responses = await asyncio.gather(*(client.post("/v1/events", json=e, headers=keys["events:write"]) for e in events))
-    assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
-    return [a for r in responses for a in r.json()["awards"]]
+from tests.conftest import AppFactory, interaction, post_all, purchase
 
 
 async def scalar(engine: AsyncEngine, sql: str) -> Any:

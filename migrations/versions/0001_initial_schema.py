@@ -39,7 +39,7 @@ CREATE FUNCTION delight_jsonb_top_key(a jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT key FROM jsonb_each_text(coalesce(a, '{}'::jsonb))
     WHERE value::numeric > 0
-    ORDER BY value::numeric DESC, key
+    ORDER BY value::numeric DESC, key COLLATE "C"
     LIMIT 1
 $$
 """

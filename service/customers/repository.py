@@ -27,7 +27,7 @@ UPSERT = text(
         customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
         last_event_at, category_spend, interaction_counts, attributes
     ) VALUES (
-        :customer_id, :purchases, :returns, GREATEST(:spend, 0), :purchase_at, :purchase_at,
+        :customer_id, :purchases, :returns, GREATEST(CAST(:spend AS numeric), 0), :purchase_at, :purchase_at,
         :occurred_at, :category_spend, :interactions, :attributes
     )
     ON CONFLICT (customer_id) DO UPDATE SET

@@ -64,6 +64,9 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
             if not active:
                 outcomes.append(Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None))
                 continue
+            if rule.event_types is not None and facts["type"] not in rule.event_types:
+                outcomes.append(Outcome(campaign.name, rule.id, False, "condition is false", None, None))
+                continue
             outcomes.append(_evaluate_rule(rule_set, rule, facts))
     return outcomes
 

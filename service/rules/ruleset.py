@@ -74,6 +74,8 @@ class Rule:
     priority: int = 0
     cost: Decimal = Decimal(0)
     """What one award of this rule costs the shop, for budgets and reports."""
+    event_types: frozenset[str] | None = None
+    """The event types the condition can match (from a top-level ``type == "…"`` clause); ``None``: any."""
 
     @property
     def kind(self) -> str:
