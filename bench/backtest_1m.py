@@ -42,9 +42,9 @@ INSERT INTO rule_sets (version, files) VALUES ('bench', '{}');
 
 INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, order_id, amount,
                     name, rule_set_version, payload)
-SELECT 'e-' || g, '\\x00', kind, 'c-' || (g * 7919 % 50000), at, at, order_id, total, name, 'bench',
+SELECT 'e-' || g, '\\x00', kind, 'c-' || (g::bigint * 7919 % 50000), at, at, order_id, total, name, 'bench',
        jsonb_strip_nulls(jsonb_build_object(
-           'event_id', 'e-' || g, 'type', kind, 'customer_id', 'c-' || (g * 7919 % 50000),
+           'event_id', 'e-' || g, 'type', kind, 'customer_id', 'c-' || (g::bigint * 7919 % 50000),
            'occurred_at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
            'channel', CASE WHEN g % 3 = 0 THEN 'web' ELSE 'pos' END,
            'name', name,

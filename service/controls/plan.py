@@ -132,8 +132,8 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
     occurred_at: dt.datetime = facts["occurred_at"]
     at = int(occurred_at.timestamp())
     customer_id: str = facts["customer_id"]
-    campaigns = {c.name: c for c in rule_set.campaigns}
-    rules = {(c.name, r.id): r for c in rule_set.campaigns for r in c.rules}
+    campaigns = rule_set.by_name
+    rules = rule_set.rules_by_key
     notes: dict[tuple[str, str], str] = {}
     candidates = []
     for outcome in outcomes:

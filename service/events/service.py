@@ -102,7 +102,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
     facts = build_facts(event_data, profile, rule_set.zone)
     history = [LogEntry.from_json(e) for e in profile["award_log"]]
-    plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts), history)
+    plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts, matched_only=True), history)
     if plan.needs_counters:
         positions = await controls_repo.reserve(session, controls.reserve_payload(plan, event.event_id))
     else:

@@ -99,10 +99,9 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         in_period += 1
         event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
         facts = build_facts(event_data, profile, zone)
-        outcomes = engine.evaluate(rule_set, facts)
+        outcomes = engine.evaluate(rule_set, facts, matched_only=True)
         for outcome in outcomes:
-            if outcome.matched:
-                tallies[(outcome.campaign, outcome.rule_id)].matches += 1
+            tallies[(outcome.campaign, outcome.rule_id)].matches += 1
         history = [LogEntry.from_json(e) for e in profile["award_log"]]
         plan = controls.plan(rule_set, facts, outcomes, history)
         if not plan.candidates:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import rule_engine
-
+from service.rules.compiled import ERRORS
 from service.rules.ruleset import Rule, RuleSet
 
 _TWO_64 = float(2**64)
@@ -54,20 +53,27 @@ def draw(seed: str, campaign: str, rule_id: str, event_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / _TWO_64
 
 
-def evaluate(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
-    """Every rule of every campaign against one event, in a stable order."""
+def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = False) -> list[Outcome]:
+    """Every rule of every campaign against one event, in a stable order (only those that matched, if asked)."""
     occurred_at: dt.datetime = facts["occurred_at"]
+    event_type = facts["type"]
     outcomes = []
     for campaign in rule_set.campaigns:
         active = campaign.is_active(occurred_at)
         for rule in campaign.rules:
             if not active:
-                outcomes.append(Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None))
+                if not matched_only:
+                    outcomes.append(
+                        Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None)
+                    )
                 continue
-            if rule.event_types is not None and facts["type"] not in rule.event_types:
-                outcomes.append(Outcome(campaign.name, rule.id, False, "condition is false", None, None))
+            if rule.event_types is not None and event_type not in rule.event_types:
+                if not matched_only:
+                    outcomes.append(Outcome(campaign.name, rule.id, False, "condition is false", None, None))
                 continue
-            outcomes.append(_evaluate_rule(rule_set, rule, facts))
+            outcome = _evaluate_rule(rule_set, rule, facts)
+            if outcome.matched or not matched_only:
+                outcomes.append(outcome)
     return outcomes
 
 
@@ -77,8 +83,8 @@ def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:
 
 def _evaluate_rule(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
     try:
-        matched = bool(rule.condition.matches(facts))
-    except (rule_engine.EngineError, LookupError, TypeError, ArithmeticError) as exc:
+        matched = bool(rule.matches(facts) if rule.matches is not None else rule.condition.matches(facts))
+    except ERRORS as exc:
         # A field the event does not carry (``attributes.rating`` on an event
         # without a rating) means the condition does not hold.
         return Outcome(

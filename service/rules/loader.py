@@ -25,6 +25,7 @@ from rule_engine.ast import ExpressionBase
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import clauses, facts
+from service.rules.compiled import compile_condition
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
 from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
@@ -508,6 +509,7 @@ def _compile_rule(
         priority=spec.priority,
         cost=_award_cost(award, gift, settings),
         event_types=event_types(spec.when),
+        matches=compile_condition(condition),
     )
 
 

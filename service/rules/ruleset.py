@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -76,6 +77,8 @@ class Rule:
     """What one award of this rule costs the shop, for budgets and reports."""
     event_types: frozenset[str] | None = None
     """The event types the condition can match (from a top-level ``type == "…"`` clause); ``None``: any."""
+    matches: Callable[[dict[str, Any]], bool] | None = None
+    """The condition compiled to Python (``compiled.py``); ``condition.matches`` when not set."""
 
     @property
     def kind(self) -> str:
@@ -108,6 +111,12 @@ class RuleSet:
     gifts: dict[str, Gift]
     settings: SettingsSpec
     files: dict[str, str] = field(repr=False)
+    by_name: dict[str, Campaign] = field(init=False, repr=False)
+    rules_by_key: dict[tuple[str, str], Rule] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {c.name: c for c in self.campaigns})
+        object.__setattr__(self, "rules_by_key", {(c.name, r.id): r for c in self.campaigns for r in c.rules})
 
     @property
     def fatigue(self) -> Limit | None:
