@@ -57,12 +57,17 @@ def _children(node: Any) -> list[Any]:
     names = set(getattr(node, "__dict__", {}))
     for cls in type(node).__mro__:
         names.update(getattr(cls, "__slots__", ()))
-    found = []
+    found: list[Any] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, ast.ExpressionBase):
+            found.append(value)
+        elif isinstance(value, (list, tuple, set, frozenset)):  # array and set members, mapping pairs
+            for item in value:
+                collect(item)
+
     for name in names:
-        value = getattr(node, name, None)
-        for child in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(child, ast.ExpressionBase):
-                found.append(child)
+        collect(getattr(node, name, None))
     return found
 
 
@@ -90,7 +95,8 @@ def _num(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_num(v) for v in value)
     if isinstance(value, tuple):
-        return tuple(_num(v) for v in value) if any(isinstance(v, (int, float, list)) for v in value) else value
+        convert = any(isinstance(v, (int, float, list, dict)) for v in value)
+        return tuple(_num(v) for v in value) if convert else value
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return dt.datetime(value.year, value.month, value.day)
     if isinstance(value, dict) and not isinstance(value, collections.OrderedDict):
