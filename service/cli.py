@@ -10,8 +10,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.lib.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from service.rules.ruleset import RuleSet
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -19,12 +23,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.lib.db import upgrade_database
     from service.lib.embedded import embedded_servers
-    from service.rules.loader import RuleSetError, load_rule_set
 
-    try:
-        load_rule_set(settings.app.rules_dir)
-    except RuleSetError as exc:
-        _print_rule_errors(exc)
+    if _load_or_report(settings.app.rules_dir) is None:  # refuse to start before anything listens
         return 1
     if (settings.db.url is None or settings.redis.url is None) and not _lock_data_dir(settings.app.data_dir):
         print(
@@ -116,13 +116,10 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rules_check(args: argparse.Namespace, settings: Settings) -> int:
-    from service.rules.loader import RuleSetError, load_rule_set
 
     directory = Path(args.dir) if args.dir else settings.app.rules_dir
-    try:
-        rule_set = load_rule_set(directory)
-    except RuleSetError as exc:
-        _print_rule_errors(exc)
+    rule_set = _load_or_report(directory)
+    if rule_set is None:
         return 1
     print(
         f"{directory}: {len(rule_set.campaigns)} campaign(s), {rule_set.rule_count} rule(s), "
@@ -139,13 +136,9 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
     from service.rules.backtest import Report, backtest, render_table, stored_events
-    from service.rules.loader import RuleSetError, load_rule_set
 
-    directory = Path(args.dir) if args.dir else settings.app.rules_dir
-    try:
-        rule_set = load_rule_set(directory)
-    except RuleSetError as exc:
-        _print_rule_errors(exc)
+    rule_set = _load_or_report(Path(args.dir) if args.dir else settings.app.rules_dir)
+    if rule_set is None:
         return 1
     try:
         first = dt.date.fromisoformat(args.start)
@@ -224,6 +217,17 @@ def openapi_document(settings: Settings) -> dict[str, object]:
         redis=RedisSettings(url="redis://offline"),
     )
     return create_app(offline).openapi_schema.to_schema()
+
+
+def _load_or_report(directory: Path) -> RuleSet | None:
+    """The rule set in ``directory``, or ``None`` after printing each error as ``path:line: message``."""
+    from service.rules.loader import RuleSetError, load_rule_set
+
+    try:
+        return load_rule_set(directory)
+    except RuleSetError as exc:
+        _print_rule_errors(exc)
+        return None
 
 
 def _print_rule_errors(exc: Exception) -> None:

@@ -53,7 +53,8 @@ def compile_condition(rule: Any) -> Callable[[dict[str, Any]], bool]:
     return matches
 
 
-def _children(node: Any) -> list[Any]:
+def children(node: Any) -> list[Any]:
+    """The sub-expressions of a node (rule-engine keeps them in slots, attributes and literal members)."""
     names = set(getattr(node, "__dict__", {}))
     for cls in type(node).__mro__:
         names.update(getattr(cls, "__slots__", ()))
@@ -80,7 +81,7 @@ def _refuse_shadowing(node: Any, bound: frozenset[str]) -> None:
     if isinstance(node, ast.GetAttributeExpression) and node.name in bound and _object_type(node.object) is None:
         # rule-engine resolves `mapping.x` to the comprehension variable `x` when one is in scope
         raise Unsupported("attribute named like a comprehension variable")
-    for child in _children(node):
+    for child in children(node):
         _refuse_shadowing(child, bound)
 
 

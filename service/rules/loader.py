@@ -21,11 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import rule_engine
-from rule_engine.ast import ExpressionBase
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import clauses, facts
-from service.rules.compiled import compile_condition
+from service.rules.compiled import children, compile_condition
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
 from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
@@ -108,9 +107,9 @@ def load_rule_set_texts(
             continue
         spec = _convert(located, CampaignSpec, source, errors)
         if spec is None:
-            _check_rules_alone(located, source, gifts, settings, context, errors)
+            _check_rules_alone(_File(source, located, errors, gifts, settings, context))
             continue
-        campaign = _compile_campaign(spec, located, source, gifts, settings, context, errors)
+        campaign = _compile_campaign(spec, _File(source, located, errors, gifts, settings, context))
         if spec.campaign in seen:
             errors.append(
                 RuleError(
@@ -273,33 +272,39 @@ def _check_list_length(
                 )
 
 
-def _compile_campaign(
-    spec: CampaignSpec,
-    located: Located,
-    path: str,
-    gifts: dict[str, Gift] | None,
-    settings: SettingsSpec,
-    context: rule_engine.Context,
-    errors: list[RuleError],
-) -> Campaign | None:
-    before = len(errors)
+@dataclass(slots=True)
+class _File:
+    """One campaign file being compiled: where its errors go and what its rules may refer to."""
+
+    path: str
+    located: Located
+    errors: list[RuleError]
+    gifts: dict[str, Gift] | None
+    """``None`` when the catalogue has errors of its own: gift references are then not checked."""
+    settings: SettingsSpec
+    context: rule_engine.Context
+
+    def error(self, at: tuple[str | int, ...], message: str) -> None:
+        self.errors.append(RuleError(self.path, self.located.line(at), message))
+
+
+def _compile_campaign(spec: CampaignSpec, f: _File) -> Campaign | None:
+    before = len(f.errors)
     rules: list[Rule] = []
     ids: set[str] = set()
     window = spec.active
     if window and window.starts and window.until and window.until < window.starts:
-        errors.append(RuleError(path, located.line(("active",)), "`active.until` is before `active.from`"))
+        f.error(("active",), "`active.until` is before `active.from`")
     for i, rule in enumerate(spec.rules):
         at = ("rules", i)
         if rule.id in ids:
-            errors.append(
-                RuleError(path, located.line((*at, "id")), f"rule id `{rule.id}` is used twice in this campaign")
-            )
+            f.error((*at, "id"), f"rule id `{rule.id}` is used twice in this campaign")
         ids.add(rule.id)
-        compiled = _compile_rule(spec.campaign, rule, at, located, path, gifts, settings, context, errors)
+        compiled = _compile_rule(spec.campaign, rule, at, f)
         if compiled is not None:
             rules.append(compiled)
-    budget = _budget(spec.budget, located, path, errors)
-    if len(errors) > before:
+    budget = _budget(spec.budget, f)
+    if len(f.errors) > before:
         return None
     return Campaign(
         name=spec.campaign,
@@ -307,7 +312,7 @@ def _compile_campaign(
         starts=window.starts if window else None,
         until=window.until if window else None,
         rules=tuple(rules),
-        source=path,
+        source=f.path,
         holdout=spec.holdout,
         budget=budget,
         limit=_limit(spec.limit),
@@ -318,18 +323,14 @@ def _limit(spec: LimitSpec | None) -> Limit | None:
     return None if spec is None else Limit(spec.per_customer, duration_seconds(spec.every))
 
 
-def _budget(spec: BudgetSpec | None, located: Located, path: str, errors: list[RuleError]) -> Budget | None:
+def _budget(spec: BudgetSpec | None, f: _File) -> Budget | None:
     if spec is None:
         return None
     for daily, total in (("daily_awards", "awards"), ("daily_cost", "cost")):
         daily_value, total_value = getattr(spec, daily), getattr(spec, total)
         if daily_value is not None and total_value is not None and daily_value > total_value:
-            errors.append(
-                RuleError(
-                    path,
-                    located.line(("budget", daily)),
-                    f"`budget.{daily}` ({daily_value}) is more than `budget.{total}` ({total_value})",
-                )
+            f.error(
+                ("budget", daily), f"`budget.{daily}` ({daily_value}) is more than `budget.{total}` ({total_value})"
             )
     return Budget(
         awards=spec.awards,
@@ -343,154 +344,100 @@ def _money(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal("0.01"))
 
 
-def _check_rules_alone(
-    located: Located,
-    path: str,
-    gifts: dict[str, Gift] | None,
-    settings: SettingsSpec,
-    context: rule_engine.Context,
-    errors: list[RuleError],
-) -> None:
+def _check_rules_alone(f: _File) -> None:
     """When a campaign file is malformed, still report the errors inside its well-formed rules."""
-    data = located.data
+    data = f.located.data
     rules = data.get("rules") if isinstance(data, dict) else None
     if not isinstance(rules, list):
         return
     for i, raw in enumerate(rules):
         at = ("rules", i)
         scratch: list[RuleError] = []
-        _check(raw, RuleSpec, at, located, path, scratch)
+        _check(raw, RuleSpec, at, f.located, f.path, scratch)
         if not scratch:
-            spec = msgspec.convert(raw, RuleSpec, strict=True)
-            _compile_rule("?", spec, at, located, path, gifts, settings, context, errors)
+            _compile_rule("?", msgspec.convert(raw, RuleSpec, strict=True), at, f)
             continue
         # The rule is malformed (reported already); still check the parts that are well formed.
         if isinstance(raw, dict):
             if isinstance(raw.get("when"), str):
-                _compile_when(raw["when"], (*at, "when"), located, path, context, errors)
+                _compile_when(raw["when"], (*at, "when"), f)
             award = raw.get("award")
             if isinstance(award, dict) and isinstance(award.get("gift"), str):
-                _find_gift(award["gift"], (*at, "award", "gift"), located, path, gifts, errors)
+                _find_gift(award["gift"], (*at, "award", "gift"), f)
             if isinstance(raw.get("message"), str):
-                _template(raw["message"], (*at, "message"), located, path, errors)
+                _template(raw["message"], (*at, "message"), f)
 
 
-def _compile_when(
-    text: str,
-    at: tuple[str | int, ...],
-    located: Located,
-    path: str,
-    context: rule_engine.Context,
-    errors: list[RuleError],
-) -> Any:
+def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> Any:
     """The compiled condition, type-checked against the facts; ``None`` after reporting why not."""
-    line = located.line(at)
     try:
-        rule = rule_engine.Rule(text, context=context)
-        if any(isinstance(node, FuzzyComparisonExpression) for node in expression_nodes(rule.statement.expression)):
-            errors.append(
-                RuleError(
-                    path,
-                    line,
-                    "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
-                    "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
-                )
-            )
-            return None
-        return rule
+        rule = rule_engine.Rule(text, context=f.context)
     except rule_engine.RuleSyntaxError as exc:
-        errors.append(RuleError(path, line, f"`when` does not parse: {exc.message}"))
+        f.error(at, f"`when` does not parse: {exc.message}")
     except rule_engine.SymbolResolutionError as exc:
-        errors.append(RuleError(path, line, f"`when` names an unknown field `{exc.symbol_name}`"))
+        f.error(at, f"`when` names an unknown field `{exc.symbol_name}`")
     except rule_engine.errors.ObjectAttributeError as exc:
-        errors.append(RuleError(path, line, f"`when` names an unknown field `{exc.attribute_name}`"))
+        f.error(at, f"`when` names an unknown field `{exc.attribute_name}`")
     except rule_engine.EngineError as exc:
-        errors.append(RuleError(path, line, f"`when` is not well typed: {exc.message}"))
+        f.error(at, f"`when` is not well typed: {exc.message}")
+    else:
+        if not any(isinstance(node, FuzzyComparisonExpression) for node in expression_nodes(rule.statement.expression)):
+            return rule
+        f.error(
+            at,
+            "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
+            "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
+        )
     return None
 
 
 def expression_nodes(node: Any) -> Iterator[Any]:
-    """Every node of a parsed ``rule-engine`` expression (they keep children in slots and attributes)."""
+    """Every node of a parsed ``rule-engine`` expression."""
     yield node
-    names = set(getattr(node, "__dict__", {}))
-    for cls in type(node).__mro__:
-        names.update(getattr(cls, "__slots__", ()))
-    for name in names:
-        value = getattr(node, name, None)
-        for child in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(child, ExpressionBase):
-                yield from expression_nodes(child)
+    for child in children(node):
+        yield from expression_nodes(child)
 
 
-def _find_gift(
-    gift_id: str,
-    at: tuple[str | int, ...],
-    located: Located,
-    path: str,
-    gifts: dict[str, Gift] | None,
-    errors: list[RuleError],
-) -> Gift | None:
-    if gifts is None:  # the catalogue has errors of its own; do not pile on
+def _find_gift(gift_id: str, at: tuple[str | int, ...], f: _File) -> Gift | None:
+    if f.gifts is None:  # the catalogue has errors of its own; do not pile on
         return None
-    gift = gifts.get(gift_id)
+    gift = f.gifts.get(gift_id)
     if gift is None:
-        errors.append(RuleError(path, located.line(at), f"gift `{gift_id}` is not in {CATALOG_FILE}"))
+        f.error(at, f"gift `{gift_id}` is not in {CATALOG_FILE}")
     return gift
 
 
-def _template(
-    source: str | None, at: tuple[str | int, ...], located: Located, path: str, errors: list[RuleError]
-) -> Template | None:
+def _template(source: str | None, at: tuple[str | int, ...], f: _File) -> Template | None:
     if source is None:
         return None
     try:
         return Template.compile(source, facts.template_field_exists)
     except TemplateError as exc:
-        errors.append(RuleError(path, located.line(at), f"`{_describe(at)}`: {exc}"))
+        f.error(at, f"`{_describe(at)}`: {exc}")
         return None
 
 
-def _compile_rule(
-    campaign: str,
-    spec: RuleSpec,
-    at: tuple[str | int, ...],
-    located: Located,
-    path: str,
-    gifts: dict[str, Gift] | None,
-    settings: SettingsSpec,
-    context: rule_engine.Context,
-    errors: list[RuleError],
-) -> Rule | None:
-    before = len(errors)
-    condition = _compile_when(spec.when, (*at, "when"), located, path, context, errors)
-
+def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _File) -> Rule | None:
+    before = len(f.errors)
+    condition = _compile_when(spec.when, (*at, "when"), f)
     award = spec.award
-    given = [k for k in ("points", "gift", "offer") if getattr(award, k) is not None]
-    if len(given) != 1:
-        errors.append(
-            RuleError(path, located.line((*at, "award")), "`award` needs exactly one of `points`, `gift` or `offer`")
-        )
-    gift = None
-    if award.gift is not None:
-        gift = _find_gift(award.gift, (*at, "award", "gift"), located, path, gifts, errors)
+    if sum(getattr(award, k) is not None for k in ("points", "gift", "offer")) != 1:
+        f.error((*at, "award"), "`award` needs exactly one of `points`, `gift` or `offer`")
+    gift = None if award.gift is None else _find_gift(award.gift, (*at, "award", "gift"), f)
     offer = None
     if award.offer is not None:
         o = award.offer
         if (o.percent is None) == (o.amount is None):
-            errors.append(
-                RuleError(
-                    path, located.line((*at, "award", "offer")), "an offer needs exactly one of `percent` or `amount`"
-                )
-            )
+            f.error((*at, "award", "offer"), "an offer needs exactly one of `percent` or `amount`")
         offer = Offer(
             percent=None if o.percent is None else Decimal(repr(o.percent)),
             amount=None if o.amount is None else Decimal(repr(o.amount)),
-            category=_template(o.category, (*at, "award", "offer", "category"), located, path, errors),
-            description=_template(o.description, (*at, "award", "offer", "description"), located, path, errors),
+            category=_template(o.category, (*at, "award", "offer", "category"), f),
+            description=_template(o.description, (*at, "award", "offer", "description"), f),
             valid_days=o.valid_days,
         )
-    message = _template(spec.message, (*at, "message"), located, path, errors)
-    if len(errors) > before or condition is None or (award.gift is not None and gift is None):
+    message = _template(spec.message, (*at, "message"), f)
+    if len(f.errors) > before or condition is None or (award.gift is not None and gift is None):
         return None
     return Rule(
         id=spec.id,
@@ -503,11 +450,11 @@ def _compile_rule(
         offer=offer,
         message=message,
         valid_days=spec.valid_days,
-        source=path,
-        line=located.line(at),
+        source=f.path,
+        line=f.located.line(at),
         limit=_limit(spec.limit),
         priority=spec.priority,
-        cost=_award_cost(award, gift, settings),
+        cost=_award_cost(award, gift, f.settings),
         event_types=event_types(spec.when),
         matches=compile_condition(condition),
     )
