@@ -16,6 +16,7 @@ from litestar.types import Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.awards.controller import RedemptionController
 from service.customers.controller import CustomerController
 from service.events.controller import EventController
 from service.health.controller import HealthController
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await engine.dispose()
 
     return DelightApp(
-        route_handlers=[EventController, CustomerController, RulesController, HealthController],
+        route_handlers=[EventController, CustomerController, RedemptionController, RulesController, HealthController],
         dependencies={
             "db_session": Provide(provide_db_session),
             "sessionmaker": Provide(provide_sessionmaker, sync_to_thread=False),

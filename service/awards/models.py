@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -70,6 +71,13 @@ class PointsEntry(Base):
     __table_args__ = (
         CheckConstraint("reason IN ('earn', 'spend', 'expire', 'reverse', 'adjust')", name="reason"),
         Index("ix_points_ledger_customer_id_entry_id", "customer_id", "entry_id"),
+        Index(
+            "uq_points_ledger_spend_order",
+            "customer_id",
+            "order_id",
+            unique=True,
+            postgresql_where=text("reason = 'spend'"),
+        ),
     )
 
     entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -93,3 +93,85 @@ async def issue(
 
 async def active_for_customer(session: AsyncSession, customer_id: str, now: dt.datetime) -> list[Row[Any]]:
     return list((await session.execute(ACTIVE_FOR_CUSTOMER, {"customer_id": customer_id, "now": now})).all())
+
+
+# The till's redemption: one conditional UPDATE, so of two tills at the same
+# moment exactly one sees the award still issued.
+REDEEM = text(
+    f"""
+    UPDATE awards a SET status = 'redeemed', redeemed_order_id = :order_id, status_changed_at = :now
+    WHERE a.code = :code AND a.status = 'issued' AND a.kind <> 'points'
+      AND (a.expires_at IS NULL OR a.expires_at > :now)
+    RETURNING {AWARD_COLUMNS}, a.redeemed_order_id, a.status_changed_at
+    """
+)
+BY_CODE = text(f"SELECT {AWARD_COLUMNS}, a.redeemed_order_id, a.status_changed_at FROM awards a WHERE a.code = :code")
+
+# A points spend: the balance only falls when it covers the spend, and the
+# ledger entry is unique per customer and order (a retry finds it instead).
+SPEND = text(
+    """
+    WITH spent AS (
+        UPDATE customers SET points_balance = points_balance - :points, updated_at = now()
+        WHERE customer_id = :customer_id AND points_balance >= :points
+          AND NOT EXISTS (
+              SELECT 1 FROM points_ledger
+              WHERE customer_id = :customer_id AND order_id = :order_id AND reason = 'spend'
+          )
+        RETURNING points_balance
+    ), entry AS (
+        INSERT INTO points_ledger (customer_id, delta, reason, order_id, occurred_at)
+        SELECT :customer_id, -CAST(:points AS bigint), 'spend', :order_id, :now FROM spent
+        RETURNING entry_id
+    )
+    SELECT points_balance FROM spent
+    """
+)
+PREVIOUS_SPEND = text(
+    """
+    SELECT -l.delta AS points, c.points_balance
+    FROM points_ledger l JOIN customers c USING (customer_id)
+    WHERE l.customer_id = :customer_id AND l.order_id = :order_id AND l.reason = 'spend'
+    """
+)
+BALANCE = text("SELECT points_balance FROM customers WHERE customer_id = :customer_id")
+LEDGER = text(
+    """
+    SELECT entry_id, delta, reason, award_id, event_id, order_id, occurred_at, created_at
+    FROM points_ledger
+    WHERE customer_id = :customer_id AND (CAST(:before AS bigint) IS NULL OR entry_id < :before)
+    ORDER BY entry_id DESC
+    LIMIT :limit
+    """
+)
+
+
+async def redeem(session: AsyncSession, code: str, order_id: str, now: dt.datetime) -> Row[Any] | None:
+    """The award, now redeemed by ``order_id``; ``None`` when it was not redeemable as it stood."""
+    return (await session.execute(REDEEM, {"code": code, "order_id": order_id, "now": now})).one_or_none()
+
+
+async def by_code(session: AsyncSession, code: str) -> Row[Any] | None:
+    return (await session.execute(BY_CODE, {"code": code})).one_or_none()
+
+
+async def spend(session: AsyncSession, customer_id: str, points: int, order_id: str, now: dt.datetime) -> int | None:
+    """The new balance after spending; ``None`` when the balance does not cover it or the order spent already."""
+    row = (
+        await session.execute(SPEND, {"customer_id": customer_id, "points": points, "order_id": order_id, "now": now})
+    ).one_or_none()
+    return None if row is None else int(row.points_balance)
+
+
+async def previous_spend(session: AsyncSession, customer_id: str, order_id: str) -> Row[Any] | None:
+    return (await session.execute(PREVIOUS_SPEND, {"customer_id": customer_id, "order_id": order_id})).one_or_none()
+
+
+async def balance(session: AsyncSession, customer_id: str) -> int | None:
+    value = (await session.execute(BALANCE, {"customer_id": customer_id})).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+async def ledger(session: AsyncSession, customer_id: str, before: int | None, limit: int) -> list[Row[Any]]:
+    rows = await session.execute(LEDGER, {"customer_id": customer_id, "before": before, "limit": limit})
+    return list(rows.all())

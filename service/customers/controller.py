@@ -12,15 +12,17 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.awards import repository as awards_repo
+from service.awards.redemption import ledger_entry
 from service.awards.schemas import award_from_row
 from service.customers import repository as customers_repo
-from service.customers.schemas import CustomerOut
+from service.customers.schemas import CustomerOut, LedgerPage
 from service.events.schemas import CustomerAttributes
 from service.keys.guards import requires
 from service.keys.scopes import CUSTOMERS_READ
 from service.lib.errors import NotFoundError
 from service.lib.openapi import API_KEY, problem_responses
 
+PROFILE_LEDGER = 20
 CustomerId = Annotated[str, Parameter(min_length=1, max_length=200, description="The customer's id across channels.")]
 
 
@@ -41,6 +43,7 @@ class CustomerController(Controller):
         if profile is None:
             raise NotFoundError(f"no customer {customer_id!r}: customers appear with their first event")
         rows = await awards_repo.active_for_customer(db_session, customer_id, dt.datetime.now(dt.UTC))
+        entries = await awards_repo.ledger(db_session, customer_id, None, PROFILE_LEDGER + 1)
         return CustomerOut(
             customer_id=profile["customer_id"],
             purchase_count=profile["purchase_count"],
@@ -54,6 +57,33 @@ class CustomerController(Controller):
             points_balance=profile["points_balance"],
             attributes=msgspec.convert(profile["attributes"], CustomerAttributes),
             awards=[award_from_row(r) for r in rows],
+            ledger=[ledger_entry(e) for e in entries[:PROFILE_LEDGER]],
+            ledger_next=entries[PROFILE_LEDGER - 1].entry_id if len(entries) > PROFILE_LEDGER else None,
             created_at=profile["created_at"],
             updated_at=profile["updated_at"],
+        )
+
+    @get(
+        "/{customer_id:str}/points",
+        operation_id="getPointsLedger",
+        summary="A customer's points ledger, newest first, a page at a time",
+        guards=[requires(CUSTOMERS_READ)],
+        responses=problem_responses(400, 401, 403, 404, 503),
+    )
+    async def get_ledger(
+        self,
+        customer_id: CustomerId,
+        db_session: NamedDependency[AsyncSession],
+        before: Annotated[int | None, Parameter(ge=1, description="`next` from the previous page.")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> LedgerPage:
+        balance = await awards_repo.balance(db_session, customer_id)
+        if balance is None:
+            raise NotFoundError(f"no customer {customer_id!r}: customers appear with their first event")
+        entries = await awards_repo.ledger(db_session, customer_id, before, limit + 1)
+        return LedgerPage(
+            customer_id=customer_id,
+            points_balance=balance,
+            entries=[ledger_entry(e) for e in entries[:limit]],
+            next=entries[limit - 1].entry_id if len(entries) > limit else None,
         )

@@ -6,6 +6,7 @@ import datetime as dt
 
 from msgspec import Struct
 
+from service.awards.redemption import LedgerEntryOut
 from service.awards.schemas import AwardOut
 from service.events.schemas import CustomerAttributes
 
@@ -23,5 +24,16 @@ class CustomerOut(Struct):
     points_balance: int
     attributes: CustomerAttributes
     awards: list[AwardOut]
+    ledger: list[LedgerEntryOut]
+    """The newest points-ledger entries; the balance is the sum of all of them."""
+    ledger_next: int | None
+    """Pass as ``before`` to ``GET /v1/customers/{id}/points`` for older entries; ``null`` at the end."""
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class LedgerPage(Struct):
+    customer_id: str
+    points_balance: int
+    entries: list[LedgerEntryOut]
+    next: int | None

@@ -110,6 +110,31 @@ class EventConflictError(ConflictError):
     title = "An event with this event_id and other content already exists"
 
 
+class AwardExpiredError(ConflictError):
+    slug = "award-expired"
+    title = "The award has expired"
+
+
+class AwardAlreadyRedeemedError(ConflictError):
+    slug = "award-already-redeemed"
+    title = "The award was redeemed by another order"
+
+
+class AwardNotRedeemableError(ConflictError):
+    slug = "award-not-redeemable"
+    title = "The award cannot be redeemed"
+
+
+class InsufficientPointsError(ConflictError):
+    slug = "insufficient-points"
+    title = "The points balance does not cover the spend"
+
+
+class PointsOrderConflictError(ConflictError):
+    slug = "points-order-conflict"
+    title = "This order already spent a different number of points"
+
+
 class MethodNotAllowedError(DelightError):
     status = 405
     slug = "method-not-allowed"
