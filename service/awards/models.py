@@ -86,6 +86,8 @@ class PointsEntry(Base):
     )
     delta: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(10))
+    shortfall: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Points a reversal wanted to take back but could not: the customer had already spent them."""
     award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
     event_id: Mapped[str | None] = mapped_column(String(200), ForeignKey("events.event_id"))
     order_id: Mapped[str | None] = mapped_column(String(200))

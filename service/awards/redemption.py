@@ -127,6 +127,8 @@ class LedgerEntryOut(Struct):
     entry_id: int
     delta: int
     reason: str
+    shortfall: int
+    """For a reversal: points it could not take back because they had been spent."""
     award_id: str | None
     event_id: str | None
     order_id: str | None
@@ -138,6 +140,7 @@ def ledger_entry(row: Any) -> LedgerEntryOut:
         entry_id=row.entry_id,
         delta=row.delta,
         reason=row.reason,
+        shortfall=row.shortfall,
         award_id=None if row.award_id is None else str(row.award_id),
         event_id=row.event_id,
         order_id=row.order_id,

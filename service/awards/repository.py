@@ -137,7 +137,7 @@ PREVIOUS_SPEND = text(
 BALANCE = text("SELECT points_balance FROM customers WHERE customer_id = :customer_id")
 LEDGER = text(
     """
-    SELECT entry_id, delta, reason, award_id, event_id, order_id, occurred_at, created_at
+    SELECT entry_id, delta, shortfall, reason, award_id, event_id, order_id, occurred_at, created_at
     FROM points_ledger
     WHERE customer_id = :customer_id AND (CAST(:before AS bigint) IS NULL OR entry_id < :before)
     ORDER BY entry_id DESC

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards import repository as awards_repo
 from service.awards.codes import new_code
+from service.awards.returns import reverse_order
 from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
 from service.controls import plan as controls
 from service.controls import repository as controls_repo
@@ -99,6 +100,14 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
 
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
     profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
+    if event.type == "return" and order is not None:
+        await reverse_order(
+            session,
+            customer_id=event.customer_id,
+            order_id=order.order_id,
+            event_id=event.event_id,
+            occurred_at=event.occurred_at,
+        )
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
     facts = build_facts(event_data, profile, rule_set.zone)
     history = [LogEntry.from_json(e) for e in profile["award_log"]]

@@ -1,0 +1,95 @@
+"""What a return takes back: points in proportion to the refund, gifts and offers when all is returned.
+
+Runs inside the return event's transaction, after the profile upsert has
+locked the customer, so two returns of one order are judged one after the
+other. Points are taken back cumulatively: each return brings the reversed
+share of an award up to the refunded share of the order. The balance never
+goes below zero; what could not be taken back (already spent) is recorded on
+the ledger entry as ``shortfall``. A return of an order Delight never saw
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+ORDER_STATE = text(
+    """
+    SELECT
+        (SELECT sum(amount) FROM events
+         WHERE customer_id = :customer_id AND order_id = :order_id AND type = 'purchase') AS paid,
+        (SELECT sum(amount) FROM events
+         WHERE customer_id = :customer_id AND order_id = :order_id AND type = 'return') AS refunded,
+        (SELECT points_balance FROM customers WHERE customer_id = :customer_id) AS balance,
+        (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'award_id', a.award_id, 'kind', a.kind, 'points', a.points, 'status', a.status,
+                    'reversed', coalesce((SELECT -sum(l.delta - l.shortfall) FROM points_ledger l
+                                          WHERE l.award_id = a.award_id AND l.reason = 'reverse'), 0))), '[]')
+         FROM awards a JOIN events e ON e.event_id = a.event_id
+         WHERE e.customer_id = :customer_id AND e.order_id = :order_id AND e.type = 'purchase') AS awards
+    """
+)
+
+APPLY = text(
+    """
+    WITH entries AS (
+        INSERT INTO points_ledger (customer_id, delta, shortfall, reason, award_id, event_id, order_id, occurred_at)
+        SELECT :customer_id, -x.applied, x.shortfall, 'reverse', x.award_id, :event_id, :order_id, :occurred_at
+        FROM jsonb_to_recordset(:entries) AS x(award_id uuid, applied bigint, shortfall bigint)
+        RETURNING delta
+    ), voided AS (
+        UPDATE awards SET status = 'reversed', status_changed_at = :occurred_at
+        WHERE award_id = ANY(CAST(:voided AS uuid[])) AND status = 'issued'
+        RETURNING award_id
+    )
+    UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries)
+    WHERE customer_id = :customer_id
+    RETURNING points_balance, (SELECT count(*) FROM voided) AS voided
+    """
+).bindparams(bindparam("entries", type_=JSONB))
+
+
+def plan_reversal(
+    paid: Decimal, refunded: Decimal, balance: int, awards: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(ledger entries, awards to void)`` for the order's awards, as plain data."""
+    share = min(refunded / paid, Decimal(1)) if paid > 0 else Decimal(0)
+    entries = []
+    voided = []
+    left = balance
+    for award in awards:
+        if award["kind"] == "points" and award["points"]:
+            target = math.floor(Decimal(award["points"]) * share)
+            wanted = target - int(award["reversed"])
+            if wanted > 0:
+                applied = min(wanted, left)
+                left -= applied
+                entries.append({"award_id": award["award_id"], "applied": applied, "shortfall": wanted - applied})
+        if share >= 1 and award["status"] == "issued":
+            voided.append(award["award_id"])
+    return entries, voided
+
+
+async def reverse_order(
+    session: AsyncSession, *, customer_id: str, order_id: str, event_id: str, occurred_at: dt.datetime
+) -> None:
+    params = {"customer_id": customer_id, "order_id": order_id}
+    state = (await session.execute(ORDER_STATE, params)).one()
+    if state.paid is None or not state.awards:
+        return
+    entries, voided = plan_reversal(
+        Decimal(state.paid), Decimal(state.refunded or 0), int(state.balance), list(state.awards)
+    )
+    if not entries and not voided:
+        return
+    await session.execute(
+        APPLY,
+        {**params, "event_id": event_id, "occurred_at": occurred_at, "entries": entries, "voided": voided},
+    )
