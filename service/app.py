@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards.controller import RedemptionController
+from service.awards.expiry import run_periodically
 from service.customers.controller import CustomerController
 from service.events.controller import EventController
 from service.health.controller import HealthController
@@ -121,12 +124,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             registry=registry,
         )
         await registry.start()
+        jobs = (
+            asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))
+            if settings.app.jobs_every > 0
+            else None
+        )
         log.info(
             "started", rules_version=rule_set.version, campaigns=len(rule_set.campaigns), rules=rule_set.rule_count
         )
         try:
             yield
         finally:
+            if jobs is not None:
+                jobs.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await jobs
             await registry.stop()
             await redis.aclose()
             await engine.dispose()

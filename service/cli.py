@@ -115,6 +115,36 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+
+    import msgspec
+
+    from service.awards.expiry import points_after, run_expiry
+    from service.lib.db import create_engine, create_sessionmaker, transaction
+    from service.lib.embedded import embedded_servers
+
+    rule_set = _load_or_report(settings.app.rules_dir)
+    if rule_set is None:
+        return 1
+
+    async def run(url: str) -> object:
+        engine = create_engine(url)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                return await run_expiry(session, dt.datetime.now(dt.UTC), points_after(rule_set))
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        report = asyncio.run(run(database_url))
+    print(msgspec.json.encode(report).decode())
+    return 0
+
+
 def _rules_check(args: argparse.Namespace, settings: Settings) -> int:
 
     directory = Path(args.dir) if args.dir else settings.app.rules_dir
@@ -270,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = rules.add_parser("schema", help="write the JSON Schemas editors use to check rule files")
     schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")
     schema.set_defaults(handler=_rules_schema)
+
+    jobs = commands.add_parser("jobs", help="housekeeping").add_subparsers(dest="jobs_command", required=True)
+    run_jobs = jobs.add_parser("run", help="expire awards and points now; safe to run twice or on two replicas")
+    run_jobs.set_defaults(handler=_jobs_run)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")

@@ -50,6 +50,8 @@ class AppSettings:
     """JSON log lines; unset means JSON unless stderr is a terminal."""
     rules_sync: bool = True
     """Watch the rules directory and follow reloads made on other replicas."""
+    jobs_every: float = 3600.0
+    """Seconds between runs of the expiry job inside the service; 0 turns it off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class Settings:
                 log_level=(env.get("DELIGHT_LOG_LEVEL") or "INFO").upper(),
                 log_json=log_json,
                 rules_sync=(env.get("DELIGHT_RULES_SYNC") or "true").lower() not in {"0", "false", "no"},
+                jobs_every=float(_int(env, "DELIGHT_JOBS_EVERY", 3600)),
             ),
             db=DatabaseSettings(
                 url=db_url,

@@ -43,6 +43,12 @@ class BudgetSpec(Struct, forbid_unknown_fields=True):
     daily_cost: Money | None = None
 
 
+class PointsExpirySpec(Struct, forbid_unknown_fields=True):
+    """Points not spent within ``after`` of being earned expire (the oldest are spent first)."""
+
+    after: Duration
+
+
 class FatigueSpec(Struct, forbid_unknown_fields=True):
     """At most ``max`` surprises per customer within any span of ``every``, whatever the campaign."""
 
@@ -139,3 +145,5 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """What one offer is valued at for budgets, unless the offer says ``cost``."""
     fatigue: FatigueSpec | None = None
     """The cross-campaign cap on surprises per customer."""
+    points_expiry: PointsExpirySpec | None = None
+    """When unspent points expire; never, when not set."""

@@ -1,0 +1,102 @@
+"""Housekeeping: awards past their expiry become ``expired``; unspent points expire by the settings.
+
+Points are spent oldest first, so what is left of a balance is its newest
+earnings: the points that expire are those of the balance not covered by
+what was earned since the cut-off. Each run is one transaction under a
+transaction-scoped advisory lock, so running it twice, or on two replicas at
+once, expires everything exactly once (a second run finds nothing left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+import msgspec
+from msgspec import Struct
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.lib.db import transaction
+from service.lib.logging import get_logger
+from service.rules.ruleset import RuleSet, duration_seconds
+
+log = get_logger(__name__)
+
+JOB_LOCK = 0x64656C65  # "dele"
+
+LOCK = text("SELECT pg_try_advisory_xact_lock(:id)")
+EXPIRE_AWARDS = text(
+    """
+    WITH expired AS (
+        UPDATE awards SET status = 'expired', status_changed_at = :now
+        WHERE status = 'issued' AND expires_at IS NOT NULL AND expires_at <= :now
+        RETURNING 1
+    )
+    SELECT count(*) FROM expired
+    """
+)
+EXPIRE_POINTS = text(
+    """
+    WITH due AS (
+        SELECT c.customer_id,
+               c.points_balance - coalesce((
+                   SELECT sum(l.delta) FROM points_ledger l
+                   WHERE l.customer_id = c.customer_id AND l.reason = 'earn' AND l.occurred_at > :cutoff
+               ), 0) AS amount
+        FROM customers c
+        WHERE c.points_balance > 0
+    ), expired AS (
+        UPDATE customers c SET points_balance = c.points_balance - due.amount, updated_at = :now
+        FROM due
+        WHERE c.customer_id = due.customer_id AND due.amount > 0 AND c.points_balance >= due.amount
+        RETURNING c.customer_id, due.amount
+    ), entries AS (
+        INSERT INTO points_ledger (customer_id, delta, reason, occurred_at)
+        SELECT customer_id, -amount, 'expire', :now FROM expired
+        RETURNING delta
+    )
+    SELECT count(*) AS customers, coalesce(-sum(delta), 0) AS points FROM entries
+    """
+)
+
+
+class JobReport(Struct):
+    ran: bool
+    """False when another process held the job lock."""
+    awards_expired: int = 0
+    customers_with_points_expired: int = 0
+    points_expired: int = 0
+
+
+async def run_expiry(session: AsyncSession, now: dt.datetime, points_after: dt.timedelta | None) -> JobReport:
+    if not (await session.execute(LOCK, {"id": JOB_LOCK})).scalar_one():
+        return JobReport(ran=False)
+    awards = int((await session.execute(EXPIRE_AWARDS, {"now": now})).scalar_one())
+    customers = points = 0
+    if points_after is not None:
+        row = (await session.execute(EXPIRE_POINTS, {"now": now, "cutoff": now - points_after})).one()
+        customers, points = int(row.customers), int(row.points)
+    return JobReport(ran=True, awards_expired=awards, customers_with_points_expired=customers, points_expired=points)
+
+
+def points_after(rule_set: RuleSet) -> dt.timedelta | None:
+    expiry = rule_set.settings.points_expiry
+    return None if expiry is None else dt.timedelta(seconds=duration_seconds(expiry.after))
+
+
+async def run_periodically(
+    sessions: async_sessionmaker[AsyncSession], current: Callable[[], RuleSet], every: float
+) -> None:
+    """The expiry job inside the service; replicas take turns through the job lock."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with transaction(sessions) as session:
+                report = await run_expiry(session, dt.datetime.now(dt.UTC), points_after(current()))
+            if report.ran:
+                log.info("expiry_job", **msgspec.structs.asdict(report))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("expiry_job_failed", error=type(exc).__name__)
