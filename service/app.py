@@ -29,6 +29,7 @@ from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
 from service.lib.settings import Settings, SettingsError
+from service.reports.redemptions import ReportsController
 from service.rules.controller import RulesController
 from service.rules.loader import load_rule_set
 from service.rules.registry import RuleRegistry
@@ -144,7 +145,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await engine.dispose()
 
     return DelightApp(
-        route_handlers=[EventController, CustomerController, RedemptionController, RulesController, HealthController],
+        route_handlers=[
+            EventController,
+            CustomerController,
+            RedemptionController,
+            RulesController,
+            ReportsController,
+            HealthController,
+        ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "sessionmaker": Provide(provide_sessionmaker, sync_to_thread=False),

@@ -1,0 +1,1 @@
+"""Reports for analysts: what was given, used and what it cost."""

@@ -1,0 +1,141 @@
+"""``GET /v1/reports/redemptions``: per rule, what was issued, redeemed, expired and reversed, and the cost.
+
+An award past its ``expires_at`` counts as expired even before the expiry
+job has marked it. Points awards are credited to the balance, not redeemed
+with a code, so they have no redemption rate. Cost counts every award that
+was not reversed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from typing import Annotated, Any, cast
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from msgspec import Meta, Struct
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.keys.guards import requires
+from service.keys.scopes import REPORTS_READ
+from service.lib.errors import FieldError, ValidationError
+from service.lib.openapi import API_KEY, problem_responses
+
+QUERY = text(
+    """
+    SELECT campaign, rule_id, min(kind) AS kind,
+           count(*) AS issued,
+           count(*) FILTER (WHERE status = 'redeemed') AS redeemed,
+           count(*) FILTER (WHERE status = 'expired' OR (status = 'issued' AND expires_at <= :now)) AS expired,
+           count(*) FILTER (WHERE status = 'reversed') AS reversed,
+           count(*) FILTER (WHERE status = 'issued' AND (expires_at IS NULL OR expires_at > :now)) AS active,
+           coalesce(sum(cost) FILTER (WHERE status <> 'reversed'), 0) AS cost
+    FROM awards
+    WHERE CAST(:campaign AS text) IS NULL OR campaign = :campaign
+    GROUP BY campaign, rule_id
+    ORDER BY campaign, rule_id
+    """
+)
+COLUMNS = (
+    "campaign",
+    "rule_id",
+    "kind",
+    "issued",
+    "redeemed",
+    "expired",
+    "reversed",
+    "active",
+    "redemption_rate",
+    "cost",
+)
+
+
+class RedemptionRow(Struct):
+    campaign: str
+    rule_id: str
+    kind: str
+    issued: int
+    redeemed: int
+    expired: int
+    reversed: int
+    active: int
+    redemption_rate: Annotated[
+        float | None,
+        Meta(description="redeemed / (issued - reversed); null for points, which are credited, not redeemed"),
+    ]
+    cost: float
+
+
+class RedemptionReport(Struct):
+    as_of: dt.datetime
+    campaign: str | None
+    rules: list[RedemptionRow]
+
+
+def _row(row: Any) -> RedemptionRow:
+    redeemable = row.issued - row.reversed
+    rate = None if row.kind == "points" or redeemable == 0 else round(row.redeemed / redeemable, 4)
+    return RedemptionRow(
+        campaign=row.campaign,
+        rule_id=row.rule_id,
+        kind=row.kind,
+        issued=row.issued,
+        redeemed=row.redeemed,
+        expired=row.expired,
+        reversed=row.reversed,
+        active=row.active,
+        redemption_rate=rate,
+        cost=float(row.cost),
+    )
+
+
+def to_csv(report: RedemptionReport) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in report.rules:
+        writer.writerow([getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS])
+    return out.getvalue()
+
+
+class ReportsController(Controller):
+    path = "/v1/reports"
+    tags = ["reports"]
+    security = [API_KEY]
+    guards = [requires(REPORTS_READ)]
+
+    @get(
+        "/redemptions",
+        operation_id="getRedemptionReport",
+        summary="Issued, redeemed, expired and reversed awards per rule, with cost; JSON or CSV",
+        description="Send `Accept: text/csv` for CSV with one row per rule.",
+        responses=problem_responses(400, 401, 403, 422, 503),
+    )
+    async def redemptions(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        campaign: Annotated[
+            str | None, Parameter(max_length=100, description="One campaign; all when left out.")
+        ] = None,
+        as_of: Annotated[
+            dt.datetime | None, Parameter(description="Judge expiry as of this time; default now.")
+        ] = None,
+    ) -> Response[RedemptionReport]:
+        now = as_of or dt.datetime.now(dt.UTC)
+        if now.tzinfo is None:
+            raise ValidationError("as_of needs a time zone", errors=[FieldError("as_of", "needs a time zone")])
+        rows = (await db_session.execute(QUERY, {"now": now, "campaign": campaign})).all()
+        report = RedemptionReport(as_of=now, campaign=campaign, rules=[_row(r) for r in rows])
+        if "text/csv" in request.headers.get("accept", ""):
+            csv_response: Any = Response(
+                to_csv(report),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="redemptions.csv"'},
+            )
+            return cast("Response[RedemptionReport]", csv_response)
+        return Response(report)
