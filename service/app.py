@@ -34,6 +34,8 @@ from service.rules.controller import RulesController
 from service.rules.loader import load_rule_set
 from service.rules.registry import RuleRegistry
 from service.rules.ruleset import RuleSet
+from service.webhooks.controller import WebhooksController
+from service.webhooks.delivery import run_delivery
 
 log = get_logger(__name__)
 
@@ -125,21 +127,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             registry=registry,
         )
         await registry.start()
-        jobs = (
-            asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))
-            if settings.app.jobs_every > 0
-            else None
-        )
+        background = [asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current))]
+        if settings.app.jobs_every > 0:
+            background.append(
+                asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))
+            )
         log.info(
             "started", rules_version=rule_set.version, campaigns=len(rule_set.campaigns), rules=rule_set.rule_count
         )
         try:
             yield
         finally:
-            if jobs is not None:
-                jobs.cancel()
+            for task in background:
+                task.cancel()
+            for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await jobs
+                    await task
             await registry.stop()
             await redis.aclose()
             await engine.dispose()
@@ -151,6 +154,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RedemptionController,
             RulesController,
             ReportsController,
+            WebhooksController,
             HealthController,
         ],
         dependencies={

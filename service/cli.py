@@ -132,7 +132,9 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
         engine = create_engine(url)
         try:
             async with transaction(create_sessionmaker(engine)) as session:
-                return await run_expiry(session, dt.datetime.now(dt.UTC), points_after(rule_set))
+                return await run_expiry(
+                    session, dt.datetime.now(dt.UTC), points_after(rule_set), rule_set.settings.webhooks
+                )
         finally:
             await engine.dispose()
 

@@ -7,7 +7,19 @@ from service.events.models import Event
 from service.keys.models import ApiKey
 from service.lib.db import Base
 from service.rules.models import RuleSetRecord
+from service.webhooks.models import OutboxMessage
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Award", "Counter", "Customer", "Event", "Exposure", "PointsEntry", "RuleSetRecord", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Award",
+    "Counter",
+    "Customer",
+    "Event",
+    "Exposure",
+    "OutboxMessage",
+    "PointsEntry",
+    "RuleSetRecord",
+    "metadata",
+]

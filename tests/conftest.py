@@ -38,7 +38,7 @@ from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, S
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
-TABLES_RESET_PER_TEST = ("exposures", "points_ledger", "awards", "events", "customers", "counters")
+TABLES_RESET_PER_TEST = ("outbox", "exposures", "points_ledger", "awards", "events", "customers", "counters")
 
 
 @pytest.fixture(scope="session")

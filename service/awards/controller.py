@@ -22,6 +22,7 @@ from service.keys.guards import requires
 from service.keys.scopes import AWARDS_REDEEM
 from service.lib.openapi import API_KEY, problem_responses
 from service.lib.validation import strict_body
+from service.rules.ruleset import RuleSet
 
 Code = Annotated[
     str,
@@ -56,9 +57,11 @@ class RedemptionController(Controller):
         code: Code,
         data: JSONBody[RedeemIn],
         db_session: NamedDependency[AsyncSession],
+        rule_set: NamedDependency[RuleSet],
     ) -> RedemptionOut:
         body = strict_body(request, RedeemIn)
-        return await redeem_award(db_session, code, body.order_id, body.redeemed_at or dt.datetime.now(dt.UTC))
+        when = body.redeemed_at or dt.datetime.now(dt.UTC)
+        return await redeem_award(db_session, code, body.order_id, when, rule_set.settings.webhooks)
 
     @post(
         "/customers/{customer_id:str}/points/redeem",

@@ -19,9 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.awards.repository import AWARD_COLUMNS
+from service.awards.schemas import award_from_row
 from service.lib.db import transaction
 from service.lib.logging import get_logger
 from service.rules.ruleset import RuleSet, duration_seconds
+from service.rules.spec import WebhookSpec
+from service.webhooks import outbox
 
 log = get_logger(__name__)
 
@@ -29,13 +33,10 @@ JOB_LOCK = 0x64656C65  # "dele"
 
 LOCK = text("SELECT pg_try_advisory_xact_lock(:id)")
 EXPIRE_AWARDS = text(
-    """
-    WITH expired AS (
-        UPDATE awards SET status = 'expired', status_changed_at = :now
-        WHERE status = 'issued' AND expires_at IS NOT NULL AND expires_at <= :now
-        RETURNING 1
-    )
-    SELECT count(*) FROM expired
+    f"""
+    UPDATE awards a SET status = 'expired', status_changed_at = :now
+    WHERE a.status = 'issued' AND a.expires_at IS NOT NULL AND a.expires_at <= :now
+    RETURNING {AWARD_COLUMNS}
     """
 )
 EXPIRE_POINTS = text(
@@ -71,10 +72,17 @@ class JobReport(Struct):
     points_expired: int = 0
 
 
-async def run_expiry(session: AsyncSession, now: dt.datetime, points_after: dt.timedelta | None) -> JobReport:
+async def run_expiry(
+    session: AsyncSession,
+    now: dt.datetime,
+    points_after: dt.timedelta | None,
+    webhooks: list[WebhookSpec] | None = None,
+) -> JobReport:
     if not (await session.execute(LOCK, {"id": JOB_LOCK})).scalar_one():
         return JobReport(ran=False)
-    awards = int((await session.execute(EXPIRE_AWARDS, {"now": now})).scalar_one())
+    expired = [award_from_row(row) for row in (await session.execute(EXPIRE_AWARDS, {"now": now})).all()]
+    await outbox.write(session, outbox.messages(webhooks or [], "award.expired", expired, now))
+    awards = len(expired)
     customers = points = 0
     if points_after is not None:
         row = (await session.execute(EXPIRE_POINTS, {"now": now, "cutoff": now - points_after})).one()
@@ -95,7 +103,9 @@ async def run_periodically(
         await asyncio.sleep(every)
         try:
             async with transaction(sessions) as session:
-                report = await run_expiry(session, dt.datetime.now(dt.UTC), points_after(current()))
+                rule_set = current()
+                now = dt.datetime.now(dt.UTC)
+                report = await run_expiry(session, now, points_after(rule_set), rule_set.settings.webhooks)
             if report.ran:
                 log.info("expiry_job", **msgspec.structs.asdict(report))
         except (SQLAlchemyError, OSError) as exc:

@@ -27,6 +27,8 @@ from service.lib.errors import (
     NotFoundError,
     PointsOrderConflictError,
 )
+from service.rules.spec import WebhookSpec
+from service.webhooks import outbox
 
 OrderId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
@@ -67,13 +69,17 @@ def _not_found(code: str) -> NotFoundError:
     return NotFoundError(f"no award has the code {code!r}; check it for typos")
 
 
-async def redeem_award(session: AsyncSession, code: str, order_id: str, now: dt.datetime) -> RedemptionOut:
+async def redeem_award(
+    session: AsyncSession, code: str, order_id: str, now: dt.datetime, webhooks: list[WebhookSpec]
+) -> RedemptionOut:
     canonical = normalise(code)
     if canonical is None:  # a typo: the check character says so without asking the database
         raise _not_found(code)
     row = await repository.redeem(session, canonical, order_id, now)
     if row is not None:
-        return RedemptionOut(award_from_row(row), order_id, row.status_changed_at, replay=False)
+        award = award_from_row(row)
+        await outbox.write(session, outbox.messages(webhooks, "award.redeemed", [award], now))
+        return RedemptionOut(award, order_id, row.status_changed_at, replay=False)
     row = await repository.by_code(session, canonical)
     if row is None:
         raise _not_found(code)

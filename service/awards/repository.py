@@ -44,13 +44,22 @@ ISSUE = text(
         )
         SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version
         FROM jsonb_to_recordset(:exposures) AS x(campaign text, rule_id text, "group" text, award_id uuid)
+    ), outboxed AS (
+        INSERT INTO outbox (message_id, subscription, type, payload)
+        SELECT o.message_id, o.subscription, o.type, o.payload
+        FROM jsonb_to_recordset(:outbox) AS o(message_id uuid, subscription text, type text, payload jsonb)
     )
     UPDATE customers
     SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned), award_log = :award_log
     WHERE customer_id = :customer_id
     RETURNING points_balance
     """
-).bindparams(bindparam("awards", type_=JSONB), bindparam("exposures", type_=JSONB), bindparam("award_log", type_=JSONB))
+).bindparams(
+    bindparam("awards", type_=JSONB),
+    bindparam("exposures", type_=JSONB),
+    bindparam("award_log", type_=JSONB),
+    bindparam("outbox", type_=JSONB),
+)
 
 ACTIVE_FOR_CUSTOMER = text(
     f"""
@@ -73,6 +82,7 @@ async def issue(
     awards: list[dict[str, Any]],
     exposures: list[dict[str, Any]],
     award_log: list[Any],
+    outbox: list[dict[str, Any]],
 ) -> int:
     """Store the awards and exposures of one event; returns the customer's new points balance."""
     result = await session.execute(
@@ -86,6 +96,7 @@ async def issue(
             "awards": awards,
             "exposures": exposures,
             "award_log": award_log,
+            "outbox": outbox,
         },
     )
     return int(result.scalar_one())
@@ -175,3 +186,10 @@ async def balance(session: AsyncSession, customer_id: str) -> int | None:
 async def ledger(session: AsyncSession, customer_id: str, before: int | None, limit: int) -> list[Row[Any]]:
     rows = await session.execute(LEDGER, {"customer_id": customer_id, "before": before, "limit": limit})
     return list(rows.all())
+
+
+BY_IDS = text(f"SELECT {AWARD_COLUMNS} FROM awards a WHERE a.award_id = ANY(:ids) ORDER BY a.issued_at, a.position")
+
+
+async def by_ids(session: AsyncSession, award_ids: list[Any]) -> list[Row[Any]]:
+    return list((await session.execute(BY_IDS, {"ids": award_ids})).all())

@@ -20,6 +20,11 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.awards import repository
+from service.awards.schemas import award_from_row
+from service.rules.spec import WebhookSpec
+from service.webhooks import outbox
+
 ORDER_STATE = text(
     """
     SELECT
@@ -48,10 +53,11 @@ APPLY = text(
         UPDATE awards SET status = 'reversed', status_changed_at = :occurred_at
         WHERE award_id = ANY(CAST(:voided AS uuid[])) AND status = 'issued'
         RETURNING award_id
+    ), balance AS (
+        UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries)
+        WHERE customer_id = :customer_id
     )
-    UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries)
-    WHERE customer_id = :customer_id
-    RETURNING points_balance, (SELECT count(*) FROM voided) AS voided
+    SELECT award_id FROM voided
     """
 ).bindparams(bindparam("entries", type_=JSONB))
 
@@ -78,7 +84,13 @@ def plan_reversal(
 
 
 async def reverse_order(
-    session: AsyncSession, *, customer_id: str, order_id: str, event_id: str, occurred_at: dt.datetime
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    order_id: str,
+    event_id: str,
+    occurred_at: dt.datetime,
+    webhooks: list[WebhookSpec],
 ) -> None:
     params = {"customer_id": customer_id, "order_id": order_id}
     state = (await session.execute(ORDER_STATE, params)).one()
@@ -89,7 +101,12 @@ async def reverse_order(
     )
     if not entries and not voided:
         return
-    await session.execute(
+    result = await session.execute(
         APPLY,
         {**params, "event_id": event_id, "occurred_at": occurred_at, "entries": entries, "voided": voided},
     )
+    reversed_ids = [row.award_id for row in result.all()]
+    if reversed_ids and any("award.reversed" in w.events for w in webhooks):
+        rows = await repository.by_ids(session, reversed_ids)
+        awards = [award_from_row(r) for r in rows]
+        await outbox.write(session, outbox.messages(webhooks, "award.reversed", awards, occurred_at))

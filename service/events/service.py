@@ -35,6 +35,7 @@ from service.rules import engine
 from service.rules.engine import Decision
 from service.rules.facts import build_facts
 from service.rules.ruleset import RuleSet
+from service.webhooks import outbox
 
 log = get_logger(__name__)
 
@@ -107,6 +108,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
             order_id=order.order_id,
             event_id=event.event_id,
             occurred_at=event.occurred_at,
+            webhooks=rule_set.settings.webhooks,
         )
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
     facts = build_facts(event_data, profile, rule_set.zone)
@@ -140,6 +142,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
                 for c in chosen
             ],
             award_log=controls.log_after(history, [LogEntry(at, c.campaign, c.outcome.rule_id) for c in chosen]),
+            outbox=outbox.messages(rule_set.settings.webhooks, "award.issued", awards, event.occurred_at),
         )
     log.info(
         "event_recorded",

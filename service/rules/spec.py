@@ -8,7 +8,7 @@ line.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
@@ -47,6 +47,18 @@ class PointsExpirySpec(Struct, forbid_unknown_fields=True):
     """Points not spent within ``after`` of being earned expire (the oldest are spent first)."""
 
     after: Duration
+
+
+WebhookEvent = Literal["award.issued", "award.redeemed", "award.expired", "award.reversed"]
+
+
+class WebhookSpec(Struct, forbid_unknown_fields=True):
+    """A system told about awards: messages are signed with the secret in the named environment variable."""
+
+    id: Identifier
+    url: Annotated[str, Meta(pattern=r"^https?://", max_length=2000)]
+    events: Annotated[list[WebhookEvent], Meta(min_length=1)]
+    secret_env: Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=100)]
 
 
 class FatigueSpec(Struct, forbid_unknown_fields=True):
@@ -147,3 +159,5 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """The cross-campaign cap on surprises per customer."""
     points_expiry: PointsExpirySpec | None = None
     """When unspent points expire; never, when not set."""
+    webhooks: list[WebhookSpec] = []
+    """Systems to tell about awards issued, redeemed, expired and reversed."""

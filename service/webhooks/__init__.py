@@ -1,0 +1,1 @@
+"""Webhooks: other systems hear about awards through a transactional outbox."""
