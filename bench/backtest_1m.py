@@ -27,7 +27,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from service.lib.db import upgrade_database
+from service.lib.db import asyncpg_connect_args, upgrade_database
 from service.lib.embedded import start_postgres
 
 DELIGHT = str(Path(sys.executable).parent / "delight")
@@ -69,25 +69,14 @@ FROM (
 """
 
 
-def _connect_args(url: str) -> dict[str, object]:
-    parsed = make_url(url)
-    return {
-        "user": parsed.username,
-        "password": parsed.password,
-        "host": parsed.query.get("host") or parsed.host,
-        "port": parsed.port,
-        "database": parsed.database,
-    }
-
-
 async def fill(admin_url: str, database: str, events: int) -> str:
-    admin = await asyncpg.connect(**_connect_args(admin_url))
+    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
     await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
     url = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_database, url)
-    connection = await asyncpg.connect(**_connect_args(url))
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
         statements = [s for s in FILL.split(";\n") if s.strip()]
         for statement in statements[:-1]:

@@ -31,7 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.app import create_app
 from service.keys import scopes
 from service.keys.service import create_key
-from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database_async
+from service.lib.db import (
+    asyncpg_connect_args,
+    create_engine,
+    create_sessionmaker,
+    transaction,
+    upgrade_database_async,
+)
 from service.lib.embedded import start_postgres, start_redis
 from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, Settings
 
@@ -63,23 +69,12 @@ def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             server.stop()
 
 
-def _asyncpg_dsn(url: str) -> dict[str, Any]:
-    parsed = make_url(url)
-    return {
-        "user": parsed.username,
-        "password": parsed.password,
-        "host": parsed.query.get("host") or parsed.host,
-        "port": parsed.port,
-        "database": parsed.database,
-    }
-
-
 @pytest.fixture(scope="session")
 async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
     """A fresh database for this run, built by the real migrations."""
     admin_url = server_urls[0]
     name = f"delight_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(**_asyncpg_dsn(admin_url))
+    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -87,7 +82,7 @@ async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     await upgrade_database_async(url)
     yield url
-    admin = await asyncpg.connect(**_asyncpg_dsn(admin_url))
+    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

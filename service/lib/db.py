@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -82,6 +84,18 @@ def translate_error(exc: Exception) -> DelightError | None:
     if isinstance(exc, IntegrityError):
         return ConflictError("the request conflicts with stored data")
     return None
+
+
+def asyncpg_connect_args(url: str) -> dict[str, Any]:
+    """``asyncpg.connect`` keyword arguments for a ``postgresql+asyncpg://`` URL (TCP or a socket ``host``)."""
+    parsed = make_url(url)
+    return {
+        "user": parsed.username,
+        "password": parsed.password,
+        "host": parsed.query.get("host") or parsed.host,
+        "port": parsed.port,
+        "database": parsed.database,
+    }
 
 
 def alembic_config(url: str) -> Config:

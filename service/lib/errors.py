@@ -8,7 +8,7 @@ errors of this hierarchy, never 500s.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 
@@ -135,24 +135,6 @@ class PointsOrderConflictError(ConflictError):
     title = "This order already spent a different number of points"
 
 
-class MethodNotAllowedError(DelightError):
-    status = 405
-    slug = "method-not-allowed"
-    title = "Method not allowed"
-
-
-class PayloadTooLargeError(DelightError):
-    status = 413
-    slug = "payload-too-large"
-    title = "Request body too large"
-
-
-class UnsupportedMediaTypeError(DelightError):
-    status = 415
-    slug = "unsupported-media-type"
-    title = "Unsupported media type"
-
-
 class ServiceUnavailableError(DelightError):
     status = 503
     slug = "service-unavailable"
@@ -164,9 +146,3 @@ class ServiceUnavailableError(DelightError):
 
 class InternalError(DelightError):
     """Anything unexpected; the detail never leaks internals."""
-
-
-def problem_response_spec() -> dict[str, Any]:
-    """The JSON Schema of a problem document, for the OpenAPI description."""
-    (schema,), components = msgspec.json.schema_components([Problem], ref_template="#/components/schemas/{name}")
-    return {"schema": schema, "components": components}

@@ -96,15 +96,6 @@ def schema_errors(model: Any, raw: Any, prefix: str = "") -> list[FieldError]:
     return [FieldError(field=f, message=m) for f, m in sorted(errors)]
 
 
-def parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise MalformedRequestError("the request body is empty; send a JSON document")
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
-
-
 def nul_errors(raw: Any, path: tuple[str | int, ...] = ()) -> list[FieldError]:
     """Text with NUL characters, which PostgreSQL cannot store (in keys or values, at any depth)."""
     if isinstance(raw, str):

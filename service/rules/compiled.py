@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import datetime as dt
+import functools
 import operator
 from collections.abc import Callable
 from decimal import Decimal
@@ -137,10 +138,6 @@ def _values(op: Callable[[Any, Any], Any], left: Any, right: Any) -> bool:
     return bool(op(left, right))
 
 
-def _ordered(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
-    return lambda left, right: _values(op, left, right)
-
-
 _ORDER = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 _ARITHMETIC = {
     "add": operator.add,
@@ -204,7 +201,7 @@ def _compile(node: Any) -> Fn:
         raise Unsupported(node.type)
     if kind is ast.ArithmeticComparisonExpression:
         left, right = _compile(node.left), _compile(node.right)
-        compare = _ordered(_ORDER[node.type])
+        compare = functools.partial(_values, _ORDER[node.type])
         return lambda env: compare(left(env), right(env))
     if kind in (ast.ArithmeticExpression, ast.AddExpression, ast.SubtractExpression):
         if node.type not in _ARITHMETIC:

@@ -174,11 +174,6 @@ def _locate(text: str, path: str, errors: list[RuleError]) -> Located | None:
         return None
 
 
-def _read(text: str, model: type[S], path: str, errors: list[RuleError]) -> S | None:
-    located = _locate(text, path, errors)
-    return None if located is None else _convert(located, model, path, errors)
-
-
 def _convert(located: Located, model: type[S], path: str, errors: list[RuleError]) -> S | None:
     before = len(errors)
     _check(located.data, model, (), located, path, errors)
