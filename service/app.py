@@ -29,6 +29,7 @@ from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
 from service.lib.settings import Settings, SettingsError
+from service.reports.controller import ExportsController, UpliftController
 from service.reports.redemptions import ReportsController
 from service.rules.controller import RulesController
 from service.rules.loader import load_rule_set
@@ -154,6 +155,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RedemptionController,
             RulesController,
             ReportsController,
+            UpliftController,
+            ExportsController,
             WebhooksController,
             HealthController,
         ],

@@ -208,6 +208,71 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+    import zoneinfo
+
+    import msgspec
+
+    from service.lib.db import create_engine
+    from service.lib.embedded import embedded_servers
+    from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, render_table, to_csv, uplift_report
+    from service.reports.uplift_html import render_html
+    from service.rules.loader import RuleSetError, load_rule_set
+
+    if not 1 <= args.window_days <= MAX_WINDOW_DAYS:
+        print(f"delight: --window-days must be between 1 and {MAX_WINDOW_DAYS}", file=sys.stderr)
+        return 2
+    try:
+        rule_set: RuleSet | None = load_rule_set(settings.app.rules_dir)
+    except RuleSetError:
+        rule_set = None  # the report stands on the stored exposures; the rule set only adds the holdout
+    zone = rule_set.zone if rule_set else zoneinfo.ZoneInfo("UTC")
+    try:
+        first = dt.date.fromisoformat(args.start) if args.start else None
+        last = dt.date.fromisoformat(args.end) if args.end else None
+    except ValueError as exc:
+        print(f"delight: --from and --to take dates like 2026-03-01 ({exc})", file=sys.stderr)
+        return 2
+    since = dt.datetime(first.year, first.month, first.day, tzinfo=zone) if first else None
+    until = dt.datetime(last.year, last.month, last.day, tzinfo=zone) + dt.timedelta(days=1) if last else None
+    if since and until and until <= since:
+        print("delight: --to is before --from", file=sys.stderr)
+        return 2
+    active = rule_set.by_name.get(args.campaign) if rule_set else None
+
+    async def run(url: str) -> UpliftReport:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await uplift_report(
+                    connection,
+                    campaign=args.campaign,
+                    window_days=args.window_days,
+                    holdout=active.holdout if active else None,
+                    rule_ids=[r.id for r in active.rules] if active else (),
+                    since=since,
+                    until=until,
+                )
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        report = asyncio.run(run(database_url))
+    if args.format == "json":
+        print(msgspec.json.format(msgspec.json.encode(report)).decode())
+    elif args.format == "csv":
+        sys.stdout.write(to_csv(report))
+    elif args.format == "html":
+        sys.stdout.write(render_html(report))
+    else:
+        print(render_table(report))
+    return 0
+
+
 def _rules_schema(args: argparse.Namespace, settings: Settings) -> int:
     from service.rules import schema
 
@@ -302,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     schema = rules.add_parser("schema", help="write the JSON Schemas editors use to check rule files")
     schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")
     schema.set_defaults(handler=_rules_schema)
+
+    report = commands.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
+    uplift = report.add_parser(
+        "uplift", help="repeat purchase of treated against held-out customers, per rule, with intervals"
+    )
+    uplift.add_argument("--campaign", required=True)
+    uplift.add_argument("--window-days", type=int, default=30, help="days after first exposure that count (1-365)")
+    uplift.add_argument("--from", dest="start", help="first day of first exposure, e.g. 2026-03-01 (shop time zone)")
+    uplift.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
+    uplift.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    uplift.set_defaults(handler=_report_uplift)
 
     jobs = commands.add_parser("jobs", help="housekeeping").add_subparsers(dest="jobs_command", required=True)
     run_jobs = jobs.add_parser("run", help="expire awards and points now; safe to run twice or on two replicas")

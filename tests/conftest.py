@@ -17,9 +17,10 @@ import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -44,7 +45,16 @@ from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, S
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
-TABLES_RESET_PER_TEST = ("outbox", "exposures", "points_ledger", "awards", "events", "customers", "counters")
+TABLES_RESET_PER_TEST = (
+    "first_exposures",
+    "outbox",
+    "exposures",
+    "points_ledger",
+    "awards",
+    "events",
+    "customers",
+    "counters",
+)
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +117,45 @@ def app(database_url: str, redis_url: str) -> Litestar:
     return create_app(make_settings(database_url, redis_url))
 
 
+class ServedClient(httpx.AsyncClient):
+    """An HTTP client for an app served in the test's own event loop, so requests sent together run together.
+
+    (Litestar's ``AsyncTestClient`` hands each request to a portal thread and waits for it, so
+    requests sent with ``asyncio.gather`` through it would be handled one after the other.)
+    """
+
+    def __init__(self, app: Litestar, timeout: float) -> None:
+        transport = httpx.ASGITransport(app=cast("Any", app))  # Litestar's ASGI types are narrower than httpx's
+        super().__init__(transport=transport, base_url="http://testserver", timeout=timeout)
+        self.app = app
+
+
+@asynccontextmanager
+async def serving(app: Litestar, seconds: float = 60) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    # The lifespan runs in a task of its own: a session fixture is set up and torn down in different
+    # tasks, and the lifespan's cancel scope must be left in the task that entered it.
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    await asyncio.wait([task, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # the app failed to start: raise why
+    try:
+        async with ServedClient(app, seconds) as client:
+            yield cast("AsyncTestClient[Litestar]", client)
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture(scope="session")
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=app, timeout=30) as test_client:
+    async with serving(app, seconds=30) as test_client:
         yield test_client
 
 
@@ -245,7 +291,7 @@ def rules_app(tmp_path: Path, database_url: str, redis_url: str) -> Callable[...
         for i, campaign in enumerate(campaigns):
             (directory / f"c{i}.yaml").write_text(textwrap.dedent(campaign))
         app = create_app(make_settings(database_url, redis_url, directory))
-        async with AsyncTestClient(app=app, timeout=60) as client:
+        async with serving(app) as client:
             yield client
 
     return open_app

@@ -107,7 +107,8 @@ async def test_backtest_counts_only_the_period_but_profiles_see_everything_befor
         purchase("e-4", "c-2", 20.0, occurred_at="2026-03-20T10:00:00Z"),  # after the period
     ]
     async with rules_app(*CAMPAIGNS, settings=SETTINGS) as client:
-        await post_all(client, keys, events)
+        for e in events:  # in order: the third visit must arrive third
+            await post_all(client, keys, [e])
         rules_dir = Path(client.app.state.registry.rules_dir)
     async with engine.connect() as connection:
         report = await backtest(

@@ -38,19 +38,61 @@ ISSUE = text(
         SELECT :customer_id, points, 'earn', award_id, :event_id, :order_id, :issued_at
         FROM new_awards WHERE points IS NOT NULL
         RETURNING delta
+    ), exposure AS (
+        SELECT * FROM jsonb_to_recordset(:exposures)
+            AS x(campaign text, rule_id text, "group" text, award_id uuid, holdout float8, cost_cents bigint)
     ), exposed AS (
         INSERT INTO exposures (
-            event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version
+            event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout
         )
-        SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version
-        FROM jsonb_to_recordset(:exposures) AS x(campaign text, rule_id text, "group" text, award_id uuid)
+        SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version, x.holdout
+        FROM exposure x
+    ), first_keys AS (
+        -- each rule exposed, and the campaign as a whole (rule '*'), with what its awards cost now
+        SELECT campaign, rule_id, "group", holdout, cost_cents FROM exposure
+        UNION ALL
+        SELECT campaign, '*', min("group"), min(holdout), sum(cost_cents)::bigint FROM exposure GROUP BY campaign
+    ), later AS (
+        -- exposed before: only the cost of this exposure's awards joins the cost timeline
+        UPDATE first_exposures f SET
+            cost_s = delight_offsets_add(f.cost_s, delight_offset(CAST(:issued_at AS timestamptz) - f.t0)),
+            cost_cents = delight_cumulative_add(
+                f.cost_s, f.cost_cents, delight_offset(CAST(:issued_at AS timestamptz) - f.t0), k.cost_cents
+            )
+        FROM first_keys k
+        WHERE f.campaign = k.campaign AND f.rule_id = k.rule_id AND f.customer_id = :customer_id
+          AND f.t0 <= :issued_at AND k.cost_cents > 0 AND :issued_at <= f.t0 + interval '365 days'
+    ), firsts AS (
+        -- a first exposure, or an earlier one than recorded (a late event), which takes its place whole;
+        -- the timelines come from what is stored, so events that arrived before it count too
+        INSERT INTO first_exposures AS f (
+            campaign, rule_id, customer_id, event_id, t0, "group", holdout,
+            after_s, after_cents, before_s, before_cents, cost_s, cost_cents
+        )
+        SELECT k.campaign, k.rule_id, :customer_id, :event_id, :issued_at, k."group", k.holdout,
+               a.s, a.cents, b.s, b.cents, c.s, c.cents
+        FROM first_keys k
+        CROSS JOIN LATERAL delight_purchase_timeline(:customer_id, :issued_at, true) AS a
+        CROSS JOIN LATERAL delight_purchase_timeline(:customer_id, :issued_at, false) AS b
+        CROSS JOIN LATERAL delight_cost_timeline(:customer_id, k.campaign, k.rule_id, :issued_at, k.cost_cents) AS c
+        WHERE NOT EXISTS (
+            SELECT 1 FROM first_exposures e
+            WHERE e.campaign = k.campaign AND e.rule_id = k.rule_id AND e.customer_id = :customer_id
+              AND e.t0 <= :issued_at
+        )
+        ON CONFLICT (campaign, rule_id, customer_id) DO UPDATE SET
+            event_id = EXCLUDED.event_id, t0 = EXCLUDED.t0, "group" = EXCLUDED."group", holdout = EXCLUDED.holdout,
+            after_s = EXCLUDED.after_s, after_cents = EXCLUDED.after_cents,
+            before_s = EXCLUDED.before_s, before_cents = EXCLUDED.before_cents,
+            cost_s = EXCLUDED.cost_s, cost_cents = EXCLUDED.cost_cents
     ), outboxed AS (
         INSERT INTO outbox (message_id, subscription, type, payload)
         SELECT o.message_id, o.subscription, o.type, o.payload
         FROM jsonb_to_recordset(:outbox) AS o(message_id uuid, subscription text, type text, payload jsonb)
     )
     UPDATE customers
-    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned), award_log = :award_log
+    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned), award_log = :award_log,
+        first_exposed_at = LEAST(first_exposed_at, CAST(:issued_at AS timestamptz))
     WHERE customer_id = :customer_id
     RETURNING points_balance
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -43,12 +45,39 @@ UPSERT = text(
             c.attributes, EXCLUDED.attributes, EXCLUDED.last_event_at >= c.last_event_at
         ),
         updated_at = now()
-    RETURNING {PROFILE_COLUMNS}
+    RETURNING {PROFILE_COLUMNS}, first_exposed_at
     """
 ).bindparams(
     bindparam("category_spend", type_=JSONB),
     bindparam("interactions", type_=JSONB),
     bindparam("attributes", type_=JSONB),
+)
+
+# A purchase joins the timelines of the customer's first exposures within a
+# year either side of it, which the uplift report reads (0007's migration
+# describes the timeline). A statement of its own, run only for a customer who
+# has been exposed and only after the profile upsert holds the customer's row:
+# its snapshot then sees every first exposure of this customer, committed by
+# whoever held that lock before.
+_AFTER = "delight_offset(CAST(:occurred_at AS timestamptz) - f.t0)"
+_BEFORE = "delight_offset(f.t0 - CAST(:occurred_at AS timestamptz))"
+_CENTS = "round(CAST(:amount AS numeric) * 100)::bigint"
+TIMELINE = text(
+    f"""
+    UPDATE first_exposures f SET
+        after_s = CASE WHEN {_AFTER} > 0 THEN delight_offsets_add(f.after_s, {_AFTER}) ELSE f.after_s END,
+        after_cents = CASE WHEN {_AFTER} > 0
+                           THEN delight_cumulative_add(f.after_s, f.after_cents, {_AFTER}, {_CENTS})
+                           ELSE f.after_cents END,
+        before_s = CASE WHEN {_BEFORE} > 0 THEN delight_offsets_add(f.before_s, {_BEFORE}) ELSE f.before_s END,
+        before_cents = CASE WHEN {_BEFORE} > 0
+                            THEN delight_cumulative_add(f.before_s, f.before_cents, {_BEFORE}, {_CENTS})
+                            ELSE f.before_cents END
+    WHERE f.customer_id = :customer_id
+      AND CAST(:occurred_at AS timestamptz) > f.t0 - interval '366 days'
+      AND CAST(:occurred_at AS timestamptz) < f.t0 + interval '366 days'
+      AND ({_AFTER} BETWEEN 1 AND 31536000 OR {_BEFORE} BETWEEN 1 AND 31536000)
+    """
 )
 
 GET = text(f"SELECT {PROFILE_COLUMNS} FROM customers WHERE customer_id = :customer_id")
@@ -71,6 +100,12 @@ async def apply_delta(session: AsyncSession, delta: ProfileDelta) -> dict[str, A
         },
     )
     return dict(result.mappings().one())
+
+
+async def add_purchase_to_timelines(
+    session: AsyncSession, customer_id: str, occurred_at: dt.datetime, amount: Decimal
+) -> None:
+    await session.execute(TIMELINE, {"customer_id": customer_id, "occurred_at": occurred_at, "amount": amount})
 
 
 async def get_profile(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:

@@ -101,6 +101,10 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
 
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
     profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
+    if event.type == "purchase" and order is not None and profile["first_exposed_at"] is not None:
+        await customers_repo.add_purchase_to_timelines(
+            session, event.customer_id, event.occurred_at, money(order.total)
+        )
     if event.type == "return" and order is not None:
         await reverse_order(
             session,
@@ -123,6 +127,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     awards = [_award(d, event, rule_set.version) for d in treated]
     if chosen:
         award_ids = iter(a.award_id for a in awards)
+        costs = iter(d.cost for d in treated)
         at = int(event.occurred_at.timestamp())
         await awards_repo.issue(
             session,
@@ -138,6 +143,8 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
                     "rule_id": c.outcome.rule_id,
                     "group": c.group,
                     "award_id": next(award_ids) if c.group == "treatment" else None,
+                    "cost_cents": round(next(costs) * 100) if c.group == "treatment" else 0,
+                    "holdout": rule_set.by_name[c.campaign].holdout,
                 }
                 for c in chosen
             ],

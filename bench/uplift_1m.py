@@ -1,0 +1,238 @@
+"""How long does the uplift report take for a campaign with a million exposed customers?
+
+Fills a fresh database (through the real migrations) with 1,000,000
+customers and 10,000,000 purchases over 2026, generated in SQL; exposes every
+customer once to one of the campaign's four rules at one of their purchases,
+holding out 10% at random, with a gift costing 2.50 for the others; and builds
+``first_exposures`` with the same SQL functions the migration back-fills with.
+Then times the report the way the service computes it, in process and over
+HTTP from a running ``delight serve``, and prints medians.
+
+    .venv/bin/python bench/uplift_1m.py [--customers 1000000] [--purchases 10000000] [--runs 5]
+
+Without DELIGHT_DATABASE_URL an embedded PostgreSQL is started in a
+temporary directory; with it, a fresh database is created on that server.
+Target: the report in at most 2 seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from service.lib.db import asyncpg_connect_args, create_engine, upgrade_database
+from service.lib.embedded import start_postgres
+from service.reports.uplift import uplift_report
+
+DELIGHT = str(Path(sys.executable).parent / "delight")
+CAMPAIGN = "bench"
+
+FILL = [
+    (
+        "customers",
+        "INSERT INTO customers (customer_id) SELECT 'c-' || g FROM generate_series(0, $1 - 1) AS g",
+    ),
+    ("rule set", "INSERT INTO rule_sets (version, files) VALUES ('bench', '{}')"),
+    (
+        "purchases",
+        """
+        INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, channel, order_id,
+                            amount, rule_set_version, payload)
+        SELECT 'e-' || g, '\\x00', 'purchase', 'c-' || (g % $1), at, at, 'pos', 'o-' || g,
+               (5 + (g::bigint * 7919) % 19500 / 100.0)::numeric(14, 2), 'bench', '{}'
+        FROM (
+            SELECT g, timestamptz '2026-01-01 08:00:00+00'
+                      + ((g::bigint * 2654435761) % 31449600) * interval '1 second' AS at
+            FROM generate_series(0, $2 - 1) AS g
+        ) AS e
+        """,
+    ),
+    (
+        "awards",
+        """
+        INSERT INTO awards (award_id, code, event_id, customer_id, campaign, rule_id, rule_set_version, kind,
+                            gift_id, gift_name, cost, issued_at, status)
+        SELECT md5('award-' || g)::uuid, 'B' || g, e.event_id, e.customer_id, $2, 'rule-' || g % 4, 'bench', 'gift',
+               'candle', 'A candle', 2.50, e.occurred_at, 'issued'
+        FROM generate_series(0, $1 - 1) AS g
+        JOIN events e ON e.event_id = 'e-' || g
+        WHERE (g::bigint * 40503) % 1000 >= 100
+        """,
+    ),
+    (
+        "exposures",
+        """
+        INSERT INTO exposures (event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id,
+                               rule_set_version, holdout)
+        SELECT e.event_id, $2, 'rule-' || g % 4, e.customer_id,
+               CASE WHEN (g::bigint * 40503) % 1000 >= 100 THEN 'treatment' ELSE 'control' END,
+               e.occurred_at, CASE WHEN (g::bigint * 40503) % 1000 >= 100 THEN md5('award-' || g)::uuid END,
+               'bench', 0.1
+        FROM generate_series(0, $1 - 1) AS g
+        JOIN events e ON e.event_id = 'e-' || g
+        """,
+    ),
+    (
+        "first exposures (per rule)",
+        """
+        INSERT INTO first_exposures (campaign, rule_id, customer_id, event_id, t0, "group", holdout,
+                                     after_s, after_cents, before_s, before_cents, cost_s, cost_cents)
+        SELECT x.campaign, x.rule_id, x.customer_id, x.event_id, x.occurred_at, x."group", x.holdout,
+               a.s, a.cents, b.s, b.cents, c.s, c.cents
+        FROM exposures x
+        CROSS JOIN LATERAL delight_purchase_timeline(x.customer_id, x.occurred_at, true) AS a
+        CROSS JOIN LATERAL delight_purchase_timeline(x.customer_id, x.occurred_at, false) AS b
+        CROSS JOIN LATERAL delight_cost_timeline(x.customer_id, x.campaign, x.rule_id, x.occurred_at, 0) AS c
+        WHERE x.campaign = $1
+        """,
+    ),
+    (
+        # every customer was exposed to exactly one rule, so the campaign's row equals the rule's
+        "first exposures (campaign)",
+        """
+        INSERT INTO first_exposures (campaign, rule_id, customer_id, event_id, t0, "group", holdout,
+                                     after_s, after_cents, before_s, before_cents, cost_s, cost_cents)
+        SELECT campaign, '*', customer_id, event_id, t0, "group", holdout,
+               after_s, after_cents, before_s, before_cents, cost_s, cost_cents
+        FROM first_exposures WHERE campaign = $1
+        """,
+    ),
+]
+
+
+async def fill(admin_url: str, database: str, customers: int, purchases: int) -> str:
+    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    url = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+    await asyncio.to_thread(upgrade_database, url)
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    arguments = {
+        "customers": (customers,),
+        "rule set": (),
+        "purchases": (customers, purchases),
+        "awards": (customers, CAMPAIGN),
+        "exposures": (customers, CAMPAIGN),
+        "first exposures (per rule)": (CAMPAIGN,),
+        "first exposures (campaign)": (CAMPAIGN,),
+    }
+    try:
+        await connection.execute("SET synchronous_commit = off")
+        for name, sql in FILL:
+            started = time.perf_counter()
+            await connection.execute(sql, *arguments[name])
+            print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+    return url
+
+
+async def in_process(url: str, runs: int, window_days: int) -> tuple[list[float], int]:
+    engine = create_engine(url)
+    times = []
+    customers = 0
+    try:
+        for _ in range(runs):
+            async with engine.connect() as connection:
+                started = time.perf_counter()
+                report = await uplift_report(
+                    connection, campaign=CAMPAIGN, window_days=window_days, holdout=0.1, rule_ids=()
+                )
+                times.append(time.perf_counter() - started)
+            total = report.campaign_total
+            assert total is not None
+            customers = total.treated.customers + total.control.customers + total.treated.open + total.control.open
+    finally:
+        await engine.dispose()
+    return times, customers
+
+
+def over_http(url: str, runs: int, window_days: int, data_dir: Path) -> list[float]:
+    env = {**os.environ, "DELIGHT_DATABASE_URL": url, "DELIGHT_DATA_DIR": str(data_dir), "DELIGHT_LOG_LEVEL": "WARNING"}
+    created = subprocess.run(
+        [DELIGHT, "keys", "create", "--name", "bench", "--scopes", "reports:read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([DELIGHT, "serve", "--port", str(port)], env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            response = httpx.get(
+                f"{base}/v1/reports/uplift",
+                params={"campaign": CAMPAIGN, "window_days": window_days},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+            times.append(time.perf_counter() - started)
+            response.raise_for_status()
+        return times
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--purchases", type=int, default=10_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--window-days", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="delight-bench-") as tmp:
+        server = None
+        admin_url = os.environ.get("DELIGHT_DATABASE_URL")
+        if not admin_url:
+            server = start_postgres(Path(tmp), database="postgres")
+            admin_url = server.url
+        try:
+            started = time.perf_counter()
+            url = asyncio.run(fill(admin_url, "delight_bench_uplift", args.customers, args.purchases))
+            print(f"filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            local, customers = asyncio.run(in_process(url, args.runs, args.window_days))
+            remote = over_http(url, args.runs, args.window_days, Path(tmp) / "serve")
+        finally:
+            if server is not None:
+                server.stop()
+    print(f"# {os.cpu_count()} CPUs; {customers:,} customers exposed, {args.purchases:,} purchases")
+    print(
+        f"uplift report, {args.window_days}-day window, in process: median {statistics.median(local):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in local)})"
+    )
+    print(
+        f"uplift report over HTTP: median {statistics.median(remote):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in remote)}); target <= 2 s"
+    )
+
+
+if __name__ == "__main__":
+    main()

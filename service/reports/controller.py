@@ -1,0 +1,249 @@
+"""``GET /v1/reports/uplift`` (JSON, CSV or HTML) and the CSV exports analysts join in their warehouse."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Literal, cast
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter, QueryParameter
+from litestar.response import Stream
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.keys.guards import requires
+from service.keys.scopes import REPORTS_READ
+from service.lib.errors import FieldError, NotFoundError, ValidationError
+from service.lib.openapi import API_KEY, problem_responses
+from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
+from service.reports.uplift_html import render_html
+from service.rules.ruleset import RuleSet
+
+Format = Literal["json", "csv", "html"]
+
+Since = Annotated[
+    dt.datetime | None,
+    QueryParameter(name="from", description="Only customers first exposed at or after this time (with a time zone)."),
+]
+Until = Annotated[
+    dt.datetime | None, QueryParameter(name="to", description="Only customers first exposed before this time.")
+]
+
+
+def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
+    errors = [
+        FieldError(name, "needs a time zone")
+        for name, value in (("from", since), ("to", until))
+        if value is not None and value.tzinfo is None
+    ]
+    if errors:
+        raise ValidationError("times need a time zone, like 2026-03-01T00:00:00Z", errors=errors)
+    if since is not None and until is not None and until <= since:
+        raise ValidationError("'to' must be after 'from'", errors=[FieldError("to", "must be after 'from'")])
+
+
+def _wanted(request: Request[Any, Any, Any], format: Format | None) -> Format:
+    if format is not None:
+        return format
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept:
+        return "csv"
+    if "text/html" in accept and "application/json" not in accept:
+        return "html"
+    return "json"
+
+
+class UpliftController(Controller):
+    path = "/v1/reports"
+    tags = ["reports"]
+    security = [API_KEY]
+    guards = [requires(REPORTS_READ)]
+
+    @get(
+        "/uplift",
+        operation_id="getUpliftReport",
+        summary="Did the surprises bring customers back? Treated against the holdout, per rule; JSON, CSV or HTML",
+        description=(
+            "For each rule of the campaign (and, as rule `*`, the campaign as a whole): customers first exposed "
+            "in the period, by group; the share who bought again within `window_days` of their first exposure "
+            "and their revenue in that window; the absolute and relative uplift with 95% intervals and p-values "
+            "(two-proportion z-test; Welch's t-test for revenue, also CUPED-adjusted by pre-exposure spend); a "
+            "sample-ratio-mismatch check against the holdout; award cost and return on it. Only customers whose "
+            "window has closed count; `status` and `notes` say when there is too little data for an interval. "
+            "Send `Accept: text/csv` for CSV or `Accept: text/html` (or `format=html`) for a page with charts."
+        ),
+        responses=problem_responses(400, 401, 403, 404, 422, 503),
+    )
+    async def uplift(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        rule_set: NamedDependency[RuleSet],
+        campaign: Annotated[str, Parameter(min_length=1, max_length=100, description="The campaign.")],
+        window_days: Annotated[
+            int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")
+        ] = 30,
+        since: Since = None,
+        until: Until = None,
+        format: Annotated[
+            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
+        ] = None,
+    ) -> Response[UpliftReport]:
+        _period(since, until)
+        active = rule_set.by_name.get(campaign)
+        report = await uplift_report(
+            db_session,
+            campaign=campaign,
+            window_days=window_days,
+            holdout=active.holdout if active else None,
+            rule_ids=[r.id for r in active.rules] if active else (),
+            since=since,
+            until=until,
+        )
+        if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
+            raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
+        wanted = _wanted(request, format)
+        if wanted == "json":
+            return Response(report)
+        filename = f"uplift-{campaign}-{window_days}d"
+        other: Any = (
+            Response(
+                to_csv(report),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+            )
+            if wanted == "csv"
+            else Response(render_html(report), media_type="text/html; charset=utf-8")
+        )
+        return cast("Response[UpliftReport]", other)
+
+
+EXPOSURES = """
+    SELECT event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, holdout, rule_set_version
+    FROM exposures
+    WHERE (CAST(:campaign AS text) IS NULL OR campaign = :campaign)
+      AND occurred_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
+      AND occurred_at < coalesce(CAST(:until AS timestamptz), 'infinity')
+    ORDER BY occurred_at, event_id, campaign, rule_id
+"""
+EXPOSURE_COLUMNS = (
+    "event_id",
+    "campaign",
+    "rule_id",
+    "customer_id",
+    "group",
+    "occurred_at",
+    "award_id",
+    "holdout",
+    "rule_set_version",
+)
+# Codes are left out on purpose: they are bearer tokens for a gift.
+AWARDS = """
+    SELECT award_id, event_id, customer_id, campaign, rule_id, kind, points, gift_id, cost, issued_at, expires_at,
+           status, status_changed_at, redeemed_order_id, rule_set_version
+    FROM awards
+    WHERE (CAST(:campaign AS text) IS NULL OR campaign = :campaign)
+      AND issued_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
+      AND issued_at < coalesce(CAST(:until AS timestamptz), 'infinity')
+    ORDER BY issued_at, award_id
+"""
+AWARD_COLUMNS = (
+    "award_id",
+    "event_id",
+    "customer_id",
+    "campaign",
+    "rule_id",
+    "kind",
+    "points",
+    "gift_id",
+    "cost",
+    "issued_at",
+    "expires_at",
+    "status",
+    "status_changed_at",
+    "redeemed_order_id",
+    "rule_set_version",
+)
+CHUNK = 2000
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+async def stream_csv(
+    sessionmaker: async_sessionmaker[AsyncSession], sql: str, columns: Sequence[str], params: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """Rows of ``sql`` as CSV, read through a server-side cursor a chunk at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    yield buffer.getvalue().encode()
+    async with sessionmaker() as session, session.begin():
+        result = await session.stream(text(sql), params)
+        async for chunk in result.partitions(CHUNK):
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows([_cell(v) for v in row] for row in chunk)
+            yield buffer.getvalue().encode()
+
+
+class ExportsController(Controller):
+    path = "/v1/exports"
+    tags = ["reports"]
+    security = [API_KEY]
+    guards = [requires(REPORTS_READ)]
+
+    @get(
+        "/exposures.csv",
+        operation_id="exportExposures",
+        summary="Every exposure (treated and held out) as CSV, streamed",
+        description="One row per customer, rule and qualifying event, oldest first. Filter by campaign and time.",
+        responses=problem_responses(400, 401, 403, 422, 503),
+        media_type="text/csv",
+    )
+    async def exposures(
+        self,
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> Stream:
+        _period(since, until)
+        params = {"campaign": campaign, "since": since, "until": until}
+        return Stream(
+            stream_csv(sessionmaker, EXPOSURES, EXPOSURE_COLUMNS, params),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="exposures.csv"'},
+        )
+
+    @get(
+        "/awards.csv",
+        operation_id="exportAwards",
+        summary="Every award as CSV, streamed (without codes)",
+        description="One row per award, oldest first, with its status and cost. Filter by campaign and time.",
+        responses=problem_responses(400, 401, 403, 422, 503),
+        media_type="text/csv",
+    )
+    async def awards(
+        self,
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> Stream:
+        _period(since, until)
+        params = {"campaign": campaign, "since": since, "until": until}
+        return Stream(
+            stream_csv(sessionmaker, AWARDS, AWARD_COLUMNS, params),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="awards.csv"'},
+        )

@@ -1,0 +1,467 @@
+"""The uplift report: did the surprises bring customers back, measured against the holdout?
+
+The population is every customer first exposed to a rule (or, as rule ``*``,
+to the campaign) in the period, in the group the holdout put them in. A
+customer *repeats* when they make at least one purchase in ``(t0, t0 + N
+days]`` after their first exposure ``t0``; revenue is the total of those
+purchases (returns are not netted). Only customers whose window has closed
+(``t0 + N days`` at or before the latest event seen) are counted; the others
+are reported as ``open``. The sample-ratio check uses every first-exposed
+customer of the period, closed or not, against the holdout in force when each
+was exposed. ``service.reports.stats`` holds the formulas.
+
+The numbers come from ``first_exposures``, one narrow row per customer and
+rule with the purchase timeline around ``t0``, which the event path keeps; so
+the report is one scan whatever the window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from msgspec import Struct, field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from service.reports import stats
+
+MAX_WINDOW_DAYS = 365  # the timelines hold a year either side of t0
+MIN_CUSTOMERS = 30  # per group, with closed windows, before any interval is printed
+MIN_OUTCOMES = 5  # repeaters and non-repeaters per group: the normal approximation's n·p >= 5
+SRM_ALPHA = 0.001
+CAMPAIGN_ROW = "*"
+
+# One scan of the campaign's first exposures. Each row lands in a bucket by
+# rule, group and ``day``: -1 for a window still open, the day of the first
+# repeat purchase (1..N) for a repeater, NULL for a customer who did not come
+# back. The regr_* aggregates share one transition state, so revenue ``y`` and
+# pre-exposure spend ``x`` are each worked out once per row and give every sum
+# the statistics need; Python adds the buckets up.
+QUERY = text(
+    """
+    SELECT f.rule_id, f."group" AS grp,
+           CASE WHEN f.t0 > :cutoff THEN -1
+                WHEN f.after_s[1] <= :window_s THEN (f.after_s[1] + 86399) / 86400 END AS day,
+           count(*) AS n, coalesce(sum(coalesce(f.holdout, :holdout)), 0) AS expected_control,
+           coalesce(regr_avgy(v.y, v.x), 0) AS avg_y, coalesce(regr_avgx(v.y, v.x), 0) AS avg_x,
+           coalesce(regr_syy(v.y, v.x), 0) AS syy, coalesce(regr_sxx(v.y, v.x), 0) AS sxx,
+           coalesce(regr_sxy(v.y, v.x), 0) AS sxy, coalesce(sum(v.cost), 0) AS cost
+    FROM first_exposures f
+    CROSS JOIN LATERAL (
+        SELECT coalesce(f.after_cents[width_bucket(:window_s, f.after_s)], 0) / 100.0::float8 AS y,
+               coalesce(f.before_cents[width_bucket(:window_s, f.before_s)], 0) / 100.0::float8 AS x,
+               coalesce(f.cost_cents[width_bucket(:window_s, f.cost_s)], 0) AS cost
+    ) AS v
+    WHERE f.campaign = :campaign
+      AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
+      AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
+    GROUP BY 1, 2, 3
+    """
+)
+# The planner cannot estimate how many day buckets there are and would sort a
+# million rows to group them; hashing them is several times faster.
+PLAN = text("SET LOCAL enable_sort = off")
+LATEST = text("SELECT max(occurred_at) FROM events")
+
+
+class GroupOutcome(Struct):
+    customers: int  # first exposed in the period with a closed window
+    repeaters: int
+    repeat_rate: float | None
+    revenue_per_customer: float | None
+    revenue_sd: float | None
+    pre_revenue_per_customer: float | None  # spend in the N days before t0 (the CUPED covariate)
+    open: int  # first exposed in the period, window not closed yet
+
+
+class Uplift(Struct):
+    absolute: float
+    relative: float | None
+    ci95: list[float]
+    relative_ci95: list[float] | None
+    p_value: float
+
+
+class RevenueUplift(Struct):
+    absolute: float
+    relative: float | None
+    ci95: list[float]
+    relative_ci95: list[float] | None
+    p_value: float
+    df: float | None
+
+
+class CupedUplift(Struct):
+    absolute: float
+    ci95: list[float]
+    p_value: float
+    theta: float
+
+
+class RepeatCurve(Struct):
+    treated: list[float]  # share of customers repeated by day 1, 2, ... N after t0
+    control: list[float]
+
+
+class RuleUplift(Struct):
+    rule_id: str  # "*" for the campaign as a whole (each customer's first exposure to any of its rules)
+    status: Literal["ok", "insufficient_data", "no_control", "no_treated", "no_customers"]
+    notes: list[str]
+    treated: GroupOutcome
+    control: GroupOutcome
+    uplift: Uplift | None
+    revenue_uplift: RevenueUplift | None
+    revenue_uplift_cuped: CupedUplift | None
+    srm_p_value: float | None
+    srm_mismatch: bool
+    expected_control_share: float | None
+    award_cost: float
+    incremental_revenue: float | None
+    incremental_revenue_ci95: list[float] | None
+    return_on_cost: float | None  # (incremental revenue - award cost) / award cost
+    repeat_curve: RepeatCurve
+
+
+class UpliftReport(Struct):
+    campaign: str
+    window_days: int
+    since: dt.datetime | None = field(name="from")
+    until: dt.datetime | None = field(name="to")
+    as_of: dt.datetime | None  # the latest event time seen: windows ending after it are still open
+    holdout: float | None  # in the rule set now active
+    campaign_total: RuleUplift | None
+    rules: list[RuleUplift]
+
+
+@dataclass
+class _Group:
+    exposed: int = 0
+    moments: stats.Moments | None = None
+    repeaters: int = 0
+    cost: float = 0.0
+    expected_control: float = 0.0
+    days: dict[int, int] | None = None
+
+
+def _r(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, digits)
+
+
+def _pair(pair: tuple[float, float] | None, digits: int = 6) -> list[float] | None:
+    return None if pair is None else [round(pair[0], digits), round(pair[1], digits)]
+
+
+def _outcome(g: _Group) -> GroupOutcome:
+    m = g.moments
+    n = m.n if m else 0
+    return GroupOutcome(
+        customers=n,
+        repeaters=g.repeaters,
+        repeat_rate=_r(g.repeaters / n) if m and n else None,
+        revenue_per_customer=_r(m.mean, 4) if m and n else None,
+        revenue_sd=_r(math.sqrt(m.variance), 4) if m and n > 1 else None,
+        pre_revenue_per_customer=_r(m.sum_x / n, 4) if m and n else None,
+        open=g.exposed - n,
+    )
+
+
+def _curve(g: _Group, days: int) -> list[float]:
+    n = g.moments.n if g.moments else 0
+    if not n:
+        return []
+    counts = g.days or {}
+    out, running = [], 0
+    for day in range(1, days + 1):
+        running += counts.get(day, 0)
+        out.append(round(running / n, 6))
+    return out
+
+
+def _judge(rule_id: str, treated: _Group, control: _Group, days: int) -> RuleUplift:
+    t, c = treated.moments, control.moments
+    nt, nc = (t.n if t else 0), (c.n if c else 0)
+    exposed = treated.exposed + control.exposed
+    expected_control = treated.expected_control + control.expected_control
+    srm = stats.sample_ratio_p(treated.exposed, control.exposed, expected_control) if exposed else None
+    notes: list[str] = []
+    status: Literal["ok", "insufficient_data", "no_control", "no_treated", "no_customers"] = "ok"
+    if exposed == 0:
+        status = "no_customers"
+        notes.append("no customer was first exposed in this period")
+    elif control.exposed == 0 and expected_control == 0:
+        status = "no_control"
+        notes.append("the campaign holds nobody out, so there is nothing to compare with")
+    elif treated.exposed == 0:
+        status = "no_treated"
+        notes.append("every exposed customer was held out")
+    else:
+        for name, n, g in (("treated", nt, treated), ("control", nc, control)):
+            if n < MIN_CUSTOMERS:
+                notes.append(f"{name}: {n} customers with a closed window; at least {MIN_CUSTOMERS} are needed")
+            elif min(g.repeaters, n - g.repeaters) < MIN_OUTCOMES:
+                notes.append(
+                    f"{name}: {g.repeaters} of {n} repeated; at least {MIN_OUTCOMES} repeaters and "
+                    f"{MIN_OUTCOMES} non-repeaters are needed for a normal-approximation interval"
+                )
+        if notes:
+            status = "insufficient_data"
+    open_customers = exposed - nt - nc
+    if open_customers:
+        notes.append(f"{open_customers} customers' {days}-day windows are still open and not counted")
+    if srm is not None and srm < SRM_ALPHA:
+        notes.append(
+            f"sample-ratio mismatch (p = {srm:.2g}): the split differs from the holdout; "
+            "exposures may be lost or the assignment broken, so the comparison is not trustworthy"
+        )
+    uplift = revenue = cuped = None
+    incremental = incremental_ci = roc = None
+    cost = treated.cost
+    if status == "ok" and t and c:
+        p = stats.proportions(treated.repeaters, nt, control.repeaters, nc)
+        uplift = Uplift(
+            absolute=round(p.absolute, 6),
+            relative=_r(p.relative),
+            ci95=_pair(p.ci95) or [],
+            relative_ci95=_pair(p.relative_ci95),
+            p_value=_r(p.p_value, 8) or 0.0,
+        )
+        w = stats.welch(t, c)
+        revenue = RevenueUplift(
+            absolute=round(w.absolute, 4),
+            relative=_r(w.relative),
+            ci95=_pair(w.ci95, 4) or [],
+            relative_ci95=_pair(w.relative_ci95),
+            p_value=_r(w.p_value, 8) or 0.0,
+            df=_r(w.df, 2),
+        )
+        adjusted = stats.cuped(t, c)
+        if adjusted is not None:
+            a, theta = adjusted
+            cuped = CupedUplift(
+                absolute=round(a.absolute, 4),
+                ci95=_pair(a.ci95, 4) or [],
+                p_value=_r(a.p_value, 8) or 0.0,
+                theta=round(theta, 6),
+            )
+        incremental = round(w.absolute * nt, 2)
+        incremental_ci = [round(w.ci95[0] * nt, 2), round(w.ci95[1] * nt, 2)]
+        roc = round((incremental - cost) / cost, 4) if cost > 0 else None
+    return RuleUplift(
+        rule_id=rule_id,
+        status=status,
+        notes=notes,
+        treated=_outcome(treated),
+        control=_outcome(control),
+        uplift=uplift,
+        revenue_uplift=revenue,
+        revenue_uplift_cuped=cuped,
+        srm_p_value=_r(srm, 8),
+        srm_mismatch=srm is not None and srm < SRM_ALPHA,
+        expected_control_share=_r(expected_control / exposed) if exposed else None,
+        award_cost=round(cost, 2),
+        incremental_revenue=incremental,
+        incremental_revenue_ci95=incremental_ci,
+        return_on_cost=roc,
+        repeat_curve=RepeatCurve(treated=_curve(treated, days), control=_curve(control, days)),
+    )
+
+
+async def uplift_report(
+    db: AsyncSession | AsyncConnection,
+    *,
+    campaign: str,
+    window_days: int,
+    holdout: float | None,
+    rule_ids: Sequence[str] = (),
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> UpliftReport:
+    """The report for one campaign; ``holdout`` and ``rule_ids`` come from the active rule set."""
+    params: dict[str, Any] = {
+        "campaign": campaign,
+        "window_s": window_days * 86400,
+        "holdout": holdout or 0.0,
+        "since": since,
+        "until": until,
+    }
+    as_of = (await db.execute(LATEST)).scalar_one_or_none()
+    params["cutoff"] = (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC)
+    await db.execute(PLAN)
+    rows = (await db.execute(QUERY, params)).all()
+    groups: dict[tuple[str, str], _Group] = {}
+    sums: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        key = (row.rule_id, row.grp)
+        g = groups.setdefault(key, _Group())
+        g.exposed += row.n
+        g.expected_control += float(row.expected_control)
+        if row.day == -1:
+            continue
+        if row.day is not None:
+            g.repeaters += row.n
+            g.days = g.days or {}
+            g.days[row.day] = row.n
+        if row.grp == "treatment":
+            g.cost += float(row.cost) / 100.0
+        # back from means and centred sums to plain sums: n, Σy, Σy², Σx, Σx², Σxy
+        acc = sums.setdefault(key, [0.0] * 6)
+        n, my, mx = row.n, row.avg_y, row.avg_x
+        for i, value in enumerate(
+            (n, n * my, row.syy + n * my * my, n * mx, row.sxx + n * mx * mx, row.sxy + n * mx * my)
+        ):
+            acc[i] += value
+    for key, (n, sy, sy2, sx, sx2, sxy) in sums.items():
+        groups[key].moments = stats.Moments(n=round(n), sum_y=sy, sum_y2=sy2, sum_x=sx, sum_x2=sx2, sum_xy=sxy)
+    known = sorted({rule for rule, _ in groups} | set(rule_ids) - {CAMPAIGN_ROW})
+    per_rule = [
+        _judge(rule, groups.get((rule, "treatment"), _Group()), groups.get((rule, "control"), _Group()), window_days)
+        for rule in known
+        if rule != CAMPAIGN_ROW
+    ]
+    total = _judge(
+        CAMPAIGN_ROW,
+        groups.get((CAMPAIGN_ROW, "treatment"), _Group()),
+        groups.get((CAMPAIGN_ROW, "control"), _Group()),
+        window_days,
+    )
+    return UpliftReport(
+        campaign=campaign,
+        window_days=window_days,
+        since=since,
+        until=until,
+        as_of=as_of,
+        holdout=holdout,
+        campaign_total=total,
+        rules=per_rule,
+    )
+
+
+CSV_COLUMNS = (
+    "campaign",
+    "rule_id",
+    "window_days",
+    "status",
+    "treated_customers",
+    "treated_repeaters",
+    "treated_repeat_rate",
+    "treated_revenue_per_customer",
+    "treated_open",
+    "control_customers",
+    "control_repeaters",
+    "control_repeat_rate",
+    "control_revenue_per_customer",
+    "control_open",
+    "uplift_absolute",
+    "uplift_ci95_low",
+    "uplift_ci95_high",
+    "uplift_relative",
+    "uplift_relative_ci95_low",
+    "uplift_relative_ci95_high",
+    "uplift_p_value",
+    "revenue_uplift_absolute",
+    "revenue_uplift_ci95_low",
+    "revenue_uplift_ci95_high",
+    "revenue_uplift_p_value",
+    "revenue_uplift_cuped_absolute",
+    "revenue_uplift_cuped_ci95_low",
+    "revenue_uplift_cuped_ci95_high",
+    "srm_p_value",
+    "srm_mismatch",
+    "award_cost",
+    "incremental_revenue",
+    "return_on_cost",
+    "notes",
+)
+
+
+def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
+    """One flat row per rule and one for the campaign as a whole (rule ``*``), in ``CSV_COLUMNS``."""
+    out = []
+    for r in [*report.rules, *([report.campaign_total] if report.campaign_total else [])]:
+        u, v, cu = r.uplift, r.revenue_uplift, r.revenue_uplift_cuped
+        out.append(
+            {
+                "campaign": report.campaign,
+                "rule_id": r.rule_id,
+                "window_days": report.window_days,
+                "status": r.status,
+                "treated_customers": r.treated.customers,
+                "treated_repeaters": r.treated.repeaters,
+                "treated_repeat_rate": r.treated.repeat_rate,
+                "treated_revenue_per_customer": r.treated.revenue_per_customer,
+                "treated_open": r.treated.open,
+                "control_customers": r.control.customers,
+                "control_repeaters": r.control.repeaters,
+                "control_repeat_rate": r.control.repeat_rate,
+                "control_revenue_per_customer": r.control.revenue_per_customer,
+                "control_open": r.control.open,
+                "uplift_absolute": u.absolute if u else None,
+                "uplift_ci95_low": u.ci95[0] if u else None,
+                "uplift_ci95_high": u.ci95[1] if u else None,
+                "uplift_relative": u.relative if u else None,
+                "uplift_relative_ci95_low": u.relative_ci95[0] if u and u.relative_ci95 else None,
+                "uplift_relative_ci95_high": u.relative_ci95[1] if u and u.relative_ci95 else None,
+                "uplift_p_value": u.p_value if u else None,
+                "revenue_uplift_absolute": v.absolute if v else None,
+                "revenue_uplift_ci95_low": v.ci95[0] if v else None,
+                "revenue_uplift_ci95_high": v.ci95[1] if v else None,
+                "revenue_uplift_p_value": v.p_value if v else None,
+                "revenue_uplift_cuped_absolute": cu.absolute if cu else None,
+                "revenue_uplift_cuped_ci95_low": cu.ci95[0] if cu else None,
+                "revenue_uplift_cuped_ci95_high": cu.ci95[1] if cu else None,
+                "srm_p_value": r.srm_p_value,
+                "srm_mismatch": r.srm_mismatch,
+                "award_cost": r.award_cost,
+                "incremental_revenue": r.incremental_revenue,
+                "return_on_cost": r.return_on_cost,
+                "notes": "; ".join(r.notes),
+            }
+        )
+    return out
+
+
+def to_csv(report: UpliftReport) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(report):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def render_table(report: UpliftReport) -> str:
+    """A plain-text summary for the terminal."""
+    lines = [
+        f"uplift of {report.campaign}: repeat purchase within {report.window_days} days of first exposure "
+        f"(as of {report.as_of.isoformat() if report.as_of else 'no events'})",
+        "",
+        f"{'rule':<24} {'treated':>16} {'control':>16} {'uplift':>9} {'95% CI':>19} {'p':>8} {'SRM p':>8} "
+        f"{'cost':>10} {'return':>8}",
+    ]
+    for r in [*report.rules, *([report.campaign_total] if report.campaign_total else [])]:
+        t, c, u = r.treated, r.control, r.uplift
+        ci = f"[{u.ci95[0] * 100:+.1f}, {u.ci95[1] * 100:+.1f}] pp" if u else r.status
+        lines.append(
+            f"{('(campaign)' if r.rule_id == CAMPAIGN_ROW else r.rule_id):<24} "
+            f"{f'{t.repeaters}/{t.customers} {_pct(t.repeat_rate)}':>16} "
+            f"{f'{c.repeaters}/{c.customers} {_pct(c.repeat_rate)}':>16} "
+            f"{(f'{u.absolute * 100:+.1f}pp' if u else '—'):>9} {ci:>19} "
+            f"{(f'{u.p_value:.3g}' if u else '—'):>8} "
+            f"{(f'{r.srm_p_value:.3g}' if r.srm_p_value is not None else '—'):>8} "
+            f"{r.award_cost:>10.2f} "
+            f"{(f'{r.return_on_cost:+.2f}' if r.return_on_cost is not None else '—'):>8}"
+        )
+        for note in r.notes:
+            lines.append(f"    note: {note}")
+    return "\n".join(lines)

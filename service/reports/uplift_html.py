@@ -1,0 +1,212 @@
+"""The uplift report as one self-contained HTML page: inline CSS and SVG, no scripts.
+
+Every number on the page carries ``data-field`` (and the rule's section
+``data-rule``) so that what people read can be checked against the JSON.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from service.reports.stats import Z_975
+from service.reports.uplift import CAMPAIGN_ROW, GroupOutcome, RuleUplift, UpliftReport
+
+TREATED, CONTROL = "#1b7f5b", "#8a8f98"
+
+STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1d2330;padding:0 1rem}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin:0 0 .4rem}
+.sub{color:#5b6372;margin-top:0}.rule{border:1px solid #dde1e7;border-radius:8px;padding:1rem 1.2rem;margin:1.2rem 0}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}table{border-collapse:collapse;width:100%}
+td,th{padding:.25rem .5rem;text-align:right;border-bottom:1px solid #eef0f3}
+td:first-child,th:first-child{text-align:left}
+.verdict{font-weight:600}.note{color:#8a4b00;margin:.2rem 0}.status{font-size:.8rem;padding:.1rem .45rem;
+border-radius:4px;background:#eef0f3;margin-left:.5rem}.legend span{display:inline-block;width:.8rem;height:.8rem;
+margin:0 .3rem 0 .8rem;vertical-align:middle}
+"""
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _pp(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f} pp"
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def _num(field: str, shown: str, raw: object) -> str:
+    value = "" if raw is None else escape(str(raw))
+    return f'<span data-field="{field}" data-value="{value}">{escape(shown)}</span>'
+
+
+def _rate_interval(g: GroupOutcome) -> tuple[float, float] | None:
+    if g.repeat_rate is None or not g.customers:
+        return None
+    p, n = g.repeat_rate, g.customers
+    half = Z_975 * (p * (1 - p) / n) ** 0.5
+    return max(0.0, p - half), min(1.0, p + half)
+
+
+def _bars(rule: RuleUplift) -> str:
+    """Repeat rate by group, with each group's 95% interval as a whisker."""
+    width, height, left, bar_h = 460, 120, 80, 28
+    groups = [("treated", rule.treated, TREATED), ("control", rule.control, CONTROL)]
+    top = max([(_rate_interval(g) or (0.0, g.repeat_rate or 0.0))[1] for _, g, _ in groups] + [0.05])
+    scale = (width - left - 20) / top
+    parts = [f'<svg role="img" aria-label="repeat rate by group" width="{width}" height="{height}" class="bars">']
+    for i, (name, g, colour) in enumerate(groups):
+        y = 15 + i * (bar_h + 22)
+        rate = g.repeat_rate or 0.0
+        parts.append(f'<text x="0" y="{y + 19}" font-size="13">{name}</text>')
+        parts.append(
+            f'<rect data-group="{name}" x="{left}" y="{y}" width="{rate * scale:.1f}" height="{bar_h}" '
+            f'fill="{colour}"><title>{name}: {_pct(g.repeat_rate)}</title></rect>'
+        )
+        interval = _rate_interval(g)
+        if interval:
+            x0, x1, mid = left + interval[0] * scale, left + interval[1] * scale, y + bar_h / 2
+            parts.append(
+                f'<path d="M{x0:.1f},{mid}H{x1:.1f}M{x0:.1f},{mid - 7}V{mid + 7}M{x1:.1f},{mid - 7}V{mid + 7}" '
+                'stroke="#1d2330" stroke-width="1.5"/>'
+            )
+        parts.append(
+            f'<text x="{left + rate * scale + 6:.1f}" y="{y + bar_h + 14}" font-size="12">{_pct(g.repeat_rate)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _curves(rule: RuleUplift, days: int) -> str:
+    """Cumulative share repeated by days since first exposure, one line per group."""
+    width, height, pad = 460, 200, 36
+    curves = [("treated", rule.repeat_curve.treated, TREATED), ("control", rule.repeat_curve.control, CONTROL)]
+    top = max([max(c, default=0.0) for _, c, _ in curves] + [0.05])
+    sx, sy = (width - 2 * pad) / max(days, 1), (height - 2 * pad) / top
+    parts = [
+        f'<svg role="img" aria-label="cumulative repeat rate by days since exposure" width="{width}" '
+        f'height="{height}" class="curves">',
+        f'<path d="M{pad},{pad}V{height - pad}H{width - pad}" stroke="#b8bec8" fill="none"/>',
+        f'<text x="{pad}" y="{height - 8}" font-size="11">day 0</text>',
+        f'<text x="{width - pad - 40}" y="{height - 8}" font-size="11">day {days}</text>',
+        f'<text x="2" y="{pad + 4}" font-size="11">{_pct(top, 0)}</text>',
+    ]
+    for name, curve, colour in curves:
+        if not curve:
+            continue
+        points = [f"{pad},{height - pad}"] + [
+            f"{pad + (d + 1) * sx:.1f},{height - pad - v * sy:.1f}" for d, v in enumerate(curve)
+        ]
+        parts.append(
+            f'<polyline data-group="{name}" points="{" ".join(points)}" fill="none" stroke="{colour}" '
+            'stroke-width="2"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _group_row(name: str, g: GroupOutcome, key: str) -> str:
+    return (
+        f"<tr><td>{name}</td>"
+        f"<td>{_num(f'{key}.customers', f'{g.customers:,}', g.customers)}</td>"
+        f"<td>{_num(f'{key}.repeaters', f'{g.repeaters:,}', g.repeaters)}</td>"
+        f"<td>{_num(f'{key}.repeat_rate', _pct(g.repeat_rate), g.repeat_rate)}</td>"
+        f"<td>{_num(f'{key}.revenue_per_customer', _money(g.revenue_per_customer), g.revenue_per_customer)}</td>"
+        f"<td>{_num(f'{key}.open', f'{g.open:,}', g.open)}</td></tr>"
+    )
+
+
+def _verdict(rule: RuleUplift) -> str:
+    u = rule.uplift
+    if u is None:
+        return "No verdict yet."
+    if rule.srm_mismatch:
+        return "Do not trust this comparison: the split differs from the holdout (sample-ratio mismatch)."
+    if u.ci95[0] > 0:
+        return "Surprises bring customers back: the whole interval is above zero."
+    if u.ci95[1] < 0:
+        return "Surprised customers come back less: the whole interval is below zero."
+    return "Not distinguishable from no effect yet: the interval includes zero."
+
+
+def _section(rule: RuleUplift, days: int) -> str:
+    title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
+    u, v, cu = rule.uplift, rule.revenue_uplift, rule.revenue_uplift_cuped
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in rule.notes)
+    uplift_rows = ""
+    if u:
+        uplift_rows += (
+            "<tr><td>repeat rate, absolute</td>"
+            f"<td>{_num('uplift.absolute', _pp(u.absolute), u.absolute)}</td>"
+            f"<td>{_num('uplift.ci95.0', _pp(u.ci95[0]), u.ci95[0])} to "
+            f"{_num('uplift.ci95.1', _pp(u.ci95[1]), u.ci95[1])}</td>"
+            f"<td>{_num('uplift.p_value', f'{u.p_value:.3g}', u.p_value)}</td></tr>"
+            "<tr><td>repeat rate, relative</td>"
+            f"<td>{_num('uplift.relative', _pct(u.relative), u.relative)}</td>"
+            f"<td>{_pct(u.relative_ci95[0]) if u.relative_ci95 else '—'} to "
+            f"{_pct(u.relative_ci95[1]) if u.relative_ci95 else '—'}</td><td></td></tr>"
+        )
+    if v:
+        uplift_rows += (
+            "<tr><td>revenue per customer (Welch)</td>"
+            f"<td>{_num('revenue_uplift.absolute', _money(v.absolute), v.absolute)}</td>"
+            f"<td>{_money(v.ci95[0])} to {_money(v.ci95[1])}</td>"
+            f"<td>{_num('revenue_uplift.p_value', f'{v.p_value:.3g}', v.p_value)}</td></tr>"
+        )
+    if cu:
+        uplift_rows += (
+            "<tr><td>revenue per customer, CUPED</td>"
+            f"<td>{_num('revenue_uplift_cuped.absolute', _money(cu.absolute), cu.absolute)}</td>"
+            f"<td>{_money(cu.ci95[0])} to {_money(cu.ci95[1])}</td><td>{cu.p_value:.3g}</td></tr>"
+        )
+    uplift_table = (
+        f"<table><tr><th>uplift</th><th>estimate</th><th>95% interval</th><th>p-value</th></tr>{uplift_rows}</table>"
+        if uplift_rows
+        else ""
+    )
+    srm = "—" if rule.srm_p_value is None else f"{rule.srm_p_value:.3g}" + (" — mismatch" if rule.srm_mismatch else "")
+    return f"""
+<section class="rule" data-rule="{escape(rule.rule_id)}">
+<h2>{title}<span class="status" data-field="status">{escape(rule.status)}</span></h2>
+<p class="verdict">{_verdict(rule)}</p>{notes}
+<div class="grid"><div>{_bars(rule)}</div><div>{_curves(rule, days)}
+<div class="legend"><span style="background:{TREATED}"></span>treated<span style="background:{CONTROL}"></span>control
+</div></div></div>
+<table><tr><th>group</th><th>customers</th><th>repeaters</th><th>repeat rate</th><th>revenue / customer</th>
+<th>window open</th></tr>
+{_group_row("treated", rule.treated, "treated")}{_group_row("control", rule.control, "control")}</table>
+{uplift_table}
+<table><tr><th>cost and return</th><th></th></tr>
+<tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost), rule.award_cost)}</td></tr>
+<tr><td>incremental revenue</td>
+<td>{_num("incremental_revenue", _money(rule.incremental_revenue), rule.incremental_revenue)}</td></tr>
+<tr><td>return on cost</td><td>{_num("return_on_cost", _pct(rule.return_on_cost, 0), rule.return_on_cost)}</td></tr>
+<tr><td>sample-ratio check p-value</td><td>{_num("srm_p_value", srm, rule.srm_p_value)}</td></tr></table>
+</section>"""
+
+
+def render_html(report: UpliftReport) -> str:
+    period = (
+        f"first exposed from {report.since.date() if report.since else 'the start'} "
+        f"to {report.until.date() if report.until else 'now'}"
+    )
+    sections = [_section(r, report.window_days) for r in report.rules]
+    if report.campaign_total:
+        sections.insert(0, _section(report.campaign_total, report.window_days))
+    as_of = report.as_of.isoformat() if report.as_of else "no events yet"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Uplift — {escape(report.campaign)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<style>{STYLE}</style></head>
+<body data-campaign="{escape(report.campaign)}" data-window-days="{report.window_days}">
+<h1>Did the surprises of {escape(report.campaign)} pay?</h1>
+<p class="sub">Repeat purchase within {report.window_days} days of each customer's first exposure, treated against
+the randomised holdout; {period}; latest event {escape(as_of)}. Intervals are 95%; a customer counts once their
+window has closed. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
+{"".join(sections)}
+</body></html>
+"""
