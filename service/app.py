@@ -18,11 +18,15 @@ from litestar.types import Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.audit.controller import AuditController
 from service.awards.controller import RedemptionController
 from service.awards.expiry import run_periodically
 from service.customers.controller import CustomerController
 from service.events.controller import EventController
 from service.health.controller import HealthController
+from service.health.metrics import MetricsController
+from service.keys.controller import KeysController
+from service.keys.limits import RateLimiter
 from service.keys.service import KeyVerifier
 from service.lib.db import create_engine, create_sessionmaker, transaction
 from service.lib.errors import ServiceUnavailableError
@@ -41,7 +45,6 @@ from service.webhooks.delivery import run_delivery
 log = get_logger(__name__)
 
 API_VERSION = "1.0.0"
-MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sessionmaker=sessionmaker,
             redis=redis,
             key_verifier=KeyVerifier(sessionmaker, redis),
+            rate_limiter=RateLimiter(redis, settings.app.rate_limit),
             registry=registry,
         )
         await registry.start()
@@ -157,8 +161,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ReportsController,
             UpliftController,
             ExportsController,
+            KeysController,
+            AuditController,
             WebhooksController,
             HealthController,
+            MetricsController,
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
@@ -169,7 +176,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
-        request_max_body_size=MAX_BODY_BYTES,
+        request_max_body_size=settings.app.max_body_bytes,
         logging_config=None,
         debug=False,
     )

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.lib.settings import Settings, SettingsError
 
@@ -42,6 +42,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # Workers are separate processes: they find the servers through the environment.
         os.environ["DELIGHT_DATABASE_URL"] = database_url
         os.environ["DELIGHT_REDIS_URL"] = redis_url
+        if args.workers > 1:  # metrics of all workers, added up at each scrape
+            import shutil
+
+            metrics_dir = settings.app.data_dir.resolve() / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         print(f"Delight listening on http://{args.host}:{args.port} (rules: {settings.app.rules_dir})", file=sys.stderr)
         # uvicorn re-raises SIGTERM/SIGINT once it has shut down; turn that into a
         # normal exit so the embedded servers above are stopped on the way out.
@@ -112,6 +119,77 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     print(f"Created API key {key_id} named {args.name!r} with scopes {', '.join(sorted(set(scopes)))}.")
     print("It is shown only this once and stored only as a hash:")
     print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from service.keys import repository
+    from service.lib.db import create_engine, create_sessionmaker, upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    async def rows(url: str) -> list[Any]:
+        engine = create_engine(url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await repository.all_keys(session)
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        keys = asyncio.run(rows(database_url))
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    print(f"{'key id':<17} {'name':<24} {'created':<17} {'last used':<17} {'revoked':<17} scopes")
+    for k in keys:
+        print(
+            f"{k.key_id:<17} {k.name[:24]:<24} {when(k.created_at):<17} {when(k.last_used_at):<17} "
+            f"{when(k.revoked_at):<17} {','.join(k.scopes)}"
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from service.keys import repository
+    from service.keys.service import forget, revoke_key
+    from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    async def run(url: str) -> str:
+        engine = create_engine(url)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                if await revoke_key(session, args.key_id, actor="cli"):
+                    outcome = "revoked"
+                else:
+                    outcome = "already revoked" if await repository.known(session, args.key_id) else "unknown"
+        finally:
+            await engine.dispose()
+        if outcome == "revoked" and settings.redis.url:
+            redis: Redis = Redis.from_url(settings.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            await forget(redis, args.key_id)
+            await redis.aclose()
+        return outcome
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        outcome = asyncio.run(run(database_url))
+    if outcome == "unknown":
+        print(f"delight: no key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"Key {args.key_id} {outcome}.")
+    if outcome == "revoked" and not settings.redis.url:
+        print("Servers on an embedded Redis refuse it within 30 seconds (at once when revoked over HTTP).")
     return 0
 
 
@@ -347,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated, e.g. events:write,customers:read")
     create.set_defaults(handler=_keys_create)
+    listing = keys.add_parser("list", help="every key: id, name, scopes, created, last used, revoked")
+    listing.set_defaults(handler=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by its id (the 16 hex digits after dlk_)")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_keys_revoke)
 
     rules = commands.add_parser("rules", help="work with rule files").add_subparsers(
         dest="rules_command", required=True

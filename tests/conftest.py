@@ -47,6 +47,7 @@ DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
 TABLES_RESET_PER_TEST = (
     "first_exposures",
+    "audit_log",
     "outbox",
     "exposures",
     "points_ledger",
@@ -106,7 +107,9 @@ def redis_url(server_urls: tuple[str, str]) -> str:
 
 def make_settings(database_url: str, redis_url: str, rules_dir: Path = TEST_RULES) -> Settings:
     return Settings(
-        app=AppSettings(rules_dir=rules_dir, log_level="WARNING", log_json=True, rules_sync=False, jobs_every=0),
+        app=AppSettings(
+            rules_dir=rules_dir, log_level="WARNING", log_json=True, rules_sync=False, jobs_every=0, rate_limit=0
+        ),
         db=DatabaseSettings(url=database_url, pool_size=20, max_overflow=20),
         redis=RedisSettings(url=redis_url),
     )

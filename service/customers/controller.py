@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
+from litestar.params import JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards import repository as awards_repo
+from service.awards.adjustments import PointsAdjustIn, PointsAdjustOut, adjust_points
 from service.awards.redemption import ledger_entry
 from service.awards.schemas import award_from_row
 from service.customers import repository as customers_repo
+from service.customers.erasure import erase_customer
 from service.customers.schemas import CustomerOut, LedgerPage
 from service.events.schemas import CustomerAttributes
 from service.keys.guards import requires
-from service.keys.scopes import CUSTOMERS_READ
+from service.keys.scopes import CUSTOMERS_ERASE, CUSTOMERS_READ, RULES_ADMIN
 from service.lib.errors import NotFoundError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.validation import strict_body
 
 PROFILE_LEDGER = 20
 CustomerId = Annotated[str, Parameter(min_length=1, max_length=200, description="The customer's id across channels.")]
@@ -30,6 +33,51 @@ class CustomerController(Controller):
     path = "/v1/customers"
     tags = ["customers"]
     security = [API_KEY]
+
+    @post(
+        "/{customer_id:str}/points/adjust",
+        operation_id="adjustPoints",
+        summary="Credit or debit points by hand (goodwill, corrections); audited",
+        description=(
+            "Scope `rules:admin`. Idempotent per `adjustment_id`: sending it again answers 200 with `replay: true`; "
+            "the same id with other points is 409. A debit the balance does not cover is 409 `insufficient-points`."
+        ),
+        guards=[requires(RULES_ADMIN)],
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 404, 409, 422, 503),
+    )
+    async def adjust(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: CustomerId,
+        data: JSONBody[PointsAdjustIn],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+    ) -> PointsAdjustOut:
+        body = strict_body(request, PointsAdjustIn)
+        principal = getattr(request.state, "principal", None)
+        actor = f"key {principal.key_id}" if principal is not None else "api"
+        return await adjust_points(sessionmaker, customer_id, body, actor)
+
+    @delete(
+        "/{customer_id:str}",
+        operation_id="eraseCustomer",
+        summary="Erase a customer on request, keeping anonymous aggregates so reports stay right",
+        description=(
+            "The customer's id becomes a random pseudonym everywhere; their attributes, the customer block of "
+            "their events and award messages are dropped. Amounts, times, awards and exposures stay, so reports "
+            "and uplift do not change. 204 when done; 404 when there is no such customer."
+        ),
+        guards=[requires(CUSTOMERS_ERASE)],
+        status_code=204,
+        responses=problem_responses(400, 401, 403, 404, 503),
+    )
+    async def erase(
+        self, request: Request[Any, Any, Any], customer_id: CustomerId, db_session: NamedDependency[AsyncSession]
+    ) -> None:
+        principal = getattr(request.state, "principal", None)
+        actor = f"key {principal.key_id}" if principal is not None else "api"
+        if "\x00" in customer_id or not await erase_customer(db_session, customer_id, actor):
+            raise NotFoundError(f"no customer {customer_id!r}")
 
     @get(
         "/{customer_id:str}",

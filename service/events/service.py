@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +29,7 @@ from service.customers import repository as customers_repo
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
+from service.lib import metrics
 from service.lib.db import transaction
 from service.lib.errors import EventConflictError
 from service.lib.logging import get_logger
@@ -55,12 +57,18 @@ async def record_event_retrying(
     for attempt in range(1, ATTEMPTS + 1):
         try:
             async with transaction(sessionmaker) as session:
-                return await record_event(session, rule_set, event)
+                result, is_new = await record_event(session, rule_set, event)
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
             if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
             log.warning("event_retried", event_id=event.event_id, sqlstate=sqlstate, attempt=attempt)
+            continue
+        if is_new:  # counted once committed
+            metrics.EVENTS.labels(event.type).inc()
+            for award in result.awards:
+                metrics.AWARDS.labels(award.campaign, award.kind).inc()
+        return result, is_new
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -117,7 +125,9 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
     facts = build_facts(event_data, profile, rule_set.zone)
     history = [LogEntry.from_json(e) for e in profile["award_log"]]
+    started = time.perf_counter()
     plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts, matched_only=True), history)
+    metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
     if plan.needs_counters:
         positions = await controls_repo.reserve(session, controls.reserve_payload(plan, event.event_id))
     else:

@@ -8,6 +8,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from service.keys.limits import RateLimiter
 from service.keys.service import KeyVerifier
 from service.lib.errors import ForbiddenError, UnauthorizedError
 
@@ -27,6 +28,8 @@ def requires(scope: str) -> Guard:
         if scope not in principal.scopes:
             raise ForbiddenError(f"this needs the scope {scope!r}")
         connection.state.principal = principal
+        limiter: RateLimiter = connection.app.state.rate_limiter
+        await limiter.hit(principal.key_id)
 
     guard.__name__ = "requires_" + scope.replace(":", "_")
     return guard

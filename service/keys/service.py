@@ -14,19 +14,26 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.audit import repository as audit
 from service.keys import repository
 from service.keys.scopes import ALL
+from service.lib.logging import get_logger
+
+log = get_logger(__name__)
 
 PREFIX = "dlk"
 KEY_PATTERN = re.compile(r"^dlk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 CACHE_SECONDS = 30
+TOUCH_SECONDS = 60  # last_used_at is kept to the minute: one write per key per minute at most
 
 
 class InvalidScopesError(ValueError):
@@ -59,19 +66,37 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-async def create_key(session: AsyncSession, name: str, scopes: list[str]) -> tuple[str, str]:
+async def create_key(session: AsyncSession, name: str, scopes: list[str], actor: str = "cli") -> tuple[str, str]:
     """Store a new key; returns ``(key_id, key)``. The key is never stored and cannot be shown again."""
     scopes = check_scopes(scopes)
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     await repository.insert(session, key_id=key_id, name=name, secret_hash=_hash(secret), scopes=scopes)
+    await audit.record(session, actor, "key.created", key_id, {"name": name, "scopes": scopes})
     return key_id, f"{PREFIX}_{key_id}_{secret}"
+
+
+async def revoke_key(session: AsyncSession, key_id: str, actor: str = "cli") -> bool:
+    """Revoke a key; ``False`` when it is unknown or already revoked. Call ``forget`` after commit."""
+    row = await repository.revoke(session, key_id)
+    if row is None:
+        return False
+    await audit.record(session, actor, "key.revoked", key_id, {"name": row.name, "scopes": list(row.scopes)})
+    return True
+
+
+async def forget(redis: Redis | None, key_id: str) -> None:
+    """Drop a key from the shared cache, so a revocation holds at once on every replica."""
+    if redis is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await redis.delete(f"delight:key:{key_id}")
 
 
 class KeyVerifier:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis | None) -> None:
         self._sessions = sessions
         self._redis = redis
+        self._touched: dict[str, float] = {}
 
     async def verify(self, token: str) -> Principal | None:
         match = KEY_PATTERN.match(token)
@@ -85,7 +110,26 @@ class KeyVerifier:
                 return None
         if not hmac.compare_digest(bytes.fromhex(cached.secret_hash), _hash(secret)):
             return None
+        await self._touch(key_id)
         return Principal(key_id=key_id, name=cached.name, scopes=frozenset(cached.scopes))
+
+    async def _touch(self, key_id: str) -> None:
+        """Record the key's use, at most once a minute per key (across replicas when Redis answers)."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -TOUCH_SECONDS) < TOUCH_SECONDS:
+            return
+        self._touched[key_id] = now
+        if self._redis is not None:
+            try:
+                if not await self._redis.set(f"delight:key-used:{key_id}", b"1", nx=True, ex=TOUCH_SECONDS):
+                    return
+            except RedisError:
+                pass
+        try:
+            async with self._sessions() as session, session.begin():
+                await repository.touch(session, key_id)
+        except (SQLAlchemyError, OSError) as exc:  # bookkeeping: never the reason a request fails
+            log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
     async def _cached(self, key_id: str) -> _Cached | None:
         if self._redis is None:

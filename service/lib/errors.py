@@ -144,5 +144,18 @@ class ServiceUnavailableError(DelightError):
         return {"Retry-After": "1"}
 
 
+class RateLimitedError(DelightError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class InternalError(DelightError):
     """Anything unexpected; the detail never leaks internals."""

@@ -31,6 +31,7 @@ from service.lib.errors import (
     ValidationError,
 )
 from service.lib.logging import get_logger
+from service.lib.metrics import observe_request
 
 log = get_logger("delight.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -72,12 +73,16 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            observe_request(scope.get("method", ""), route, status, seconds)
             log.info(
                 "request",
                 method=scope.get("method"),
                 path=scope["path"],
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 

@@ -52,6 +52,10 @@ class AppSettings:
     """Watch the rules directory and follow reloads made on other replicas."""
     jobs_every: float = 3600.0
     """Seconds between runs of the expiry job inside the service; 0 turns it off."""
+    rate_limit: int = 6000
+    """Requests per minute one API key may make (counted in Redis across replicas); 0 turns it off."""
+    max_body_bytes: int = 5 * 1024 * 1024
+    """The largest request body accepted (413 above it); a full batch of 1000 events fits easily."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,8 @@ class Settings:
                 log_json=log_json,
                 rules_sync=(env.get("DELIGHT_RULES_SYNC") or "true").lower() not in {"0", "false", "no"},
                 jobs_every=float(_int(env, "DELIGHT_JOBS_EVERY", 3600)),
+                rate_limit=_int(env, "DELIGHT_RATE_LIMIT", 6000),
+                max_body_bytes=_int(env, "DELIGHT_MAX_BODY_BYTES", 5 * 1024 * 1024),
             ),
             db=DatabaseSettings(
                 url=db_url,

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.audit import repository as audit
 from service.rules.ruleset import RuleSet
 
 ACTIVATE = text(
@@ -32,8 +33,20 @@ AWARDS_ON = text(
 
 
 async def activate(session: AsyncSession, rule_set: RuleSet, actor: str) -> None:
-    """Store the rule set with its text (every award can be traced to it) and make it the one in force."""
+    """Store the rule set with its text (every award can be traced to it) and make it the one in force.
+
+    A change of version is written to the audit log with who made it and what it replaced.
+    """
+    previous = await active_version(session)
     await session.execute(ACTIVATE, {"version": rule_set.version, "files": rule_set.files, "actor": actor})
+    if previous != rule_set.version:
+        await audit.record(
+            session,
+            actor,
+            "rules.activated",
+            rule_set.version,
+            {"previous_version": previous, "campaigns": len(rule_set.campaigns), "rules": rule_set.rule_count},
+        )
 
 
 async def active(session: AsyncSession) -> tuple[str, dict[str, Any]] | None:

@@ -1,0 +1,1 @@
+"""The audit log: rule activations, key creation and revocation, manual point adjustments."""

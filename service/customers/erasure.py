@@ -1,0 +1,59 @@
+"""Erasing a customer on request while keeping the numbers right.
+
+The customer's id is replaced everywhere by a random pseudonym that links to
+nothing, and what could identify a person is dropped: the profile's
+attributes (names, birthdays, segments), the ``customer`` block of every
+stored event, and award messages (they may greet the customer by name, also
+in webhook messages), and the notes of manual point adjustments. Amounts, times, groups and awards stay, so reports,
+budgets and uplift are unchanged. The customer's row is locked first, so no
+event of theirs is half-counted under the old id.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.audit import repository as audit
+
+LOCK = text("SELECT customer_id FROM customers WHERE customer_id = :customer_id FOR UPDATE")
+ERASE = text(
+    """
+    WITH events_done AS (
+        UPDATE events
+        SET customer_id = CAST(:pseudonym AS text),
+            payload = (payload - 'customer') || jsonb_build_object('customer_id', CAST(:pseudonym AS text))
+        WHERE customer_id = CAST(:customer_id AS text)
+    ), awards_done AS (
+        UPDATE awards SET customer_id = CAST(:pseudonym AS text), message = NULL
+        WHERE customer_id = CAST(:customer_id AS text)
+        RETURNING award_id
+    ), outbox_done AS (
+        UPDATE outbox SET payload = jsonb_set(payload, '{data,message}', 'null'::jsonb)
+        WHERE payload #>> '{data,award_id}' IN (SELECT award_id::text FROM awards_done)
+    ), exposures_done AS (
+        UPDATE exposures SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
+    ), firsts_done AS (
+        UPDATE first_exposures SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
+    ), ledger_done AS (
+        UPDATE points_ledger SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
+    ), audit_done AS (
+        UPDATE audit_log SET subject = CAST(:pseudonym AS text), details = details - 'note'
+        WHERE subject = CAST(:customer_id AS text) AND action = 'points.adjusted'
+    )
+    UPDATE customers SET customer_id = CAST(:pseudonym AS text), attributes = '{}'::jsonb, updated_at = now()
+    WHERE customer_id = CAST(:customer_id AS text)
+    """
+)
+
+
+async def erase_customer(session: AsyncSession, customer_id: str, actor: str) -> bool:
+    """Erase the customer; ``False`` when there is no such customer."""
+    if (await session.execute(LOCK, {"customer_id": customer_id})).one_or_none() is None:
+        return False
+    pseudonym = f"erased-{uuid.uuid4().hex}"
+    await session.execute(ERASE, {"customer_id": customer_id, "pseudonym": pseudonym})
+    await audit.record(session, actor, "customer.erased", pseudonym, {})
+    return True
