@@ -39,13 +39,14 @@ class LogEntry:
     at: int
     campaign: str
     rule_id: str
+    interaction: bool = False  # earned by an interaction event (counted against the interaction cap)
 
     def to_json(self) -> list[Any]:
-        return [self.at, self.campaign, self.rule_id]
+        return [self.at, self.campaign, self.rule_id, 1] if self.interaction else [self.at, self.campaign, self.rule_id]
 
     @classmethod
     def from_json(cls, raw: Sequence[Any]) -> LogEntry:
-        return cls(int(raw[0]), str(raw[1]), str(raw[2]))
+        return cls(int(raw[0]), str(raw[1]), str(raw[2]), len(raw) > 3 and bool(raw[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,13 @@ def holdout_group(rule_set: RuleSet, campaign: Campaign, customer_id: str) -> Gr
 
 
 def used(
-    log: Iterable[LogEntry], at: int, limit: Limit, *, campaign: str | None = None, rule_id: str | None = None
+    log: Iterable[LogEntry],
+    at: int,
+    limit: Limit,
+    *,
+    campaign: str | None = None,
+    rule_id: str | None = None,
+    interactions: bool = False,
 ) -> int:
     """How many logged surprises fall within the limit's span of ``at`` (either side)."""
     return sum(
@@ -101,6 +108,7 @@ def used(
         if abs(entry.at - at) < limit.seconds
         and (campaign is None or entry.campaign == campaign)
         and (rule_id is None or entry.rule_id == rule_id)
+        and (not interactions or entry.interaction)
     )
 
 
@@ -135,6 +143,13 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
     campaigns = rule_set.by_name
     rules = rule_set.rules_by_key
     notes: dict[tuple[str, str], str] = {}
+    cap = rule_set.interaction_cap
+    if facts.get("type") == "interaction" and used(log, at, cap, interactions=True) >= cap.count:
+        # No farming gifts with scripted interactions: past the cap they earn nothing.
+        for outcome in outcomes:
+            if outcome.decision is not None:
+                notes[(outcome.campaign, outcome.rule_id)] = "interaction award cap reached for this customer"
+        return Plan([], {}, None, notes)
     candidates = []
     for outcome in outcomes:
         if outcome.decision is None:

@@ -158,7 +158,10 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
                 }
                 for c in chosen
             ],
-            award_log=controls.log_after(history, [LogEntry(at, c.campaign, c.outcome.rule_id) for c in chosen]),
+            award_log=controls.log_after(
+                history,
+                [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen],
+            ),
             outbox=outbox.messages(rule_set.settings.webhooks, "award.issued", awards, event.occurred_at),
         )
     log.info(

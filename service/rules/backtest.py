@@ -119,7 +119,7 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
             tally.cost += decision.cost
             tally.customers.add(event.customer_id)
         profile["award_log"] = controls.log_after(
-            history, [LogEntry(at, c.campaign, c.outcome.rule_id) for c in chosen]
+            history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
         )
     return Report(rule_set.version, start, end, read, in_period, list(tallies.values()))
 

@@ -45,6 +45,9 @@ class Limit:
     seconds: int
 
 
+DEFAULT_INTERACTION_CAP = Limit(5, 86400)  # awards per customer from interactions, per day
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     awards: int | None
@@ -122,6 +125,11 @@ class RuleSet:
     def fatigue(self) -> Limit | None:
         fatigue = self.settings.fatigue
         return None if fatigue is None else Limit(fatigue.max, duration_seconds(fatigue.every))
+
+    @property
+    def interaction_cap(self) -> Limit:
+        cap = self.settings.interaction_awards
+        return DEFAULT_INTERACTION_CAP if cap is None else Limit(cap.max, duration_seconds(cap.every))
 
     @property
     def zone(self) -> ZoneInfo:

@@ -157,6 +157,9 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """What one offer is valued at for budgets, unless the offer says ``cost``."""
     fatigue: FatigueSpec | None = None
     """The cross-campaign cap on surprises per customer."""
+    interaction_awards: FatigueSpec | None = None
+    """At most ``max`` awards (or hold-outs) per customer from interaction events within ``every``; 5 a day when
+    not set. Past it an interaction is stored and counted but earns nothing, so scripted events cannot farm gifts."""
     points_expiry: PointsExpirySpec | None = None
     """When unspent points expire; never, when not set."""
     webhooks: list[WebhookSpec] = []
