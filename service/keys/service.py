@@ -85,11 +85,19 @@ async def revoke_key(session: AsyncSession, key_id: str, actor: str = "cli") -> 
     return True
 
 
+REVOKED = b"revoked"
+
+
 async def forget(redis: Redis | None, key_id: str) -> None:
-    """Drop a key from the shared cache, so a revocation holds at once on every replica."""
+    """Mark a key revoked in the shared cache, so the revocation holds at once on every replica.
+
+    A marker rather than a deletion: a check that read the key from PostgreSQL
+    just before the revocation committed only caches what it read if nothing
+    is cached (``SET NX``), so it cannot bring the key back.
+    """
     if redis is not None:
         with contextlib.suppress(RedisError, OSError):
-            await redis.delete(f"delight:key:{key_id}")
+            await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
 
 
 class KeyVerifier:
@@ -104,6 +112,8 @@ class KeyVerifier:
             return None
         key_id, secret = match.groups()
         cached = await self._cached(key_id)
+        if isinstance(cached, bytes):  # revoked
+            return None
         if cached is None:
             cached = await self._load(key_id)
             if cached is None:
@@ -131,14 +141,16 @@ class KeyVerifier:
         except (SQLAlchemyError, OSError) as exc:  # bookkeeping: never the reason a request fails
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
-    async def _cached(self, key_id: str) -> _Cached | None:
+    async def _cached(self, key_id: str) -> _Cached | bytes | None:
         if self._redis is None:
             return None
         try:
             raw = await self._redis.get(f"delight:key:{key_id}")
         except RedisError:
             return None
-        return None if raw is None else msgspec.json.decode(raw, type=_Cached)
+        if raw is None or raw == REVOKED:
+            return raw
+        return msgspec.json.decode(raw, type=_Cached)
 
     async def _load(self, key_id: str) -> _Cached | None:
         async with self._sessions() as session:
@@ -148,5 +160,5 @@ class KeyVerifier:
         cached = _Cached(name=row.name, secret_hash=row.secret_hash.hex(), scopes=list(row.scopes))
         if self._redis is not None:
             with contextlib.suppress(RedisError):
-                await self._redis.set(f"delight:key:{key_id}", msgspec.json.encode(cached), ex=CACHE_SECONDS)
+                await self._redis.set(f"delight:key:{key_id}", msgspec.json.encode(cached), ex=CACHE_SECONDS, nx=True)
         return cached
