@@ -79,7 +79,6 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope["path"],
                 route=route,
                 status=status,
                 duration_ms=round(seconds * 1000, 2),
