@@ -16,12 +16,11 @@ from collections.abc import Callable
 import msgspec
 from msgspec import Struct
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
-from service.lib.db import transaction
+from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.rules.ruleset import RuleSet, duration_seconds
 from service.rules.spec import WebhookSpec
@@ -108,5 +107,5 @@ async def run_periodically(
                 report = await run_expiry(session, now, points_after(rule_set), rule_set.settings.webhooks)
             if report.ran:
                 log.info("expiry_job", **msgspec.structs.asdict(report))
-        except (SQLAlchemyError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("expiry_job_failed", error=type(exc).__name__)

@@ -10,9 +10,9 @@ from msgspec import Struct
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.lib.db import DATABASE_ERRORS
 from service.lib.openapi import response
 
 CHECK_TIMEOUT = 2.0
@@ -53,13 +53,16 @@ class HealthController(Controller):
         return Response(body, status_code=200 if ok else 503)
 
 
+_UNREACHABLE: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, TimeoutError)
+
+
 async def _check_database(engine: AsyncEngine) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         return "ok"
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except _UNREACHABLE as exc:
         return f"unreachable ({type(exc).__name__})"
 
 

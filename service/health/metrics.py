@@ -8,9 +8,9 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.lib.db import DATABASE_ERRORS
 from service.lib.metrics import registry_text
 from service.rules.ruleset import RuleSet
 
@@ -85,6 +85,6 @@ class MetricsController(Controller):
         try:
             async with sessionmaker() as session:
                 body += await _database_text(session, rule_set) + UP + "delight_database_up 1\n"
-        except (SQLAlchemyError, OSError):
+        except DATABASE_ERRORS:
             body += UP + "delight_database_up 0\n"
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.audit import repository as audit
 from service.keys import repository
 from service.keys.scopes import ALL
+from service.lib.db import DATABASE_ERRORS
 from service.lib.logging import get_logger
 
 log = get_logger(__name__)
@@ -138,7 +138,7 @@ class KeyVerifier:
         try:
             async with self._sessions() as session, session.begin():
                 await repository.touch(session, key_id)
-        except (SQLAlchemyError, OSError) as exc:  # bookkeeping: never the reason a request fails
+        except DATABASE_ERRORS as exc:  # bookkeeping: never the reason a request fails
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
     async def _cached(self, key_id: str) -> _Cached | bytes | None:

@@ -14,17 +14,33 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from service.lib.errors import ConflictError, DelightError, ServiceUnavailableError, ValidationError
 from service.lib.settings import DatabaseSettings
+
+# What "the database cannot be reached right now" looks like. Errors raised
+# while asyncpg opens a connection (the server shutting down or starting up,
+# the socket closed under it) come up unwrapped by SQLAlchemy.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    OSError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+)
+# For loops that must outlive any database trouble.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, *DATABASE_DOWN)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,9 +91,7 @@ def translate_error(exc: Exception) -> DelightError | None:
     PostgreSQL cannot store is the client's to fix (422); a constraint
     violation is a conflict with what is stored (409).
     """
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, OSError)) or getattr(
-        exc, "connection_invalidated", False
-    ):
+    if isinstance(exc, DATABASE_DOWN) or getattr(exc, "connection_invalidated", False):
         return ServiceUnavailableError("the database is unavailable; retry shortly")
     if isinstance(exc, DataError):
         return ValidationError("a value is out of the range that can be stored")

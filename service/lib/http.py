@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import structlog
 from litestar import Request, Response
@@ -160,7 +161,7 @@ def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError | Poo
     return problem(request, error)
 
 
-def handle_connection_error(request: Request[Any, Any, Any], exc: OSError) -> Response[bytes]:
+def handle_connection_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.warning("backend_unreachable", error=type(exc).__name__)
     return problem(request, ServiceUnavailableError("a backing service is unreachable; retry shortly"))
 
@@ -181,6 +182,9 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DBAPIError: handle_database_error,
     PoolTimeoutError: handle_database_error,
     OSError: handle_connection_error,
+    asyncpg.exceptions.OperatorInterventionError: handle_connection_error,
+    asyncpg.exceptions.PostgresConnectionError: handle_connection_error,
+    asyncpg.exceptions.InterfaceError: handle_connection_error,
     RecursionError: handle_recursion_error,
     Exception: handle_unexpected,
 }

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.lib.db import transaction
+from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.rules import repository
 from service.rules.loader import RuleSetError, load_rule_set, load_rule_set_texts
@@ -144,7 +144,7 @@ class RuleRegistry:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 await self.follow()
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("rules_poll_failed", error=type(exc).__name__)
 
     async def _watch(self) -> None:
@@ -158,5 +158,5 @@ class RuleRegistry:
                 await self.reload("file watcher")
             except RuleSetError as exc:
                 log.error("rules_reload_refused", errors=[str(e) for e in exc.errors])
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("rules_reload_failed", error=type(exc).__name__)

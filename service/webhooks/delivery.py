@@ -25,10 +25,9 @@ from typing import Any
 import httpx
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.lib.db import transaction
+from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.rules.ruleset import RuleSet
 from service.rules.spec import WebhookSpec
@@ -144,5 +143,5 @@ async def run_delivery(
             try:
                 while await deliver_due(sessions, webhooks, client) >= BATCH:
                     pass
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("webhook_delivery_failed", error=type(exc).__name__)
