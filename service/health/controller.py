@@ -23,7 +23,7 @@ class Live(Struct):
 
 
 class Ready(Struct):
-    status: Literal["ready", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable"]
     database: str
     redis: str
     rules: str
@@ -40,7 +40,12 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="getReadiness",
-        summary="Database and Redis reachable, rules loaded",
+        summary="Database reachable and rules loaded (200); Redis down is 200 'degraded'",
+        description=(
+            "503 when the database cannot be reached or no rules are loaded: this replica cannot serve. Without "
+            "Redis it still records events correctly (PostgreSQL is the truth), so it stays in rotation and says "
+            "`degraded`: rate limits are not enforced and key checks and rule reloads go to the database."
+        ),
         responses={503: response(Ready, "Not ready: the fields say which dependency is missing.")},
     )
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Ready]:
@@ -48,8 +53,9 @@ class HealthController(Controller):
         database, redis = await asyncio.gather(_check_database(state.engine), _check_redis(state.redis))
         registry = state.get("registry")
         rules = registry.current.version if registry is not None else "not loaded"
-        ok = database == "ok" and redis == "ok" and registry is not None
-        body = Ready(status="ready" if ok else "unavailable", database=database, redis=redis, rules=rules)
+        ok = database == "ok" and registry is not None
+        status = ("ready" if redis == "ok" else "degraded") if ok else "unavailable"
+        body = Ready(status=status, database=database, redis=redis, rules=rules)
         return Response(body, status_code=200 if ok else 503)
 
 
