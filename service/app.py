@@ -32,6 +32,7 @@ from service.lib.db import create_engine, create_sessionmaker, transaction
 from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
+from service.lib.openapi import finish as finish_openapi
 from service.lib.settings import Settings, SettingsError
 from service.reports.controller import ExportsController, UpliftController
 from service.reports.redemptions import ReportsController
@@ -152,7 +153,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await engine.dispose()
 
-    return DelightApp(
+    app = DelightApp(
         route_handlers=[
             EventController,
             CustomerController,
@@ -180,3 +181,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    finish_openapi(app.openapi_schema)
+    return app

@@ -46,7 +46,9 @@ class AuditController(Controller):
     async def audit_log(
         self,
         db_session: NamedDependency[AsyncSession],
-        before: Annotated[int | None, Parameter(ge=1, description="Only entries older than this id.")] = None,
+        before: Annotated[
+            int | None, Parameter(ge=1, le=2**63 - 1, description="Only entries older than this id.")
+        ] = None,
         action: Annotated[str | None, Parameter(max_length=50, description="Only this action.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     ) -> AuditPage:

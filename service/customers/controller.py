@@ -122,7 +122,9 @@ class CustomerController(Controller):
         self,
         customer_id: CustomerId,
         db_session: NamedDependency[AsyncSession],
-        before: Annotated[int | None, Parameter(ge=1, description="`next` from the previous page.")] = None,
+        before: Annotated[
+            int | None, Parameter(ge=1, le=2**63 - 1, description="`next` from the previous page.")
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> LedgerPage:
         balance = await awards_repo.balance(db_session, customer_id)

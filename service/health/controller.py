@@ -54,7 +54,9 @@ class HealthController(Controller):
         registry = state.get("registry")
         rules = registry.current.version if registry is not None else "not loaded"
         ok = database == "ok" and registry is not None
-        status = ("ready" if redis == "ok" else "degraded") if ok else "unavailable"
+        status: Literal["ready", "degraded", "unavailable"] = "unavailable"
+        if ok:
+            status = "ready" if redis == "ok" else "degraded"
         body = Ready(status=status, database=database, redis=redis, rules=rules)
         return Response(body, status_code=200 if ok else 503)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 
 from service.lib.errors import PROBLEM_MEDIA_TYPE, Problem
 
@@ -32,3 +34,38 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 def response(model: Any, description: str) -> ResponseSpec:
     return ResponseSpec(data_container=model, description=description)
+
+
+def _strict_struct_names() -> set[str]:
+    """Names of the request models that refuse unknown fields (``forbid_unknown_fields=True``)."""
+    names: set[str] = set()
+    pending: list[type[msgspec.Struct]] = [msgspec.Struct]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__struct_config__.forbid_unknown_fields:
+            names.add(cls.__name__)
+    return names
+
+
+def finish(schema: OpenAPI) -> None:
+    """What Litestar cannot say from the handlers' signatures alone.
+
+    Request models refuse unknown fields, so their schemas say
+    ``additionalProperties: false``; the reports that answer CSV (and HTML)
+    by content negotiation document those media types too.
+    """
+    strict = _strict_struct_names()
+    for name, component in (schema.components.schemas or {}).items():
+        if name in strict and isinstance(component, Schema):
+            component.additional_properties = False
+    text = Schema(type=OpenAPIType.STRING)
+    alternatives = {"getRedemptionReport": ("text/csv",), "getUpliftReport": ("text/csv", "text/html")}
+    for item in (schema.paths or {}).values():
+        operation = item.get
+        if operation is None or operation.operation_id not in alternatives or not operation.responses:
+            continue
+        ok = operation.responses.get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            for media_type in alternatives[operation.operation_id]:
+                ok.content[media_type] = OpenAPIMediaType(schema=text)
