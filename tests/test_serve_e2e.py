@@ -128,7 +128,7 @@ def test_logs_are_json_lines_with_a_request_id(served: tuple[str, str, subproces
     lines = [json.loads(line) for line in (data_dir / "serve.log").read_text().splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("event") == "request" and line.get("request_id") == "probe-123"]
     assert requests, "no canonical request line carried the incoming request id"
-    assert requests[0]["path"] == "/health/live"
+    assert requests[0]["route"] == "/health/live"
     assert requests[0]["status"] == 200
 
 
