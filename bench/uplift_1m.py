@@ -112,12 +112,16 @@ FILL = [
 ]
 
 
-async def fill(admin_url: str, database: str, customers: int, purchases: int) -> str:
+async def fill(admin_url: str, database: str, customers: int, purchases: int, reuse: bool) -> str:
     admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
+    url = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+    if reuse and await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+        await admin.close()
+        print("  reusing the database filled by an earlier run", file=sys.stderr)
+        return url
     await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    url = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_database, url)
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     arguments = {
@@ -207,6 +211,9 @@ def main() -> None:
     parser.add_argument("--purchases", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window-days", type=int, default=30)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the data of an earlier run on DELIGHT_DATABASE_URL's server"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="delight-bench-") as tmp:
         server = None
@@ -216,7 +223,7 @@ def main() -> None:
             admin_url = server.url
         try:
             started = time.perf_counter()
-            url = asyncio.run(fill(admin_url, "delight_bench_uplift", args.customers, args.purchases))
+            url = asyncio.run(fill(admin_url, "delight_bench_uplift", args.customers, args.purchases, args.reuse))
             print(f"filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             local, customers = asyncio.run(in_process(url, args.runs, args.window_days))
             remote = over_http(url, args.runs, args.window_days, Path(tmp) / "serve")
