@@ -1041,6 +1041,24 @@ async def test_a_large_export_comes_back_whole_through_several_chunks(
     assert {r["award_id"] for r in rows} == {a["award_id"] for a in awards}
 
 
+async def test_an_export_stops_at_its_limit_oldest_first_and_refuses_a_limit_beyond_the_cap(
+    rules_app: AppFactory, keys: dict[str, Any]
+) -> None:
+    buys = [Buy(f"b{i:04d}", f"c{i}", BASE + dt.timedelta(minutes=i), Decimal(10)) for i in range(30)]
+    async with rules_app(BULK) as app:
+        await post_batch(app, keys, buys)
+        first = await app.get("/v1/exports/exposures.csv?limit=25", headers=keys["reports:read"])
+        too_many = await app.get("/v1/exports/awards.csv?limit=1000001", headers=keys["reports:read"])
+        none = await app.get("/v1/exports/awards.csv?limit=0", headers=keys["reports:read"])
+    _, rows = read_csv(first)
+    assert len(rows) == 25
+    assert [r["event_id"] for r in rows] == ["b0000"] * 10 + ["b0001"] * 10 + ["b0002"] * 5
+    for refused in (too_many, none):
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "limit" in refused.text
+
+
 # ----------------------------------------------------------------------------------------------------- 7. CLI
 
 

@@ -129,6 +129,7 @@ EXPOSURES = """
       AND occurred_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
       AND occurred_at < coalesce(CAST(:until AS timestamptz), 'infinity')
     ORDER BY occurred_at, event_id, campaign, rule_id
+    LIMIT :limit
 """
 EXPOSURE_COLUMNS = (
     "event_id",
@@ -150,6 +151,7 @@ AWARDS = """
       AND issued_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
       AND issued_at < coalesce(CAST(:until AS timestamptz), 'infinity')
     ORDER BY issued_at, award_id
+    LIMIT :limit
 """
 AWARD_COLUMNS = (
     "award_id",
@@ -169,6 +171,15 @@ AWARD_COLUMNS = (
     "rule_set_version",
 )
 CHUNK = 2000
+MAX_EXPORT_ROWS = 1_000_000
+Limit = Annotated[
+    int,
+    Parameter(
+        ge=1,
+        le=MAX_EXPORT_ROWS,
+        description="At most this many rows, oldest first (1,000,000 at most); ask again `from` the last one for more.",
+    ),
+]
 
 
 def _cell(value: object) -> object:
@@ -216,9 +227,10 @@ class ExportsController(Controller):
         campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
         since: Since = None,
         until: Until = None,
+        limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         _period(since, until)
-        params = {"campaign": campaign, "since": since, "until": until}
+        params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
         return Stream(
             stream_csv(sessionmaker, EXPOSURES, EXPOSURE_COLUMNS, params),
             media_type="text/csv",
@@ -239,9 +251,10 @@ class ExportsController(Controller):
         campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
         since: Since = None,
         until: Until = None,
+        limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         _period(since, until)
-        params = {"campaign": campaign, "since": since, "until": until}
+        params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
         return Stream(
             stream_csv(sessionmaker, AWARDS, AWARD_COLUMNS, params),
             media_type="text/csv",
