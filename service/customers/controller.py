@@ -19,7 +19,7 @@ from service.customers import repository as customers_repo
 from service.customers.erasure import erase_customer
 from service.customers.schemas import CustomerOut, LedgerPage
 from service.events.schemas import CustomerAttributes
-from service.keys.guards import requires
+from service.keys.guards import actor_of, requires
 from service.keys.scopes import CUSTOMERS_ERASE, CUSTOMERS_READ, RULES_ADMIN
 from service.lib.errors import NotFoundError
 from service.lib.openapi import API_KEY, problem_responses
@@ -54,8 +54,7 @@ class CustomerController(Controller):
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
     ) -> PointsAdjustOut:
         body = strict_body(request, PointsAdjustIn)
-        principal = getattr(request.state, "principal", None)
-        actor = f"key {principal.key_id}" if principal is not None else "api"
+        actor = actor_of(request)
         return await adjust_points(sessionmaker, customer_id, body, actor)
 
     @delete(
@@ -74,8 +73,7 @@ class CustomerController(Controller):
     async def erase(
         self, request: Request[Any, Any, Any], customer_id: CustomerId, db_session: NamedDependency[AsyncSession]
     ) -> None:
-        principal = getattr(request.state, "principal", None)
-        actor = f"key {principal.key_id}" if principal is not None else "api"
+        actor = actor_of(request)
         if "\x00" in customer_id or not await erase_customer(db_session, customer_id, actor):
             raise NotFoundError(f"no customer {customer_id!r}")
 

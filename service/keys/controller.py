@@ -12,7 +12,7 @@ from msgspec import Meta, Struct
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.keys import repository
-from service.keys.guards import requires
+from service.keys.guards import actor_of, requires
 from service.keys.scopes import ALL, KEYS_ADMIN
 from service.keys.service import InvalidScopesError, create_key, forget, revoke_key
 from service.lib.db import transaction
@@ -46,11 +46,6 @@ class NewKeyOut(Struct):
 
 class KeyList(Struct):
     keys: list[KeyOut]
-
-
-def _actor(request: Request[Any, Any, Any]) -> str:
-    principal = getattr(request.state, "principal", None)
-    return f"key {principal.key_id}" if principal is not None else "api"
 
 
 def _out(row: Any) -> KeyOut:
@@ -91,7 +86,7 @@ class KeysController(Controller):
     ) -> NewKeyOut:
         body = strict_body(request, KeyIn)
         try:
-            key_id, key = await create_key(db_session, body.name, body.scopes, actor=_actor(request))
+            key_id, key = await create_key(db_session, body.name, body.scopes, actor=actor_of(request))
         except InvalidScopesError as exc:
             raise ValidationError(str(exc), errors=[FieldError("scopes", str(exc))]) from None
         return NewKeyOut(key_id=key_id, name=body.name, scopes=sorted(set(body.scopes)), key=key)
@@ -111,7 +106,7 @@ class KeysController(Controller):
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
     ) -> KeyOut:
         async with transaction(sessionmaker) as session:
-            revoked = await revoke_key(session, key_id, actor=_actor(request))
+            revoked = await revoke_key(session, key_id, actor=actor_of(request))
             if not revoked and not await repository.known(session, key_id):
                 raise NotFoundError(f"no key {key_id!r}")
         await forget(request.app.state.redis, key_id)  # after commit: a reload of the cache sees the revocation

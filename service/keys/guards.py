@@ -33,3 +33,9 @@ def requires(scope: str) -> Guard:
 
     guard.__name__ = "requires_" + scope.replace(":", "_")
     return guard
+
+
+def actor_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """Who is making this request, for the audit log: ``key <key id>`` once a guard has let it through."""
+    principal = getattr(connection.state, "principal", None)
+    return f"key {principal.key_id}" if principal is not None else "api"

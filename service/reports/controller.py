@@ -207,6 +207,24 @@ async def stream_csv(
             yield buffer.getvalue().encode()
 
 
+CampaignFilter = Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")]
+
+
+def _export(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    name: str,
+    sql: str,
+    columns: Sequence[str],
+    params: dict[str, Any],
+) -> Stream:
+    _period(params["since"], params["until"])
+    return Stream(
+        stream_csv(sessionmaker, sql, columns, params),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
 class ExportsController(Controller):
     path = "/v1/exports"
     tags = ["reports"]
@@ -224,18 +242,13 @@ class ExportsController(Controller):
     async def exposures(
         self,
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
-        campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
+        campaign: CampaignFilter = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
-        _period(since, until)
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return Stream(
-            stream_csv(sessionmaker, EXPOSURES, EXPOSURE_COLUMNS, params),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="exposures.csv"'},
-        )
+        return _export(sessionmaker, "exposures", EXPOSURES, EXPOSURE_COLUMNS, params)
 
     @get(
         "/awards.csv",
@@ -248,15 +261,10 @@ class ExportsController(Controller):
     async def awards(
         self,
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
-        campaign: Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")] = None,
+        campaign: CampaignFilter = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
-        _period(since, until)
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return Stream(
-            stream_csv(sessionmaker, AWARDS, AWARD_COLUMNS, params),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="awards.csv"'},
-        )
+        return _export(sessionmaker, "awards", AWARDS, AWARD_COLUMNS, params)

@@ -21,6 +21,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from msgspec import Struct, field
@@ -144,7 +145,7 @@ class _Group:
     repeaters: int = 0
     cost: float = 0.0
     expected_control: float = 0.0
-    days: dict[int, int] | None = None
+    days: dict[int, int] = dataclass_field(default_factory=dict)  # day of first repeat -> customers
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -173,10 +174,9 @@ def _curve(g: _Group, days: int) -> list[float]:
     n = g.moments.n if g.moments else 0
     if not n:
         return []
-    counts = g.days or {}
     out, running = [], 0
     for day in range(1, days + 1):
-        running += counts.get(day, 0)
+        running += g.days.get(day, 0)
         out.append(round(running / n, 6))
     return out
 
@@ -303,7 +303,6 @@ async def uplift_report(
             continue
         if row.day is not None:
             g.repeaters += row.n
-            g.days = g.days or {}
             g.days[row.day] = row.n
         if row.grp == "treatment":
             g.cost += float(row.cost) / 100.0

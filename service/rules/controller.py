@@ -15,7 +15,7 @@ from service.controls import repository as controls_repo
 from service.customers import repository as customers_repo
 from service.customers.profile import empty_profile
 from service.events.schemas import semantic_errors
-from service.keys.guards import requires
+from service.keys.guards import actor_of, requires
 from service.keys.scopes import RULES_ADMIN
 from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
@@ -195,8 +195,7 @@ class RulesController(Controller):
         responses=problem_responses(401, 403, 422, 503),
     )
     async def reload_rules(self, request: Request[Any, Any, Any], registry: NamedDependency[RuleRegistry]) -> ReloadOut:
-        principal = getattr(request.state, "principal", None)
-        actor = f"key {principal.key_id}" if principal is not None else "api"
+        actor = actor_of(request)
         try:
             previous, new = await registry.reload(actor)
         except RuleSetError as exc:
