@@ -135,8 +135,16 @@ def _field_error(item: Any) -> FieldError:
     return FieldError(field=field, message=text)
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before the answer
+_DISCONNECTED = "client disconnected prematurely"  # Litestar's detail when the body stream ends in a disconnect
+
+
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
+    if status == 500 and exc.detail == _DISCONNECTED:
+        # Nobody is left to answer, and nothing was done: not a server error.
+        log.info("client_disconnected")
+        return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
     if status >= 500:
         return handle_unexpected(request, exc)
     slug, title = _SLUGS.get(status, ("client-error", "Client error"))
