@@ -25,3 +25,29 @@ from service.rules.clauses import split
 )
 def test_conditions_split_at_their_top_level_only(text: str, expected: tuple[str, list[str]]) -> None:
     assert split(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'true ? (type == "purchase" and channel == "pos") : false and false',
+        'order.total > 100 ? channel == "pos" and type == "purchase" : false',
+    ],
+)
+def test_a_condition_with_a_top_level_ternary_is_one_clause(text: str) -> None:
+    assert split(text) == ("", [text])
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("(customer.days_since_last_purchase ?? 0) >= 30 and order.total > 5", 2),
+        ('customer?.segments?[0] == "vip" and order.total > 5', 2),
+        ('name == "what?" and order.total > 5', 2),
+        ("[x for x in order.items if (x.quantity > 1 ? true : false)].length > 0 and order.total > 5", 2),
+    ],
+)
+def test_coalescing_safe_navigation_and_question_marks_elsewhere_still_split(text: str, parts: int) -> None:
+    operator, clauses = split(text)
+    assert operator == "and"
+    assert len(clauses) == parts

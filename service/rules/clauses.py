@@ -20,7 +20,14 @@ _OPEN, _CLOSE = "([{", ")]}"
 
 
 def split(text: str) -> tuple[str, list[str]]:
-    """``("and" | "or" | "", clauses)``: ``or`` binds loosest, so it splits first."""
+    """``("and" | "or" | "", clauses)``: ``or`` binds loosest, so it splits first.
+
+    Only the ternary ``c ? a : b`` binds looser still, so a condition with one
+    at its top level is a single clause (``c ? x and y : z and w`` is one
+    ternary, whose branches hold the ``and``).
+    """
+    if _has_ternary(text):
+        return "", [text.strip()]
     for operator in ("or", "and"):
         parts = _split_on(text, operator)
         if len(parts) > 1:
@@ -53,6 +60,33 @@ def _split_on(text: str, operator: str) -> list[str]:
         i += 1
     parts.append(text[start:].strip())
     return [p for p in parts if p]
+
+
+def _has_ternary(text: str) -> bool:
+    """Whether a ternary ``?`` stands at the top level (not ``??``, ``?.`` or ``?[``, not in brackets or strings)."""
+    depth, quote, i = 0, "", 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 2
+                continue
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+        elif char == "?" and depth == 0:
+            if text[i + 1 : i + 2] == "?":  # ``??`` (null coalescing)
+                i += 2
+                continue
+            if text[i + 1 : i + 2] not in (".", "["):  # not ``?.`` or ``?[`` (safe navigation)
+                return True
+        i += 1
+    return False
 
 
 @functools.lru_cache(maxsize=4096)

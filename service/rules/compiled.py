@@ -17,6 +17,7 @@ import collections
 import collections.abc
 import datetime as dt
 import functools
+import itertools
 import operator
 from collections.abc import Callable
 from decimal import Decimal
@@ -37,6 +38,47 @@ class Unsupported(Exception):
 
 class EvaluationFailed(Exception):
     """The condition cannot be evaluated on these facts (``rule-engine`` would raise too)."""
+
+
+Clause = tuple[int, Callable[[dict[str, Any]], bool]]
+"""A top-level ``and`` clause of a condition: an id shared by every identical clause, and its test."""
+
+_clause_ids = itertools.count()
+
+
+@functools.lru_cache(maxsize=65536)
+def clause(text: str) -> Clause:
+    """One clause, compiled once however many rules say it; same text, same id."""
+    from service.rules.facts import rule_context
+
+    return next(_clause_ids), compile_condition(rule_engine.Rule(text, context=rule_context()))
+
+
+def compile_clauses(text: str, rule: Any) -> tuple[Clause, ...]:
+    """A condition as the clauses of its top-level ``and``, to be tested left to right.
+
+    ``a and b and c`` holds when each clause does, tested in order and
+    stopping at the first that does not (or cannot be evaluated), which is
+    how ``rule-engine`` evaluates it. Clauses are shared between rules, so
+    the engine tests ``type == "purchase"`` or ``order.total >= 100`` once per
+    event however many rules say it. A condition whose text does not split
+    into exactly the clauses its syntax tree has stays one clause.
+    """
+    from service.rules import clauses
+
+    operator, parts = clauses.split(text)
+    if operator == "and" and len(parts) == _conjunct_count(rule.statement.expression):
+        try:
+            return tuple(clause(part) for part in parts)
+        except rule_engine.EngineError:
+            pass
+    return (clause(text.strip()),)
+
+
+def _conjunct_count(node: Any) -> int:
+    if isinstance(node, ast.LogicExpression) and node.type == "and":
+        return _conjunct_count(node.left) + _conjunct_count(node.right)
+    return 1
 
 
 def compile_condition(rule: Any) -> Callable[[dict[str, Any]], bool]:
@@ -162,8 +204,11 @@ def _object_type(node: Any) -> Any:
 def _compile(node: Any) -> Fn:
     kind = type(node)
     if isinstance(node, (ast.ArrayExpression, ast.SetExpression)):
-        members = [_compile(m) for m in node.value]
         make = tuple if isinstance(node, ast.ArrayExpression) else set
+        if all(_is_literal(m) for m in node.value):  # ["web", "app"]: built once, not per event
+            constant = make(m.value for m in node.value)
+            return lambda env: constant
+        members = [_compile(m) for m in node.value]
         return lambda env: make(m(env) for m in members)
     if isinstance(node, ast.MappingExpression):
         pairs = [(_compile(k), _compile(v)) for k, v in node.value]
@@ -218,6 +263,13 @@ def _compile(node: Any) -> Fn:
         return arithmetic
     if kind is ast.ContainsExpression:
         container, member = _compile(node.container), _compile(node.member)
+        if isinstance(node.container, ast.ArrayExpression) and all(_is_literal(m) for m in node.container.value):
+            literal = _num(tuple(m.value for m in node.container.value))
+
+            def contains_literal(env: Env) -> bool:
+                return bool(_num(member(env)) in literal)
+
+            return contains_literal
 
         def contains(env: Env) -> bool:
             haystack = container(env)
@@ -276,6 +328,12 @@ def _compile(node: Any) -> Fn:
     raise Unsupported(kind.__name__)
 
 
+def _is_literal(node: Any) -> bool:
+    """A plain literal (string, number, boolean, null, date): its value is fixed when the rule loads."""
+    containers = (ast.FunctionExpression, ast.ArrayExpression, ast.SetExpression, ast.MappingExpression)
+    return isinstance(node, ast.LiteralExpressionBase) and not isinstance(node, containers)
+
+
 def _attribute(node: Any) -> Fn:
     target = _compile(node.object)
     name = node.name
@@ -296,6 +354,8 @@ def _attribute(node: Any) -> Fn:
                 return object_type.accessor(value, name)
             except (AttributeError, KeyError):
                 raise EvaluationFailed(f"no attribute {name}") from None
+        if name in _SIZES and isinstance(value, (tuple, list, str)):  # the size is the same coerced or not
+            return len(value) if name == "length" else len(value) == 0
         if isinstance(value, collections.abc.Mapping) and name not in _MAPPING_BUILTINS:
             try:  # a key of a free-form mapping, as ``attributes.rating``
                 return value[name]
@@ -319,6 +379,7 @@ def _attribute(node: Any) -> Fn:
 
 
 _MISSING = object()
+_SIZES = frozenset({"length", "is_empty"})
 _MAPPING_BUILTINS = frozenset({"keys", "values", "length", "is_empty"})
 _DATETIME_PARTS = frozenset({"year", "month", "day", "hour", "minute", "second", "microsecond"})
 

@@ -54,26 +54,47 @@ def draw(seed: str, campaign: str, rule_id: str, event_id: str) -> float:
 
 
 def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = False) -> list[Outcome]:
-    """Every rule of every campaign against one event, in a stable order (only those that matched, if asked)."""
+    """Every rule of every campaign against one event, in a stable order (only those that matched, if asked).
+
+    With ``matched_only`` only the rules the event can match at all
+    (``RuleSet.candidates``, by type, channel and interaction name) are
+    evaluated; without it every rule is, with its reason, for ``simulate``.
+    Either way a clause several rules share is tested once.
+    """
     occurred_at: dt.datetime = facts["occurred_at"]
-    event_type = facts["type"]
-    outcomes = []
+    tested: dict[int, bool | Exception] = {}
+    if matched_only:
+        key = (facts["type"], facts["channel"], facts["name"])
+        matched = []
+        active: dict[str, bool] = {}
+        for campaign, rule in rule_set.candidates(key):
+            is_active = active.get(campaign.name)
+            if is_active is None:
+                is_active = active[campaign.name] = campaign.is_active(occurred_at)
+            if is_active and _holds(rule, facts, tested) is True:
+                matched.append(_matched(rule_set, rule, facts))
+        return matched
+    outcomes: list[Outcome] = []
     for campaign in rule_set.campaigns:
-        active = campaign.is_active(occurred_at)
+        if not campaign.is_active(occurred_at):
+            outcomes.extend(
+                Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None)
+                for rule in campaign.rules
+            )
+            continue
         for rule in campaign.rules:
-            if not active:
-                if not matched_only:
-                    outcomes.append(
-                        Outcome(campaign.name, rule.id, False, "campaign not active on this date", None, None)
-                    )
-                continue
-            if rule.event_types is not None and event_type not in rule.event_types:
-                if not matched_only:
-                    outcomes.append(Outcome(campaign.name, rule.id, False, "condition is false", None, None))
-                continue
-            outcome = _evaluate_rule(rule_set, rule, facts)
-            if outcome.matched or not matched_only:
-                outcomes.append(outcome)
+            holds = _holds(rule, facts, tested)
+            if holds is True:
+                outcomes.append(_matched(rule_set, rule, facts))
+            else:
+                # A field the event does not carry (``attributes.rating`` on an event
+                # without a rating) means the condition does not hold.
+                reason = (
+                    "condition is false"
+                    if holds is False
+                    else f"condition could not be evaluated: {type(holds).__name__}"
+                )
+                outcomes.append(Outcome(rule.campaign, rule.id, False, reason, None, None))
     return outcomes
 
 
@@ -81,17 +102,31 @@ def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:
     return [o.decision for o in evaluate(rule_set, facts) if o.decision is not None]
 
 
-def _evaluate_rule(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
-    try:
-        matched = bool(rule.matches(facts) if rule.matches is not None else rule.condition.matches(facts))
-    except ERRORS as exc:
-        # A field the event does not carry (``attributes.rating`` on an event
-        # without a rating) means the condition does not hold.
-        return Outcome(
-            rule.campaign, rule.id, False, f"condition could not be evaluated: {type(exc).__name__}", None, None
-        )
-    if not matched:
-        return Outcome(rule.campaign, rule.id, False, "condition is false", None, None)
+def _holds(rule: Rule, facts: dict[str, Any], tested: dict[int, bool | Exception]) -> bool | Exception:
+    """Whether the condition holds: its clauses in order, each tested once per event (``tested``).
+
+    ``True``, ``False``, or the error that kept a clause from being evaluated.
+    """
+    if not rule.clauses:
+        try:
+            return bool(rule.matches(facts) if rule.matches is not None else rule.condition.matches(facts))
+        except ERRORS as exc:
+            return exc
+    for clause_id, test in rule.clauses:
+        value = tested.get(clause_id)
+        if value is None:
+            try:
+                value = test(facts)
+            except ERRORS as exc:
+                value = exc
+            tested[clause_id] = value
+        if value is not True:
+            return value
+    return True
+
+
+def _matched(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
+    """The outcome of a rule whose condition holds: the chance draw, then the award."""
     value = None
     if rule.chance < 1.0:
         value = draw(rule_set.settings.seed, rule.campaign, rule.id, facts["event_id"])

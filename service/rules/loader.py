@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import types
 import typing
 from collections.abc import Iterator
@@ -23,8 +22,9 @@ import msgspec
 import rule_engine
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
-from service.rules import clauses, facts
-from service.rules.compiled import children, compile_condition
+from service.rules import facts
+from service.rules.compiled import children, compile_clauses, compile_condition
+from service.rules.index import requirements
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
 from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
@@ -450,27 +450,10 @@ def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _
         limit=_limit(spec.limit),
         priority=spec.priority,
         cost=_award_cost(award, gift, f.settings),
-        event_types=event_types(spec.when),
+        requires=requirements(condition.statement.expression),
         matches=compile_condition(condition),
+        clauses=compile_clauses(spec.when, condition),
     )
-
-
-_TYPE_CLAUSE = re.compile(r"""^\(?\s*type\s*==\s*["'](purchase|return|interaction)["']\s*\)?$""")
-
-
-def event_types(when: str) -> frozenset[str] | None:
-    """The event types a condition can match, when a top-level ``and`` clause says ``type == "…"``.
-
-    Lets the engine skip a rule without evaluating it; ``None`` when it cannot tell.
-    """
-    operator, parts = clauses.split(when)
-    if operator == "or":
-        return None
-    for part in parts:
-        match = _TYPE_CLAUSE.match(part.strip())
-        if match:
-            return frozenset({match.group(1)})
-    return None
 
 
 def _award_cost(award: AwardSpec, gift: Gift | None, settings: SettingsSpec) -> Decimal:

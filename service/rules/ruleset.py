@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from service.rules.index import Requirements, admits
 from service.rules.spec import SettingsSpec
 from service.rules.template import Template
 
@@ -45,6 +46,8 @@ class Limit:
     seconds: int
 
 
+CANDIDATE_KEYS = 4096  # distinct (type, channel, name) whose candidate rules a rule set keeps
+
 DEFAULT_INTERACTION_CAP = Limit(5, 86400)  # awards per customer from interactions, per day
 
 
@@ -78,10 +81,12 @@ class Rule:
     priority: int = 0
     cost: Decimal = Decimal(0)
     """What one award of this rule costs the shop, for budgets and reports."""
-    event_types: frozenset[str] | None = None
-    """The event types the condition can match (from a top-level ``type == "…"`` clause); ``None``: any."""
+    requires: Requirements = field(default_factory=dict)
+    """Event fields the condition pins (``index.py``): ``{"type": {"purchase"}}``; empty when it pins none."""
     matches: Callable[[dict[str, Any]], bool] | None = None
     """The condition compiled to Python (``compiled.py``); ``condition.matches`` when not set."""
+    clauses: tuple[tuple[int, Callable[[dict[str, Any]], bool]], ...] = ()
+    """The condition as shared top-level ``and`` clauses (``compiled.compile_clauses``); ``matches`` when empty."""
 
     @property
     def kind(self) -> str:
@@ -116,10 +121,27 @@ class RuleSet:
     files: dict[str, str] = field(repr=False)
     by_name: dict[str, Campaign] = field(init=False, repr=False)
     rules_by_key: dict[tuple[str, str], Rule] = field(init=False, repr=False)
+    _candidates: dict[tuple[str, str, str], tuple[tuple[Campaign, Rule], ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {c.name: c for c in self.campaigns})
         object.__setattr__(self, "rules_by_key", {(c.name, r.id): r for c in self.campaigns for r in c.rules})
+        object.__setattr__(self, "_candidates", {})
+
+    def candidates(self, key: tuple[str, str, str]) -> tuple[tuple[Campaign, Rule], ...]:
+        """The rules an event with (type, channel, name) = ``key`` can match, in rule-set order.
+
+        Worked out once per key and kept; channel and interaction names come
+        from clients, so only the first ``CANDIDATE_KEYS`` keys are kept.
+        """
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple((c, r) for c in self.campaigns for r in c.rules if admits(r.requires, key))
+            if len(self._candidates) < CANDIDATE_KEYS:
+                self._candidates[key] = found
+        return found
 
     @property
     def fatigue(self) -> Limit | None:
