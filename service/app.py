@@ -122,14 +122,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = create_engine(database_url, settings.db)
         sessionmaker = create_sessionmaker(engine)
         redis: Redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        limiter = RateLimiter(redis, settings.app.rate_limit)
         registry = RuleRegistry(settings.app.rules_dir, rule_set, sessionmaker, redis, sync=settings.app.rules_sync)
         app.state.update(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
-            key_verifier=KeyVerifier(sessionmaker, redis),
-            rate_limiter=RateLimiter(redis, settings.app.rate_limit),
+            key_verifier=KeyVerifier(sessionmaker, redis, limiter),
+            rate_limiter=limiter,
             registry=registry,
         )
         await registry.start()

@@ -256,6 +256,9 @@ class PausedCacheFill:
     async def get(self, name: str) -> Any:
         return await self.real.get(name)
 
+    def register_script(self, script: str) -> Any:  # the cache is read through a script on the real server
+        return self.real.register_script(script)
+
     async def set(self, name: str, value: Any, **options: Any) -> Any:
         if name.startswith("delight:key:"):
             self.loaded.set()
@@ -900,6 +903,23 @@ async def test_the_sixth_request_in_a_minute_is_a_429_with_retry_after(
         ).status_code == 201
     assert_problem(await rate_limited.post("/v1/events", json=interaction("rl-5"), headers=bearer(writer)), 429)
     assert await scalar(engine, "SELECT count(*) FROM events") == 5
+
+
+async def test_requests_with_a_wrong_secret_do_not_use_up_the_keys_limit(
+    rate_limited: Client, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The key check counts a request in the same Redis call only when the secret matches the cached key."""
+    key = await new_key(sessionmaker, scopes.RULES_ADMIN)
+    key_id = key.split("_")[1]
+    forged = f"dlk_{key_id}_{'A' * 43}"
+    await fresh_window()
+    assert (await rate_limited.get("/v1/rules", headers=bearer(key))).status_code == 200  # now in the shared cache
+    for _ in range(8):
+        assert_problem(await rate_limited.get("/v1/rules", headers=bearer(forged)), 401)
+    for _ in range(4):  # the owner still has the rest of the five
+        response = await rate_limited.get("/v1/rules", headers=bearer(key))
+        assert response.status_code == 200, response.text
+    assert_problem(await rate_limited.get("/v1/rules", headers=bearer(key)), 429)
 
 
 async def test_rate_limits_degrade_to_none_when_redis_is_unreachable(

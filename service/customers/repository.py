@@ -6,11 +6,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from service.customers.profile import ProfileDelta
 
 PROFILE_COLUMNS = """
     customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
@@ -18,20 +15,13 @@ PROFILE_COLUMNS = """
     delight_jsonb_top_key(category_spend) AS favourite_category
 """
 
-# One atomic statement: counters add, dates widen, attributes merge (a late
-# event fills gaps but never overwrites what a newer one said). The row lock
-# it takes also orders concurrent events of one customer. Counters reflect
-# arrival order: a late purchase is judged on the profile as it stands when
-# it arrives.
-UPSERT = text(
-    f"""
-    INSERT INTO customers AS c (
-        customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
-        last_event_at, category_spend, interaction_counts, attributes
-    ) VALUES (
-        :customer_id, :purchases, :returns, GREATEST(CAST(:spend AS numeric), 0), :purchase_at, :purchase_at,
-        :occurred_at, :category_spend, :interactions, :attributes
-    )
+# How an event counts into an existing profile, in one atomic statement
+# (``events.repository.RECORD``): counters add, dates widen, attributes merge
+# (a late event fills gaps but never overwrites what a newer one said). The
+# row lock it takes also orders concurrent events of one customer. Counters
+# reflect arrival order: a late purchase is judged on the profile as it stands
+# when it arrives.
+UPSERT_CONFLICT = """
     ON CONFLICT (customer_id) DO UPDATE SET
         purchase_count = c.purchase_count + EXCLUDED.purchase_count,
         return_count = c.return_count + EXCLUDED.return_count,
@@ -45,13 +35,7 @@ UPSERT = text(
             c.attributes, EXCLUDED.attributes, EXCLUDED.last_event_at >= c.last_event_at
         ),
         updated_at = now()
-    RETURNING {PROFILE_COLUMNS}, first_exposed_at
-    """
-).bindparams(
-    bindparam("category_spend", type_=JSONB),
-    bindparam("interactions", type_=JSONB),
-    bindparam("attributes", type_=JSONB),
-)
+"""
 
 # A purchase joins the timelines of the customer's first exposures within a
 # year either side of it, which the uplift report reads (0007's migration
@@ -81,25 +65,6 @@ TIMELINE = text(
 )
 
 GET = text(f"SELECT {PROFILE_COLUMNS} FROM customers WHERE customer_id = :customer_id")
-
-
-async def apply_delta(session: AsyncSession, delta: ProfileDelta) -> dict[str, Any]:
-    """Count the event into the profile and return the profile as it now stands."""
-    result = await session.execute(
-        UPSERT,
-        {
-            "customer_id": delta.customer_id,
-            "purchases": delta.purchases,
-            "returns": delta.returns,
-            "spend": delta.spend,
-            "purchase_at": delta.purchase_at,
-            "occurred_at": delta.occurred_at,
-            "category_spend": delta.category_spend,
-            "interactions": delta.interactions,
-            "attributes": delta.attributes,
-        },
-    )
-    return dict(result.mappings().one())
 
 
 async def add_purchase_to_timelines(

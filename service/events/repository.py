@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -11,22 +10,43 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.awards.repository import AWARD_COLUMNS
+from service.customers.profile import ProfileDelta
+from service.customers.repository import PROFILE_COLUMNS, UPSERT_CONFLICT
 
-# ON CONFLICT DO NOTHING waits for a concurrent insert of the same id to
-# commit or roll back, so two identical events racing each other award once.
-INSERT = text(
-    """
-    INSERT INTO events (
-        event_id, content_hash, type, customer_id, occurred_at, channel, store_id, name, order_id, amount,
-        rule_set_version, payload
-    ) VALUES (
-        :event_id, :content_hash, :type, :customer_id, :occurred_at, :channel, :store_id, :name, :order_id, :amount,
-        :rule_set_version, :payload
+# A new event and its count into the customer's profile, in one round trip:
+# the profile is only counted when the event row was really inserted, so a
+# replay (no row back) changes nothing. ON CONFLICT DO NOTHING waits for a
+# concurrent insert of the same id to commit or roll back, so two identical
+# events racing each other award once.
+RECORD = text(
+    f"""
+    WITH new_event AS (
+        INSERT INTO events (
+            event_id, content_hash, type, customer_id, occurred_at, channel, store_id, name, order_id, amount,
+            rule_set_version, payload
+        ) VALUES (
+            :event_id, :content_hash, :type, :customer_id, :occurred_at, :channel, :store_id, :name, :order_id,
+            :amount, :rule_set_version, :payload
+        )
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
     )
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
+    INSERT INTO customers AS c (
+        customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
+        last_event_at, category_spend, interaction_counts, attributes
+    )
+    SELECT :customer_id, :purchases, :returns, GREATEST(CAST(:spend AS numeric), 0), :purchase_at, :purchase_at,
+           :occurred_at, :category_spend, :interactions, :attributes
+    FROM new_event
+    {UPSERT_CONFLICT}
+    RETURNING {PROFILE_COLUMNS}, first_exposed_at
     """
-).bindparams(bindparam("payload", type_=JSONB))
+).bindparams(
+    bindparam("payload", type_=JSONB),
+    bindparam("category_spend", type_=JSONB),
+    bindparam("interactions", type_=JSONB),
+    bindparam("attributes", type_=JSONB),
+)
 
 STORED = text(
     f"""
@@ -38,41 +58,26 @@ STORED = text(
 )
 
 
-async def insert(
-    session: AsyncSession,
-    *,
-    event_id: str,
-    content_hash: bytes,
-    type: str,
-    customer_id: str,
-    occurred_at: Any,
-    channel: str | None,
-    store_id: str | None,
-    name: str | None,
-    order_id: str | None,
-    amount: Decimal | None,
-    rule_set_version: str,
-    payload: dict[str, Any],
-) -> bool:
-    """Store a new event; ``False`` when an event with this id already exists."""
+async def record(session: AsyncSession, event: dict[str, Any], delta: ProfileDelta) -> dict[str, Any] | None:
+    """Store a new event and count it into the profile; the profile as it now stands, ``None`` for a replay.
+
+    ``event`` holds the ``events`` row's columns.
+    """
     result = await session.execute(
-        INSERT,
+        RECORD,
         {
-            "event_id": event_id,
-            "content_hash": content_hash,
-            "type": type,
-            "customer_id": customer_id,
-            "occurred_at": occurred_at,
-            "channel": channel,
-            "store_id": store_id,
-            "name": name,
-            "order_id": order_id,
-            "amount": amount,
-            "rule_set_version": rule_set_version,
-            "payload": payload,
+            **event,
+            "purchases": delta.purchases,
+            "returns": delta.returns,
+            "spend": delta.spend,
+            "purchase_at": delta.purchase_at,
+            "category_spend": delta.category_spend,
+            "interactions": delta.interactions,
+            "attributes": delta.attributes,
         },
     )
-    return result.first() is not None
+    row = result.mappings().one_or_none()
+    return None if row is None else dict(row)
 
 
 async def stored(session: AsyncSession, event_id: str) -> tuple[bytes, list[Row[Any]]]:

@@ -3,7 +3,8 @@
 The event is stored (or recognised as a replay), the customer profile is
 updated, the rule core decides, and the awards with their ledger entries are
 written, all in the caller's transaction and in a fixed number of round
-trips: insert event, upsert profile, insert awards (only when there are any).
+trips: store the event and count it into the profile (one statement), draw
+the limited counters and write the awards (only when a rule matched).
 """
 
 from __future__ import annotations
@@ -83,22 +84,26 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
     digest = content_hash(event)
     order = event.order
-    is_new = await events_repo.insert(
+    attributes = msgspec.to_builtins(event.customer) if event.customer else {}
+    profile = await events_repo.record(
         session,
-        event_id=event.event_id,
-        content_hash=digest,
-        type=event.type,
-        customer_id=event.customer_id,
-        occurred_at=event.occurred_at,
-        channel=event.channel,
-        store_id=event.store_id,
-        name=event.name,
-        order_id=order.order_id if order else None,
-        amount=money(order.total) if order else None,
-        rule_set_version=rule_set.version,
-        payload=msgspec.to_builtins(event),
+        {
+            "event_id": event.event_id,
+            "content_hash": digest,
+            "type": event.type,
+            "customer_id": event.customer_id,
+            "occurred_at": event.occurred_at,
+            "channel": event.channel,
+            "store_id": event.store_id,
+            "name": event.name,
+            "order_id": order.order_id if order else None,
+            "amount": money(order.total) if order else None,
+            "rule_set_version": rule_set.version,
+            "payload": msgspec.to_builtins(event),
+        },
+        delta_for(event, attributes),
     )
-    if not is_new:
+    if profile is None:
         stored_digest, rows = await events_repo.stored(session, event.event_id)
         if stored_digest != digest:
             raise EventConflictError(
@@ -107,8 +112,6 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
             )
         return EventResult(event_id=event.event_id, duplicate=True, awards=[award_from_row(r) for r in rows]), False
 
-    attributes = msgspec.to_builtins(event.customer) if event.customer else {}
-    profile = await customers_repo.apply_delta(session, delta_for(event, attributes))
     if event.type == "purchase" and order is not None and profile["first_exposed_at"] is not None:
         await customers_repo.add_purchase_to_timelines(
             session, event.customer_id, event.occurred_at, money(order.total)

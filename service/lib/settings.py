@@ -26,10 +26,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 class DatabaseSettings:
     url: str | None = None
     """A ``postgresql+asyncpg://`` URL; unset means an embedded PostgreSQL under the data dir."""
-    pool_size: int = 10
-    """Connections each worker keeps open."""
-    max_overflow: int = 10
-    """Extra connections a worker may open under a burst."""
+    pool_size: int = 20
+    """Connections each worker keeps open; requests beyond them wait for one."""
+    max_overflow: int = 0
+    """Extra connections a worker may open under a burst, and close again after each use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,8 @@ class Settings:
             ),
             db=DatabaseSettings(
                 url=db_url,
-                pool_size=_int(env, "DELIGHT_DB_POOL_SIZE", 10),
-                max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 10),
+                pool_size=_int(env, "DELIGHT_DB_POOL_SIZE", 20),
+                max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 0),
             ),
             redis=RedisSettings(url=env.get("DELIGHT_REDIS_URL") or None),
         )

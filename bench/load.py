@@ -1,0 +1,396 @@
+"""How many events a second does Delight take, how fast does it answer, and against what?
+
+One command, on one machine, in one run:
+
+1. starts PostgreSQL and Redis (embedded, or the servers in
+   ``DELIGHT_DATABASE_URL`` / ``DELIGHT_REDIS_URL``, in a fresh database);
+2. writes a rule pack of 100 rules over 20 campaigns with chance draws,
+   limits, budgets and holdouts (``rulepack.py``) and seeds 10,000 customers
+   with purchase histories, segments and favourite categories;
+3. **baseline**: serves ``baseline_app.py`` (Litestar, one asyncpg ``INSERT``
+   per request) under the same server and worker count, and drives it at
+   full speed;
+4. **Delight**: runs ``delight serve --workers N`` exactly as production does
+   and drives it at full speed, then at half that rate;
+5. prints throughput, p50/p95/p99 latency and CPU per event (the server's
+   processes and PostgreSQL's, from /proc), and Delight's throughput as a
+   share of the baseline's; ``--record`` appends them to ``bench/RESULTS.md``.
+
+The load generator is ``wrk`` (Debian package ``wrk``) with ``load.lua``: one
+thread, a fixed number of keep-alive connections, a fresh event per request
+(four purchases in five, the rest interactions), on the same machine.
+Targets: Delight at least 35% of the baseline's throughput; p99 at most 25 ms
+at half of Delight's maximum.
+
+    .venv/bin/python bench/load.py [--workers 2] [--concurrency 32] [--duration 20] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+from rulepack import CATEGORIES, SEGMENTS, write_pack
+from sqlalchemy.engine import make_url
+
+from service.lib.db import asyncpg_connect_args, upgrade_database
+from service.lib.embedded import start_postgres, start_redis
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+RESULTS = HERE / "RESULTS.md"
+
+
+@dataclass
+class Run:
+    name: str
+    requests: int
+    seconds: float
+    non_2xx: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    app_cpu_ms: float  # per event, the server's processes
+    db_cpu_ms: float  # per event, PostgreSQL's processes
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def row(self) -> str:
+        return (
+            f"| {self.name} | {self.throughput:,.0f} | {self.p50_ms:.1f} | {self.p95_ms:.1f} | {self.p99_ms:.1f} "
+            f"| {self.app_cpu_ms:.2f} | {self.db_cpu_ms:.2f} | {self.non_2xx + self.errors} |"
+        )
+
+
+HEADER = (
+    "| run | events/s | p50 ms | p95 ms | p99 ms | server CPU ms/event | PostgreSQL CPU ms/event | failed |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of these processes and all their children, alive now."""
+    total = 0.0
+    seen: set[int] = set()
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            procs = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            if proc.pid in seen:
+                continue
+            seen.add(proc.pid)
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def postmaster_pid(data_dir: Path | None) -> int | None:
+    """The PostgreSQL server's pid, when it runs on this machine and we know its data directory."""
+    if data_dir is None:
+        return None
+    pidfile = next(data_dir.rglob("postmaster.pid"), None)
+    return int(pidfile.read_text().split()[0]) if pidfile else None
+
+
+def wrk(port: int, env: dict[str, str], concurrency: int, seconds: float, prefix: str, delay_ms: int = 0) -> dict:
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    command += ["-s", str(HERE / "load.lua")]
+    run_env = {**env, "BENCH_PREFIX": prefix, "BENCH_DELAY_MS": str(delay_ms)}
+    out = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}"], env=run_env, capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    return dict(json.loads(line.removeprefix("RESULT ")))
+
+
+def measure(
+    name: str,
+    port: int,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    watch: list[int],
+    db_pid: int | None,
+    delay_ms: int = 0,
+    seconds: float | None = None,
+) -> Run:
+    app_before = cpu_seconds(watch)
+    db_before = cpu_seconds([db_pid]) if db_pid else 0.0
+    result = wrk(port, env, args.concurrency, seconds or args.duration, f"run{time.time_ns()}", delay_ms)
+    app_cpu = cpu_seconds(watch) - app_before
+    db_cpu = (cpu_seconds([db_pid]) - db_before) if db_pid else float("nan")
+    requests = max(result["requests"], 1)
+    return Run(
+        name=name,
+        requests=result["requests"],
+        seconds=result["duration_us"] / 1e6,
+        non_2xx=result["non_2xx"],
+        errors=result["socket_errors"],
+        p50_ms=result["p50_us"] / 1000,
+        p95_ms=result["p95_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        app_cpu_ms=app_cpu / requests * 1000,
+        db_cpu_ms=db_cpu / requests * 1000,
+    )
+
+
+@contextlib.contextmanager
+def serving(command: list[str], env: dict[str, str], port: int, log: Path, cwd: Path | None = None) -> Iterator[int]:
+    """Run a server until the block ends; yields its pid once it answers on ``port``."""
+    output = log.open("wb")
+    # A session of its own, so that stopping it stops its workers too, whatever happened.
+    server = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError(f"{shlex.join(command)} exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{shlex.join(command)} did not start")
+            time.sleep(0.3)
+        yield server.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # workers that outlived their parent
+        output.close()
+
+
+async def seed(url: str, customers: int) -> None:
+    """Customers with histories the pack's conditions look at, and the baseline's table."""
+    rng = random.Random(7)
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    rows = []
+    for i in range(customers):
+        count = rng.randint(0, 12)
+        spend = round(count * rng.uniform(20, 120), 2)
+        last = at - dt.timedelta(days=rng.randint(1, 120)) if count else None
+        categories = {rng.choice(CATEGORIES): spend} if count else {}
+        attributes = {"first_name": f"Customer {i}", "segments": rng.sample(SEGMENTS, rng.randint(0, 2))}
+        rows.append((f"c-{i}", count, spend, last, last, json.dumps(categories), json.dumps(attributes)))
+    connection = await asyncpg.connect(**asyncpg_connect_args(make_url(url)))
+    try:
+        await connection.executemany(
+            "INSERT INTO customers (customer_id, purchase_count, lifetime_spend, first_purchase_at, "
+            "last_purchase_at, category_spend, attributes) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+            rows,
+        )
+        await connection.execute(
+            "CREATE TABLE baseline_events (event_id text PRIMARY KEY, customer_id text NOT NULL, "
+            "payload jsonb NOT NULL, received_at timestamptz NOT NULL DEFAULT now())"
+        )
+    finally:
+        await connection.close()
+
+
+async def fresh_database(admin_url: str, name: str) -> str:
+    url = make_url(admin_url)
+    connection = await asyncpg.connect(**asyncpg_connect_args(url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} CPUs ({model}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def server_commands(args: argparse.Namespace, port: int) -> tuple[list[str], list[str]]:
+    """How the baseline and Delight are served: the same server, the same workers."""
+    workers = str(args.workers)
+    if args.server == "granian":
+        common = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+        common += ["--port", str(port), "--workers", workers, "--loop", "uvloop", "--no-access-log"]
+        return [*common, "baseline_app:create_app"], [*common, "service.app:create_app"]
+    baseline = [str(BIN / "uvicorn"), "--factory", "baseline_app:create_app", "--host", "127.0.0.1"]
+    baseline += ["--port", str(port), "--workers", workers, "--no-access-log", "--log-level", "warning"]
+    return baseline, [str(BIN / "delight"), "serve", "--port", str(port), "--workers", workers]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--concurrency", type=int, default=32, help="wrk's keep-alive connections")
+    parser.add_argument("--duration", type=float, default=20, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of load before each measured run")
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--campaigns", type=int, default=20)
+    parser.add_argument("--rules-per-campaign", type=int, default=5)
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
+    parser.add_argument("--record", action="store_true", help=f"append the figures to {RESULTS.name}")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/load.py needs wrk on PATH (Debian: apt-get install wrk)")
+
+    with tempfile.TemporaryDirectory(prefix="delight-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        servers = []
+        database_url = os.environ.get("DELIGHT_DATABASE_URL")
+        redis_url = os.environ.get("DELIGHT_REDIS_URL")
+        db_dir = None
+        try:
+            if database_url:
+                database_url = asyncio.run(fresh_database(database_url, f"delight_bench_load_{os.getpid()}"))
+            else:
+                postgres = start_postgres(tmp / "pg", database="postgres")
+                servers.append(postgres)
+                database_url, db_dir = postgres.url, tmp / "pg"
+            if not redis_url:
+                redis = start_redis(tmp / "redis")
+                servers.append(redis)
+                redis_url = redis.url
+            upgrade_database(database_url)
+            asyncio.run(seed(database_url, args.customers))
+            rules = write_pack(tmp / "rules", args.campaigns, args.rules_per_campaign)
+            env = {
+                **os.environ,
+                "DELIGHT_DATABASE_URL": database_url,
+                "DELIGHT_REDIS_URL": redis_url,
+                "DELIGHT_RULES_DIR": str(rules),
+                "DELIGHT_DATA_DIR": str(tmp / "data"),
+                "DELIGHT_RATE_LIMIT": "1000000000",  # the limiter runs, but never refuses the load
+                "BENCH_PG_DSN": make_url(database_url).set(drivername="postgresql").render_as_string(False),
+                "BENCH_CUSTOMERS": str(args.customers),
+                "PYTHONPATH": str(HERE),
+            }
+            created = subprocess.run(
+                [str(BIN / "delight"), "keys", "create", "--name", "bench", "--scopes", "events:write"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            )
+            env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
+            db_pid = postmaster_pid(db_dir)
+            runs = run_all(args, env, db_pid, tmp)
+        finally:
+            for server in servers:
+                server.stop()
+    report(args, runs)
+
+
+def run_all(args: argparse.Namespace, env: dict[str, str], db_pid: int | None, tmp: Path) -> list[Run]:
+    runs = []
+    port = free_port()
+    baseline_cmd, delight_cmd = server_commands(args, port)
+    if args.server == "granian":
+        metrics = tmp / "metrics"
+        metrics.mkdir()
+        env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    with serving(baseline_cmd, env, port, tmp / "baseline.log", cwd=HERE) as pid:
+        wrk(port, env, args.concurrency, args.warmup, "warm-baseline")
+        runs.append(measure("baseline: one INSERT", port, env, args, [pid], db_pid))
+    print(HEADER, file=sys.stderr)
+    print(runs[-1].row(), file=sys.stderr)
+    port = free_port()
+    baseline_cmd, delight_cmd = server_commands(args, port)
+    with serving(delight_cmd, env, port, tmp / "delight.log") as pid:
+        wrk(port, env, args.concurrency, args.warmup, "warm-delight")
+        full = measure("Delight, full speed", port, env, args, [pid], db_pid)
+        runs.append(full)
+        print(runs[-1].row(), file=sys.stderr)
+        if full.non_2xx or full.errors:
+            failures = [line for line in (tmp / "delight.log").read_text().splitlines() if '"status": 2' not in line]
+            sys.exit("Delight failed requests; its log ends:\n" + "\n".join(failures[-20:]))
+        # Half the maximum rate: each connection pauses between requests. A short
+        # calibration run learns the latency at that load, so the pause can allow for it.
+        target = full.throughput / 2
+        cycle_ms = args.concurrency * 1000 / target
+        probe = measure("calibration", port, env, args, [pid], db_pid, int(cycle_ms), min(8.0, args.duration))
+        latency_ms = max(0.0, args.concurrency * 1000 / probe.throughput - cycle_ms)
+        half = measure("Delight, half rate", port, env, args, [pid], db_pid, max(1, round(cycle_ms - latency_ms)))
+        runs.append(half)
+        print(runs[-1].row(), file=sys.stderr)
+    return runs
+
+
+def report(args: argparse.Namespace, runs: list[Run]) -> None:
+    baseline, full, half = runs
+    ratio = full.throughput / baseline.throughput
+    command = "bench/load.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("record",)
+    )
+    lines = [
+        f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — {args.server}, {args.workers} workers, "
+        f"{args.concurrency} connections",
+        "",
+        f"Machine: {machine()}. Load generator: wrk on the same machine.",
+        "",
+        f"Command: `.venv/bin/python {command}`",
+        "",
+        HEADER,
+        *(run.row() for run in runs),
+        "",
+        f"- Delight's throughput is **{ratio:.0%}** of the baseline's (target at least 35%).",
+        f"- At half its maximum ({half.throughput:,.0f} events/s, {half.throughput / full.throughput:.0%} of "
+        f"{full.throughput:,.0f}), p99 is **{half.p99_ms:.1f} ms** (target at most 25 ms).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Load benchmark results\n\nAppended by `bench/load.py --record`; newest last.\n\n")
+        with RESULTS.open("a") as out:
+            out.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
