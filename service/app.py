@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -139,6 +140,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             background.append(
                 asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))
             )
+        # What start-up built (modules, the rule set, SQL compiled once) lives as
+        # long as the process: keep it out of the garbage collector's full passes,
+        # which otherwise walk all of it and stall requests in flight.
+        gc.collect()
+        gc.freeze()
         log.info(
             "started", rules_version=rule_set.version, campaigns=len(rule_set.campaigns), rules=rule_set.rule_count
         )
