@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
+from load import cpu_seconds
 
 DELIGHT = str(Path(sys.executable).parent / "delight")
 CATALOG = "gifts:\n  - id: mug\n    name: Mug\n    unit_cost: 1.00\n"
@@ -125,9 +126,9 @@ def run(name: str, budget: str, args: argparse.Namespace, root: Path) -> dict[st
                 raise RuntimeError(f"{name}: server did not start")
             time.sleep(0.3)
         asyncio.run(drive(base, key, args.warmup, args.concurrency, f"warm-{name}"))
-        cpu_before = _cpu_seconds(server.pid)
+        cpu_before = cpu_seconds([server.pid])
         elapsed, latencies = asyncio.run(drive(base, key, args.events, args.concurrency, name))
-        cpu = _cpu_seconds(server.pid) - cpu_before
+        cpu = cpu_seconds([server.pid]) - cpu_before
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -151,21 +152,6 @@ async def main():
     await conn.close()
 asyncio.run(main())
 """
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of the server and its workers (not the database)."""
-    import psutil
-
-    parent = psutil.Process(pid)
-    total = 0.0
-    for proc in [parent, *parent.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def main() -> None:

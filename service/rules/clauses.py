@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import rule_engine
@@ -35,35 +36,8 @@ def split(text: str) -> tuple[str, list[str]]:
     return "", [text.strip()]
 
 
-def _split_on(text: str, operator: str) -> list[str]:
-    parts, depth, quote, start, i = [], 0, "", 0, 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\":
-                i += 2
-                continue
-            if char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in _OPEN:
-            depth += 1
-        elif char in _CLOSE:
-            depth -= 1
-        elif depth == 0:
-            match = _WORD.match(text, i)
-            if match and match.group(1) == operator and (i == 0 or not text[i - 1].isalnum()):
-                parts.append(text[start:i].strip())
-                start = i = match.end()
-                continue
-        i += 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
-
-
-def _has_ternary(text: str) -> bool:
-    """Whether a ternary ``?`` stands at the top level (not ``??``, ``?.`` or ``?[``, not in brackets or strings)."""
+def _top_level(text: str) -> Iterator[int]:
+    """The positions of the characters outside brackets and string literals."""
     depth, quote, i = 0, "", 0
     while i < len(text):
         char = text[i]
@@ -79,14 +53,30 @@ def _has_ternary(text: str) -> bool:
             depth += 1
         elif char in _CLOSE:
             depth -= 1
-        elif char == "?" and depth == 0:
-            if text[i + 1 : i + 2] == "?":  # ``??`` (null coalescing)
-                i += 2
-                continue
-            if text[i + 1 : i + 2] not in (".", "["):  # not ``?.`` or ``?[`` (safe navigation)
-                return True
+        elif depth == 0:
+            yield i
         i += 1
-    return False
+
+
+def _split_on(text: str, operator: str) -> list[str]:
+    parts, start = [], 0
+    for i in _top_level(text):
+        if i < start:  # inside the operator word just split on
+            continue
+        match = _WORD.match(text, i)
+        if match and match.group(1) == operator and (i == 0 or not text[i - 1].isalnum()):
+            parts.append(text[start:i].strip())
+            start = match.end()
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _has_ternary(text: str) -> bool:
+    """Whether a ternary ``?`` stands at the top level (not ``??``, ``?.`` or ``?[``, not in brackets or strings)."""
+    return any(
+        text[i] == "?" and text[i + 1 : i + 2] not in ("?", ".", "[") and text[i - 1 : i] != "?"
+        for i in _top_level(text)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
