@@ -31,8 +31,8 @@ async def record(request: Request[Any, Any, Any], data: dict[str, Any]) -> dict[
 
 def create_app() -> Litestar:
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(os.environ["BENCH_PG_DSN"], min_size=10, max_size=10)
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:  # the pool Delight keeps by default
+        app.state.pool = await asyncpg.create_pool(os.environ["BENCH_PG_DSN"], min_size=20, max_size=20)
         try:
             yield
         finally:

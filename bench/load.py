@@ -72,7 +72,7 @@ class Run:
     p95_ms: float
     p99_ms: float
     app_cpu_ms: float  # per event, the server's processes
-    db_cpu_ms: float  # per event, PostgreSQL's processes
+    db_cpu_ms: float  # per event, PostgreSQL's and Redis's processes (embedded ones only)
 
     @property
     def throughput(self) -> float:
@@ -86,7 +86,7 @@ class Run:
 
 
 HEADER = (
-    "| run | events/s | p50 ms | p95 ms | p99 ms | server CPU ms/event | PostgreSQL CPU ms/event | failed |\n"
+    "| run | events/s | p50 ms | p95 ms | p99 ms | server CPU ms/event | PostgreSQL + Redis CPU ms/event | failed |\n"
     "|---|---:|---:|---:|---:|---:|---:|---:|"
 )
 
@@ -144,15 +144,15 @@ def measure(
     env: dict[str, str],
     args: argparse.Namespace,
     watch: list[int],
-    db_pid: int | None,
+    db_pids: list[int],
     delay_ms: int = 0,
     seconds: float | None = None,
 ) -> Run:
     app_before = cpu_seconds(watch)
-    db_before = cpu_seconds([db_pid]) if db_pid else 0.0
+    db_before = cpu_seconds(db_pids)
     result = wrk(port, env, args.concurrency, seconds or args.duration, f"run{time.time_ns()}", delay_ms)
     app_cpu = cpu_seconds(watch) - app_before
-    db_cpu = (cpu_seconds([db_pid]) - db_before) if db_pid else float("nan")
+    db_cpu = (cpu_seconds(db_pids) - db_before) if db_pids else float("nan")
     requests = max(result["requests"], 1)
     return Run(
         name=name,
@@ -291,10 +291,11 @@ def main() -> None:
                 postgres = start_postgres(tmp / "pg", database="postgres")
                 servers.append(postgres)
                 database_url, db_dir = postgres.url, tmp / "pg"
+            redis_pid = None
             if not redis_url:
                 redis = start_redis(tmp / "redis")
                 servers.append(redis)
-                redis_url = redis.url
+                redis_url, redis_pid = redis.url, redis.client.pid
             upgrade_database(database_url)
             asyncio.run(seed(database_url, args.customers))
             rules = write_pack(tmp / "rules", args.campaigns, args.rules_per_campaign)
@@ -318,15 +319,15 @@ def main() -> None:
                 timeout=120,
             )
             env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
-            db_pid = postmaster_pid(db_dir)
-            runs = run_all(args, env, db_pid, tmp)
+            db_pids = [pid for pid in (postmaster_pid(db_dir), redis_pid) if pid]
+            runs = run_all(args, env, db_pids, tmp)
         finally:
             for server in servers:
                 server.stop()
     report(args, runs)
 
 
-def run_all(args: argparse.Namespace, env: dict[str, str], db_pid: int | None, tmp: Path) -> list[Run]:
+def run_all(args: argparse.Namespace, env: dict[str, str], db_pids: list[int], tmp: Path) -> list[Run]:
     runs = []
     port = free_port()
     baseline_cmd, delight_cmd = server_commands(args, port)
@@ -336,29 +337,40 @@ def run_all(args: argparse.Namespace, env: dict[str, str], db_pid: int | None, t
         env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     with serving(baseline_cmd, env, port, tmp / "baseline.log", cwd=HERE) as pid:
         wrk(port, env, args.concurrency, args.warmup, "warm-baseline")
-        runs.append(measure("baseline: one INSERT", port, env, args, [pid], db_pid))
+        runs.append(measure("baseline: one INSERT", port, env, args, [pid], db_pids))
     print(HEADER, file=sys.stderr)
     print(runs[-1].row(), file=sys.stderr)
     port = free_port()
     baseline_cmd, delight_cmd = server_commands(args, port)
     with serving(delight_cmd, env, port, tmp / "delight.log") as pid:
         wrk(port, env, args.concurrency, args.warmup, "warm-delight")
-        full = measure("Delight, full speed", port, env, args, [pid], db_pid)
+        full = measure("Delight, full speed", port, env, args, [pid], db_pids)
         runs.append(full)
         print(runs[-1].row(), file=sys.stderr)
         if full.non_2xx or full.errors:
-            failures = [line for line in (tmp / "delight.log").read_text().splitlines() if '"status": 2' not in line]
+            failures = [line for line in (tmp / "delight.log").read_text().splitlines() if not _succeeded(line)]
             sys.exit("Delight failed requests; its log ends:\n" + "\n".join(failures[-20:]))
         # Half the maximum rate: each connection pauses between requests. A short
         # calibration run learns the latency at that load, so the pause can allow for it.
         target = full.throughput / 2
         cycle_ms = args.concurrency * 1000 / target
-        probe = measure("calibration", port, env, args, [pid], db_pid, int(cycle_ms), min(8.0, args.duration))
+        probe = measure("calibration", port, env, args, [pid], db_pids, int(cycle_ms), min(8.0, args.duration))
         latency_ms = max(0.0, args.concurrency * 1000 / probe.throughput - cycle_ms)
-        half = measure("Delight, half rate", port, env, args, [pid], db_pid, max(1, round(cycle_ms - latency_ms)))
+        half = measure("Delight, half rate", port, env, args, [pid], db_pids, max(1, round(cycle_ms - latency_ms)))
         runs.append(half)
         print(runs[-1].row(), file=sys.stderr)
     return runs
+
+
+def _succeeded(line: str) -> bool:
+    """Whether a log line is neither a failed request nor a warning or error."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(entry, dict) or entry.get("level") in ("warning", "error", "critical"):
+        return False
+    return entry.get("event") != "request" or 200 <= entry.get("status", 0) < 300
 
 
 def report(args: argparse.Namespace, runs: list[Run]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,14 +25,16 @@ def requires(scope: str) -> Guard:
         principal = await verifier.verify(token.strip())
         if principal is None:
             raise UnauthorizedError("the API key is not valid")
-        if scope not in principal.scopes:
-            raise ForbiddenError(f"this needs the scope {scope!r}")
-        connection.state.principal = principal
+        # Every request of a valid key counts, whatever its scope: the key check
+        # usually counted it already, in the same Redis call.
         limiter: RateLimiter = connection.app.state.rate_limiter
         if principal.counted is None:
             await limiter.hit(principal.key_id)
-        else:  # counted by the key check itself
-            limiter.judge(principal.counted, time.time())
+        else:
+            limiter.judge(principal.counted, principal.counted_at)
+        if scope not in principal.scopes:
+            raise ForbiddenError(f"this needs the scope {scope!r}")
+        connection.state.principal = principal
 
     guard.__name__ = "requires_" + scope.replace(":", "_")
     return guard

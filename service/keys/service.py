@@ -48,6 +48,8 @@ class Principal:
     scopes: frozenset[str]
     counted: int | None = None
     """This request's number in its rate-limit window, when the key check counted it (``None``: not counted)."""
+    counted_at: float = 0.0
+    """When it was counted (the window is judged at that moment)."""
 
 
 class _Cached(msgspec.Struct):
@@ -144,7 +146,8 @@ class KeyVerifier:
             return None
         key_id, secret = match.groups()
         secret_hash = _hash(secret)
-        cached, counted = await self._cached(key_id, secret_hash.hex())
+        now = time.time()
+        cached, counted = await self._cached(key_id, secret_hash.hex(), now)
         if isinstance(cached, bytes):  # revoked
             return None
         if cached is None:
@@ -155,7 +158,11 @@ class KeyVerifier:
             return None
         await self._touch(key_id)
         return Principal(
-            key_id=key_id, name=cached.name, scopes=frozenset(cached.scopes), counted=counted if counted >= 0 else None
+            key_id=key_id,
+            name=cached.name,
+            scopes=frozenset(cached.scopes),
+            counted=counted if counted >= 0 else None,
+            counted_at=now,
         )
 
     async def _touch(self, key_id: str) -> None:
@@ -176,14 +183,14 @@ class KeyVerifier:
         except DATABASE_ERRORS as exc:  # bookkeeping: never the reason a request fails
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
-    async def _cached(self, key_id: str, secret_hash: str) -> tuple[_Cached | bytes | None, int]:
+    async def _cached(self, key_id: str, secret_hash: str, now: float) -> tuple[_Cached | bytes | None, int]:
         if self._lookup is None:
             return None, -1
         limiter = self._limiter
         lifetime = WINDOW_SECONDS + 5 if limiter is not None and limiter.enabled else 0
         try:
             raw, counted = await self._lookup(
-                keys=[f"delight:key:{key_id}", RateLimiter.counter(key_id, time.time())],
+                keys=[f"delight:key:{key_id}", RateLimiter.counter(key_id, now)],
                 args=[REVOKED, secret_hash, lifetime],
             )
         except (RedisError, OSError):

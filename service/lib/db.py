@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +76,15 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
     )
 
 
+_JSON = msgspec.json.Encoder(decimal_format="number")
+
+
 def _json_text(value: Any) -> str:
-    """JSONB parameters as text, through msgspec rather than the standard library's slower encoder."""
-    return msgspec.json.encode(value, enc_hook=_json_default).decode()
+    """JSONB parameters as text, through msgspec rather than the standard library's slower encoder.
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    Decimals are written as JSON numbers, so amounts stay numbers in JSONB.
+    """
+    return _JSON.encode(value).decode()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
