@@ -13,8 +13,9 @@ One command, on one machine, in one run:
 4. **Delight**: runs ``delight serve --workers N`` exactly as production does
    and drives it at full speed, then at half that rate;
 5. prints throughput, p50/p95/p99 latency and CPU per event (the server's
-   processes and PostgreSQL's, from /proc), and Delight's throughput as a
-   share of the baseline's; ``--record`` appends them to ``bench/RESULTS.md``.
+   processes, and the embedded PostgreSQL's and Redis's, from /proc), and
+   Delight's throughput as a share of the baseline's; ``--record`` appends
+   them to ``bench/RESULTS.md``.
 
 The load generator is ``wrk`` (Debian package ``wrk``) with ``load.lua``: one
 thread, a fixed number of keep-alive connections, a fresh event per request
