@@ -3,8 +3,8 @@
 A fixed one-minute window per key: ``INCR`` then ``EXPIRE`` on the first hit.
 A request whose key is in the shared key cache is counted by the same Redis
 call that reads the cache (``KeyVerifier``), so the limit costs no round trip
-of its own; otherwise ``hit`` counts it in one pipelined round trip. Over the limit the request gets 429 with
-``Retry-After`` (seconds until the window ends). Without Redis the limit is
+of its own; otherwise ``hit`` counts it in one pipelined round trip. Over the
+limit the request gets 429 with ``Retry-After`` (seconds until the window ends). Without Redis the limit is
 not enforced: PostgreSQL stays the truth for everything that matters, and
 readiness reports Redis as down, so an operator sees it.
 """
@@ -51,7 +51,9 @@ class RateLimiter:
                 pipe.expire(name, WINDOW_SECONDS + 5)
                 count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self.unavailable(exc)
+            if now - self._warned_at > 60:  # once a minute, not once a request
+                self._warned_at = now
+                log.warning("rate_limit_unavailable", error=type(exc).__name__)
             return
         self.judge(int(count), now)
 
@@ -63,9 +65,3 @@ class RateLimiter:
                 f"this key made more than {self._per_minute} requests this minute; retry in {retry_after} s",
                 retry_after=retry_after,
             )
-
-    def unavailable(self, exc: Exception) -> None:
-        now = time.time()
-        if now - self._warned_at > 60:  # once a minute, not once a request
-            self._warned_at = now
-            log.warning("rate_limit_unavailable", error=type(exc).__name__)

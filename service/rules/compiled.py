@@ -262,7 +262,7 @@ def _compile(node: Any) -> Fn:
 
         return arithmetic
     if kind is ast.ContainsExpression:
-        container, member = _compile(node.container), _compile(node.member)
+        member = _compile(node.member)
         if isinstance(node.container, ast.ArrayExpression) and all(_is_literal(m) for m in node.container.value):
             literal = _num(tuple(m.value for m in node.container.value))
 
@@ -270,6 +270,7 @@ def _compile(node: Any) -> Fn:
                 return bool(_num(member(env)) in literal)
 
             return contains_literal
+        container = _compile(node.container)
 
         def contains(env: Env) -> bool:
             haystack = container(env)

@@ -109,7 +109,7 @@ def _holds(rule: Rule, facts: dict[str, Any], tested: dict[int, bool | Exception
     """
     if not rule.clauses:
         try:
-            return bool(rule.matches(facts) if rule.matches is not None else rule.condition.matches(facts))
+            return bool(rule.condition.matches(facts))
         except ERRORS as exc:
             return exc
     for clause_id, test in rule.clauses:

@@ -16,7 +16,6 @@ checks it against evaluating every rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from rule_engine import ast
@@ -64,16 +63,9 @@ def _strings(node: Any) -> frozenset[str] | None:
     """The members of a literal array or set made only of strings; ``None`` for anything else."""
     if not isinstance(node, (ast.ArrayExpression, ast.SetExpression)):
         return None
-    members: Iterable[Any] = node.value
-    values = []
-    for member in members:
-        if isinstance(member, ast.StringExpression):
-            values.append(member.value)
-        elif isinstance(member, str):
-            values.append(member)
-        else:
-            return None
-    return frozenset(values)
+    if not all(isinstance(member, ast.StringExpression) for member in node.value):
+        return None
+    return frozenset(member.value for member in node.value)
 
 
 def admits(required: Requirements, key: tuple[str, str, str]) -> bool:

@@ -23,7 +23,7 @@ import rule_engine
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import facts
-from service.rules.compiled import children, compile_clauses, compile_condition
+from service.rules.compiled import children, compile_clauses
 from service.rules.index import requirements
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
@@ -451,7 +451,6 @@ def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _
         priority=spec.priority,
         cost=_award_cost(award, gift, f.settings),
         requires=requirements(condition.statement.expression),
-        matches=compile_condition(condition),
         clauses=compile_clauses(spec.when, condition),
     )
 

@@ -83,10 +83,9 @@ class Rule:
     """What one award of this rule costs the shop, for budgets and reports."""
     requires: Requirements = field(default_factory=dict)
     """Event fields the condition pins (``index.py``): ``{"type": {"purchase"}}``; empty when it pins none."""
-    matches: Callable[[dict[str, Any]], bool] | None = None
-    """The condition compiled to Python (``compiled.py``); ``condition.matches`` when not set."""
     clauses: tuple[tuple[int, Callable[[dict[str, Any]], bool]], ...] = ()
-    """The condition as shared top-level ``and`` clauses (``compiled.compile_clauses``); ``matches`` when empty."""
+    """The condition compiled to Python as shared top-level ``and`` clauses (``compiled.compile_clauses``);
+    ``condition.matches`` when empty."""
 
     @property
     def kind(self) -> str:
