@@ -99,6 +99,11 @@ async def test_each_request_logs_one_canonical_line_with_method_path_status_dura
     assert line["duration_ms"] >= 0
     assert line["request_id"] == "log-req-1"
     assert line["log_level"] == "info"
+    # what the event came to, on the same line
+    assert line["event_id"] == "e-log-1"
+    assert line["event_type"] == "purchase"
+    assert line["awards"] == len(response.json()["awards"])
+    assert line["held_out"] == 0
 
 
 async def test_request_line_carries_the_generated_request_id_the_client_was_given(client: Client) -> None:
@@ -132,13 +137,20 @@ async def test_failed_requests_are_logged_with_their_error_status(client: Client
 async def test_every_entry_logged_during_a_request_carries_its_request_id(client: Client, keys: dict[str, Any]) -> None:
     with capture() as entries:
         response = await client.post(
-            "/v1/events",
-            json=purchase("e-log-2", "c-log", 150.0),
+            "/v1/events/batch",
+            json={"events": [purchase("e-log-2", "c-log", 150.0), purchase("e-log-3", "c-log", 5.0)]},
             headers={**keys[scopes.EVENTS_WRITE], "X-Request-ID": "log-req-2"},
         )
-    assert response.status_code == 201
-    assert len(entries) >= 2  # the event itself and the request line
+    assert response.status_code == 200
+    assert len(entries) >= 3  # a line per event and the request line
     assert {e.get("request_id") for e in entries} == {"log-req-2"}
+    # each event's line says what that event came to; the request line speaks for the batch, not its last event
+    recorded = [e for e in entries if e.get("event") == "event_recorded"]
+    assert [(e["event_id"], e["awards"]) for e in recorded] == [
+        (r["event_id"], len(r.get("awards", []))) for r in response.json()["results"]
+    ]
+    [line] = request_lines(entries)
+    assert "event_id" not in line
 
 
 async def test_the_customers_name_and_email_never_appear_in_the_logs(client: Client, keys: dict[str, Any]) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.lib.pg import Connection, Sql
 
 AWARD_COLUMNS = """
     a.award_id, a.code, a.event_id, a.campaign, a.rule_id, a.kind, a.points, a.gift_id, a.gift_name, a.offer,
@@ -19,7 +20,7 @@ AWARD_COLUMNS = """
 # entry for each points award, record every exposure (treated and held out),
 # add the points to the balance and store the customer's new surprise log
 # (safe to overwrite: the profile upsert holds this customer's row lock).
-ISSUE = text(
+ISSUE = Sql(
     """
     WITH new_awards AS (
         INSERT INTO awards (
@@ -28,7 +29,7 @@ ISSUE = text(
         )
         SELECT a.award_id, a.code, :event_id, :customer_id, a.campaign, a.rule_id, a.position, :version, a.kind,
                a.points, a.gift_id, a.gift_name, a.offer, a.message, a.cost, :issued_at, a.expires_at, 'issued'
-        FROM jsonb_to_recordset(:awards) AS a(
+        FROM jsonb_to_recordset(CAST(:awards AS jsonb)) AS a(
             award_id uuid, code text, campaign text, rule_id text, position smallint, kind text, points integer,
             gift_id text, gift_name text, offer jsonb, message text, cost numeric, expires_at timestamptz
         )
@@ -39,7 +40,7 @@ ISSUE = text(
         FROM new_awards WHERE points IS NOT NULL
         RETURNING delta
     ), exposure AS (
-        SELECT * FROM jsonb_to_recordset(:exposures)
+        SELECT * FROM jsonb_to_recordset(CAST(:exposures AS jsonb))
             AS x(campaign text, rule_id text, "group" text, award_id uuid, holdout float8, cost_cents bigint)
     ), exposed AS (
         INSERT INTO exposures (
@@ -88,19 +89,16 @@ ISSUE = text(
     ), outboxed AS (
         INSERT INTO outbox (message_id, subscription, type, payload)
         SELECT o.message_id, o.subscription, o.type, o.payload
-        FROM jsonb_to_recordset(:outbox) AS o(message_id uuid, subscription text, type text, payload jsonb)
+        FROM jsonb_to_recordset(CAST(:outbox AS jsonb))
+            AS o(message_id uuid, subscription text, type text, payload jsonb)
     )
     UPDATE customers
-    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned), award_log = :award_log,
+    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned),
+        award_log = CAST(:award_log AS jsonb),
         first_exposed_at = LEAST(first_exposed_at, CAST(:issued_at AS timestamptz))
     WHERE customer_id = :customer_id
     RETURNING points_balance
     """
-).bindparams(
-    bindparam("awards", type_=JSONB),
-    bindparam("exposures", type_=JSONB),
-    bindparam("award_log", type_=JSONB),
-    bindparam("outbox", type_=JSONB),
 )
 
 ACTIVE_FOR_CUSTOMER = text(
@@ -114,7 +112,7 @@ ACTIVE_FOR_CUSTOMER = text(
 
 
 async def issue(
-    session: AsyncSession,
+    conn: Connection,
     *,
     event_id: str,
     customer_id: str,
@@ -127,8 +125,8 @@ async def issue(
     outbox: list[dict[str, Any]],
 ) -> int:
     """Store the awards and exposures of one event; returns the customer's new points balance."""
-    result = await session.execute(
-        ISSUE,
+    balance = await ISSUE.fetchval(
+        conn,
         {
             "event_id": event_id,
             "customer_id": customer_id,
@@ -141,7 +139,7 @@ async def issue(
             "outbox": outbox,
         },
     )
-    return int(result.scalar_one())
+    return int(balance)
 
 
 async def active_for_customer(session: AsyncSession, customer_id: str, now: dt.datetime) -> list[Row[Any]]:
@@ -228,10 +226,3 @@ async def balance(session: AsyncSession, customer_id: str) -> int | None:
 async def ledger(session: AsyncSession, customer_id: str, before: int | None, limit: int) -> list[Row[Any]]:
     rows = await session.execute(LEDGER, {"customer_id": customer_id, "before": before, "limit": limit})
     return list(rows.all())
-
-
-BY_IDS = text(f"SELECT {AWARD_COLUMNS} FROM awards a WHERE a.award_id = ANY(:ids) ORDER BY a.issued_at, a.position")
-
-
-async def by_ids(session: AsyncSession, award_ids: list[Any]) -> list[Row[Any]]:
-    return list((await session.execute(BY_IDS, {"ids": award_ids})).all())

@@ -16,16 +16,13 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from service.awards import repository
+from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
+from service.lib.pg import Connection, Sql
 from service.rules.spec import WebhookSpec
 from service.webhooks import outbox
 
-ORDER_STATE = text(
+ORDER_STATE = Sql(
     """
     SELECT
         (SELECT sum(amount) FROM events
@@ -42,24 +39,24 @@ ORDER_STATE = text(
     """
 )
 
-APPLY = text(
-    """
+APPLY = Sql(
+    f"""
     WITH entries AS (
         INSERT INTO points_ledger (customer_id, delta, shortfall, reason, award_id, event_id, order_id, occurred_at)
         SELECT :customer_id, -x.applied, x.shortfall, 'reverse', x.award_id, :event_id, :order_id, :occurred_at
-        FROM jsonb_to_recordset(:entries) AS x(award_id uuid, applied bigint, shortfall bigint)
+        FROM jsonb_to_recordset(CAST(:entries AS jsonb)) AS x(award_id uuid, applied bigint, shortfall bigint)
         RETURNING delta
     ), voided AS (
-        UPDATE awards SET status = 'reversed', status_changed_at = :occurred_at
-        WHERE award_id = ANY(CAST(:voided AS uuid[])) AND status = 'issued'
-        RETURNING award_id
+        UPDATE awards a SET status = 'reversed', status_changed_at = :occurred_at
+        WHERE a.award_id = ANY(CAST(:voided AS uuid[])) AND a.status = 'issued'
+        RETURNING {AWARD_COLUMNS}, a.position
     ), balance AS (
         UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries)
         WHERE customer_id = :customer_id
     )
-    SELECT award_id FROM voided
+    SELECT * FROM voided ORDER BY issued_at, position
     """
-).bindparams(bindparam("entries", type_=JSONB))
+)
 
 
 def plan_reversal(
@@ -84,7 +81,7 @@ def plan_reversal(
 
 
 async def reverse_order(
-    session: AsyncSession,
+    conn: Connection,
     *,
     customer_id: str,
     order_id: str,
@@ -93,20 +90,17 @@ async def reverse_order(
     webhooks: list[WebhookSpec],
 ) -> None:
     params = {"customer_id": customer_id, "order_id": order_id}
-    state = (await session.execute(ORDER_STATE, params)).one()
-    if state.paid is None or not state.awards:
+    state = await ORDER_STATE.fetchrow(conn, params)
+    if state is None or state["paid"] is None or not state["awards"]:
         return
     entries, voided = plan_reversal(
-        Decimal(state.paid), Decimal(state.refunded or 0), int(state.balance), list(state.awards)
+        Decimal(state["paid"]), Decimal(state["refunded"] or 0), int(state["balance"]), list(state["awards"])
     )
     if not entries and not voided:
         return
-    result = await session.execute(
-        APPLY,
-        {**params, "event_id": event_id, "occurred_at": occurred_at, "entries": entries, "voided": voided},
+    reversed_awards = await APPLY.fetch(
+        conn, {**params, "event_id": event_id, "occurred_at": occurred_at, "entries": entries, "voided": voided}
     )
-    reversed_ids = [row.award_id for row in result.all()]
-    if reversed_ids and any("award.reversed" in w.events for w in webhooks):
-        rows = await repository.by_ids(session, reversed_ids)
-        awards = [award_from_row(r) for r in rows]
-        await outbox.write(session, outbox.messages(webhooks, "award.reversed", awards, occurred_at))
+    messages = outbox.messages(webhooks, "award.reversed", [award_from_row(r) for r in reversed_awards], occurred_at)
+    if messages:
+        await outbox.INSERT.execute(conn, {"rows": messages})

@@ -42,20 +42,22 @@ class AwardOut(Struct):
 
 
 def award_from_row(row: Any) -> AwardOut:
-    offer = row.offer
+    """An award as stored: a SQLAlchemy row or an asyncpg record with ``AWARD_COLUMNS``."""
+    row = getattr(row, "_mapping", row)
+    offer = row["offer"]
     return AwardOut(
-        award_id=str(row.award_id),
-        code=row.code,
-        campaign=row.campaign,
-        rule_id=row.rule_id,
-        kind=row.kind,
-        points=row.points,
-        gift=GiftRef(id=row.gift_id, name=row.gift_name) if row.gift_id else None,
+        award_id=str(row["award_id"]),
+        code=row["code"],
+        campaign=row["campaign"],
+        rule_id=row["rule_id"],
+        kind=row["kind"],
+        points=row["points"],
+        gift=GiftRef(id=row["gift_id"], name=row["gift_name"]) if row["gift_id"] else None,
         offer=OfferTerms(**offer) if offer else None,
-        message=row.message,
-        issued_at=row.issued_at,
-        expires_at=row.expires_at,
-        status=row.status,
-        rule_set_version=row.rule_set_version,
-        event_id=row.event_id,
+        message=row["message"],
+        issued_at=row["issued_at"],
+        expires_at=row["expires_at"],
+        status=row["status"],
+        rule_set_version=row["rule_set_version"],
+        event_id=row["event_id"],
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-RESERVE = text("SELECT delight_reserve(:plan)").bindparams(bindparam("plan", type_=JSONB))
+from service.lib.pg import Connection, Sql
+
+RESERVE = Sql("SELECT delight_reserve(CAST(:plan AS jsonb))")
 
 STATE = text(
     """
@@ -19,9 +20,9 @@ STATE = text(
 )
 
 
-async def reserve(session: AsyncSession, plan: dict[str, Any]) -> list[int]:
+async def reserve(conn: Connection, plan: dict[str, Any]) -> list[int]:
     """Draw the counters of one event's candidates in PostgreSQL; the positions of those accepted."""
-    return list((await session.execute(RESERVE, {"plan": plan})).scalar_one())
+    return list(await RESERVE.fetchval(conn, {"plan": plan}))
 
 
 async def usage(session: AsyncSession, keys: list[str]) -> dict[str, tuple[int, int]]:

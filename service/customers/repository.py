@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.lib.pg import Connection, Sql
+
 PROFILE_COLUMNS = """
     customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
     last_event_at, category_spend, interaction_counts, points_balance, attributes, award_log, created_at, updated_at,
@@ -46,7 +48,7 @@ UPSERT_CONFLICT = """
 _AFTER = "delight_offset(CAST(:occurred_at AS timestamptz) - f.t0)"
 _BEFORE = "delight_offset(f.t0 - CAST(:occurred_at AS timestamptz))"
 _CENTS = "round(CAST(:amount AS numeric) * 100)::bigint"
-TIMELINE = text(
+TIMELINE = Sql(
     f"""
     UPDATE first_exposures f SET
         after_s = CASE WHEN {_AFTER} > 0 THEN delight_offsets_add(f.after_s, {_AFTER}) ELSE f.after_s END,
@@ -68,9 +70,9 @@ GET = text(f"SELECT {PROFILE_COLUMNS} FROM customers WHERE customer_id = :custom
 
 
 async def add_purchase_to_timelines(
-    session: AsyncSession, customer_id: str, occurred_at: dt.datetime, amount: Decimal
+    conn: Connection, customer_id: str, occurred_at: dt.datetime, amount: Decimal
 ) -> None:
-    await session.execute(TIMELINE, {"customer_id": customer_id, "occurred_at": occurred_at, "amount": amount})
+    await TIMELINE.execute(conn, {"customer_id": customer_id, "occurred_at": occurred_at, "amount": amount})
 
 
 async def get_profile(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:

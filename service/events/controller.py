@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+import structlog
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.events.schemas import BatchItemResult, BatchResult, EventBatchIn, EventIn, EventResult, semantic_errors
 from service.events.service import record_event_retrying
@@ -23,6 +24,8 @@ from service.lib.validation import strict_body
 from service.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
+
+EVENT_LOG_FIELDS = ("event_id", "event_type", "awards", "held_out", "replay")
 
 
 class EventController(Controller):
@@ -45,14 +48,13 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[EventIn],
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
     ) -> Response[EventResult]:
         data = strict_body(request, EventIn)
         errors = semantic_errors(data)
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
-        result, is_new = await record_event_retrying(sessionmaker, rule_set, data)
+        result, is_new = await record_event_retrying(request.app.state.engine, rule_set, data)
         return Response(result, status_code=201 if is_new else 200)
 
     @post(
@@ -73,21 +75,21 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[EventBatchIn],
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
     ) -> BatchResult:
         data = strict_body(request, EventBatchIn)
         errors = [e for i, event in enumerate(data.events) for e in semantic_errors(event, f"events[{i}]")]
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
+        engine = request.app.state.engine
         results = []
         for event in data.events:
             try:
-                result, is_new = await record_event_retrying(sessionmaker, rule_set, event)
+                result, is_new = await record_event_retrying(engine, rule_set, event)
             except DelightError as exc:
                 results.append(BatchItemResult(event_id=event.event_id, status=exc.status, error=exc.to_problem()))
                 continue
-            except (DBAPIError, PoolTimeoutError, OSError) as exc:
+            except (DBAPIError, PoolTimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The events before this one are stored; say so per event rather than failing the whole answer.
                 error = translate_error(exc)
                 if error is None:
@@ -95,6 +97,8 @@ class EventController(Controller):
                 log.warning("batch_event_failed", event_id=event.event_id, error=type(exc).__name__)
                 results.append(BatchItemResult(event_id=event.event_id, status=error.status, error=error.to_problem()))
                 continue
+            log.info("event_recorded")  # with what record_event bound; unbound so the next event starts clean
+            structlog.contextvars.unbind_contextvars(*EVENT_LOG_FIELDS)
             results.append(
                 BatchItemResult(
                     event_id=event.event_id,

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from service.awards.repository import AWARD_COLUMNS
 from service.customers.profile import ProfileDelta
 from service.customers.repository import PROFILE_COLUMNS, UPSERT_CONFLICT
+from service.lib.pg import Connection, Record, Sql
 
 # A new event and its count into the customer's profile, in one round trip:
 # the profile is only counted when the event row was really inserted, so a
 # replay (no row back) changes nothing. ON CONFLICT DO NOTHING waits for a
 # concurrent insert of the same id to commit or roll back, so two identical
 # events racing each other award once.
-RECORD = text(
+RECORD = Sql(
     f"""
     WITH new_event AS (
         INSERT INTO events (
@@ -26,7 +22,7 @@ RECORD = text(
             rule_set_version, payload
         ) VALUES (
             :event_id, :content_hash, :type, :customer_id, :occurred_at, :channel, :store_id, :name, :order_id,
-            :amount, :rule_set_version, :payload
+            :amount, :rule_set_version, CAST(:payload AS jsonb)
         )
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
@@ -36,19 +32,15 @@ RECORD = text(
         last_event_at, category_spend, interaction_counts, attributes
     )
     SELECT :customer_id, :purchases, :returns, GREATEST(CAST(:spend AS numeric), 0), :purchase_at, :purchase_at,
-           :occurred_at, :category_spend, :interactions, :attributes
+           :occurred_at, CAST(:category_spend AS jsonb), CAST(:interactions AS jsonb),
+           CAST(:attributes AS jsonb)
     FROM new_event
     {UPSERT_CONFLICT}
     RETURNING {PROFILE_COLUMNS}, first_exposed_at
     """
-).bindparams(
-    bindparam("payload", type_=JSONB),
-    bindparam("category_spend", type_=JSONB),
-    bindparam("interactions", type_=JSONB),
-    bindparam("attributes", type_=JSONB),
 )
 
-STORED = text(
+STORED = Sql(
     f"""
     SELECT e.content_hash, {AWARD_COLUMNS.replace("a.event_id", "e.event_id")}
     FROM events e LEFT JOIN awards a ON a.event_id = e.event_id
@@ -58,13 +50,13 @@ STORED = text(
 )
 
 
-async def record(session: AsyncSession, event: dict[str, Any], delta: ProfileDelta) -> dict[str, Any] | None:
+async def record(conn: Connection, event: dict[str, Any], delta: ProfileDelta) -> dict[str, Any] | None:
     """Store a new event and count it into the profile; the profile as it now stands, ``None`` for a replay.
 
     ``event`` holds the ``events`` row's columns.
     """
-    result = await session.execute(
-        RECORD,
+    row = await RECORD.fetchrow(
+        conn,
         {
             **event,
             "purchases": delta.purchases,
@@ -76,11 +68,10 @@ async def record(session: AsyncSession, event: dict[str, Any], delta: ProfileDel
             "attributes": delta.attributes,
         },
     )
-    row = result.mappings().one_or_none()
     return None if row is None else dict(row)
 
 
-async def stored(session: AsyncSession, event_id: str) -> tuple[bytes, list[Row[Any]]]:
+async def stored(conn: Connection, event_id: str) -> tuple[bytes, list[Record]]:
     """The content hash of a stored event and its awards, in the order first given."""
-    rows = (await session.execute(STORED, {"event_id": event_id})).all()
-    return rows[0].content_hash, [r for r in rows if r.award_id is not None]
+    rows = await STORED.fetch(conn, {"event_id": event_id})
+    return rows[0]["content_hash"], [r for r in rows if r["award_id"] is not None]

@@ -15,9 +15,10 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import msgspec
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.awards import repository as awards_repo
 from service.awards.codes import new_code
@@ -30,8 +31,7 @@ from service.customers import repository as customers_repo
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
-from service.lib import metrics
-from service.lib.db import transaction
+from service.lib import metrics, pg
 from service.lib.errors import EventConflictError
 from service.lib.logging import get_logger
 from service.rules import engine
@@ -47,9 +47,7 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization fai
 ATTEMPTS = 3
 
 
-async def record_event_retrying(
-    sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, event: EventIn
-) -> tuple[EventResult, bool]:
+async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
     """``record_event`` in its own transaction, retried when PostgreSQL breaks a lock cycle.
 
     Two events drawing the same counters in different orders can deadlock;
@@ -57,10 +55,10 @@ async def record_event_retrying(
     """
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with transaction(sessionmaker) as session:
-                result, is_new = await record_event(session, rule_set, event)
-        except DBAPIError as exc:
-            sqlstate = getattr(exc.orig, "sqlstate", None)
+            async with pg.transaction(engine) as conn:
+                result, is_new = await record_event(conn, rule_set, event)
+        except asyncpg.PostgresError as exc:
+            sqlstate = exc.sqlstate
             if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
             log.warning("event_retried", event_id=event.event_id, sqlstate=sqlstate, attempt=attempt)
@@ -78,7 +76,7 @@ def content_hash(event: EventIn) -> bytes:
     return hashlib.sha256(msgspec.json.encode(event, order="sorted")).digest()
 
 
-async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
+async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
     """Store one event and its consequences; returns the result and whether the event was new."""
     # One instant, one spelling: 11:15+01:00 and 10:15Z are the same event.
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
@@ -86,7 +84,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     order = event.order
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
     profile = await events_repo.record(
-        session,
+        conn,
         {
             "event_id": event.event_id,
             "content_hash": digest,
@@ -104,21 +102,20 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
         delta_for(event, attributes),
     )
     if profile is None:
-        stored_digest, rows = await events_repo.stored(session, event.event_id)
+        stored_digest, rows = await events_repo.stored(conn, event.event_id)
         if stored_digest != digest:
             raise EventConflictError(
                 f"event {event.event_id!r} was already received with different content; "
                 "a new event needs a new event_id"
             )
+        structlog.contextvars.bind_contextvars(event_id=event.event_id, event_type=event.type, replay=True)
         return EventResult(event_id=event.event_id, duplicate=True, awards=[award_from_row(r) for r in rows]), False
 
     if event.type == "purchase" and order is not None and profile["first_exposed_at"] is not None:
-        await customers_repo.add_purchase_to_timelines(
-            session, event.customer_id, event.occurred_at, money(order.total)
-        )
+        await customers_repo.add_purchase_to_timelines(conn, event.customer_id, event.occurred_at, money(order.total))
     if event.type == "return" and order is not None:
         await reverse_order(
-            session,
+            conn,
             customer_id=event.customer_id,
             order_id=order.order_id,
             event_id=event.event_id,
@@ -132,7 +129,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
     plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts, matched_only=True), history)
     metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
     if plan.needs_counters:
-        positions = await controls_repo.reserve(session, controls.reserve_payload(plan, event.event_id))
+        positions = await controls_repo.reserve(conn, controls.reserve_payload(plan, event.event_id))
     else:
         positions = controls.accept(plan, take=_unlimited, room=_unlimited, give_back=_nothing)
     chosen = [plan.candidates[p] for p in positions]
@@ -143,7 +140,7 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
         costs = iter(d.cost for d in treated)
         at = int(event.occurred_at.timestamp())
         await awards_repo.issue(
-            session,
+            conn,
             event_id=event.event_id,
             customer_id=event.customer_id,
             order_id=order.order_id if order else None,
@@ -167,12 +164,9 @@ async def record_event(session: AsyncSession, rule_set: RuleSet, event: EventIn)
             ),
             outbox=outbox.messages(rule_set.settings.webhooks, "award.issued", awards, event.occurred_at),
         )
-    log.info(
-        "event_recorded",
-        event_id=event.event_id,
-        type=event.type,
-        awards=len(awards),
-        held_out=len(chosen) - len(awards),
+    # What the event came to rides on the request's one log line (a batch writes a line per event).
+    structlog.contextvars.bind_contextvars(
+        event_id=event.event_id, event_type=event.type, awards=len(awards), held_out=len(chosen) - len(awards)
     )
     return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True
 

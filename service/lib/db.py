@@ -72,14 +72,15 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
         hide_parameters=True,  # parameters hold personal data; keep them out of errors and logs
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "delight"}},
-        json_serializer=_json_text,
+        json_serializer=json_text,
+        json_deserializer=msgspec.json.decode,
     )
 
 
 _JSON = msgspec.json.Encoder(decimal_format="number")
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     """JSONB parameters as text, through msgspec rather than the standard library's slower encoder.
 
     Decimals are written as JSON numbers, so amounts stay numbers in JSONB.
@@ -110,9 +111,9 @@ def translate_error(exc: Exception) -> DelightError | None:
     """
     if isinstance(exc, DATABASE_DOWN) or getattr(exc, "connection_invalidated", False):
         return ServiceUnavailableError("the database is unavailable; retry shortly")
-    if isinstance(exc, DataError):
+    if isinstance(exc, DataError | asyncpg.exceptions.DataError):
         return ValidationError("a value is out of the range that can be stored")
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError | asyncpg.exceptions.IntegrityConstraintViolationError):
         return ConflictError("the request conflicts with stored data")
     return None
 

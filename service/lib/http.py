@@ -161,7 +161,9 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     )
 
 
-def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError | PoolTimeoutError) -> Response[bytes]:
+def handle_database_error(
+    request: Request[Any, Any, Any], exc: DBAPIError | PoolTimeoutError | asyncpg.PostgresError
+) -> Response[bytes]:
     error = translate_error(exc)
     if error is None:
         return handle_unexpected(request, exc)
@@ -189,6 +191,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: handle_http_exception,
     DBAPIError: handle_database_error,
     PoolTimeoutError: handle_database_error,
+    asyncpg.PostgresError: handle_database_error,
     OSError: handle_connection_error,
     asyncpg.exceptions.OperatorInterventionError: handle_connection_error,
     asyncpg.exceptions.PostgresConnectionError: handle_connection_error,

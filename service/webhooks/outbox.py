@@ -13,21 +13,21 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.awards.schemas import AwardOut
+from service.lib.pg import Sql
 from service.rules.spec import WebhookSpec
 
-INSERT = text(
+INSERT = Sql(
     """
     INSERT INTO outbox (message_id, subscription, type, payload)
     SELECT x.message_id, x.subscription, x.type, x.payload
-    FROM jsonb_to_recordset(:rows) AS x(message_id uuid, subscription text, type text, payload jsonb)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(message_id uuid, subscription text, type text, payload jsonb)
     ON CONFLICT DO NOTHING
     """
-).bindparams(bindparam("rows", type_=JSONB))
+)
+_INSERT = INSERT.clause()
 
 
 def messages(
@@ -54,4 +54,4 @@ def messages(
 
 async def write(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(INSERT, {"rows": rows})
+        await session.execute(_INSERT, {"rows": rows})

@@ -1,0 +1,82 @@
+"""The event path's SQL, run on asyncpg directly.
+
+An event costs a few fixed statements; through the ORM session and
+SQLAlchemy's statement layer they cost more Python CPU than all the rest of
+the request. Here the same statements, written with ``:name`` parameters,
+run on a connection checked out of the same pool, in one transaction. A
+parameter written ``CAST(:name AS jsonb)`` is sent as JSON text (the pool's
+connections decode JSON with msgspec, see ``db.create_engine``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, TypeAlias
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.lib.db import DATABASE_DOWN, json_text
+
+Connection: TypeAlias = asyncpg.Connection
+Record: TypeAlias = asyncpg.Record
+
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_JSON_PARAMETER = re.compile(r"CAST\(:([A-Za-z_]\w*) AS jsonb\)", re.IGNORECASE)
+
+
+class Sql:
+    """One statement: its ``:name`` parameters numbered once, for asyncpg, and as SQLAlchemy ``text``."""
+
+    __slots__ = ("json", "names", "source", "text")
+
+    def __init__(self, source: str) -> None:
+        numbers: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+        self.source = source
+        self.text = _PARAMETER.sub(number, source)
+        self.names = tuple(numbers)
+        self.json = frozenset(_JSON_PARAMETER.findall(source))
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [json_text(params[name]) if name in self.json else params[name] for name in self.names]
+
+    def clause(self) -> TextClause:
+        """The statement for a SQLAlchemy session, for callers that hold one."""
+        return text(self.source).bindparams(*(bindparam(name, type_=JSONB) for name in self.json))
+
+    async def fetch(self, conn: Connection, params: Mapping[str, Any]) -> list[Record]:
+        return list(await conn.fetch(self.text, *self.args(params)))
+
+    async def fetchrow(self, conn: Connection, params: Mapping[str, Any]) -> Record | None:
+        return await conn.fetchrow(self.text, *self.args(params))
+
+    async def fetchval(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        return await conn.fetchval(self.text, *self.args(params))
+
+    async def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
+        await conn.execute(self.text, *self.args(params))
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
+    """A pooled connection in one transaction: committed when the block ends normally, rolled back on any error.
+
+    A connection the server dropped is discarded rather than returned to the
+    pool, so the next request gets a fresh one.
+    """
+    async with engine.connect() as pooled:
+        driver: Connection = (await pooled.get_raw_connection()).driver_connection
+        try:
+            async with driver.transaction():
+                yield driver
+        except DATABASE_DOWN:
+            await pooled.invalidate()
+            raise
