@@ -10,6 +10,7 @@ connections decode JSON with msgspec, see ``db.create_engine``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from service.lib.db import DATABASE_DOWN, json_text
 
@@ -69,14 +71,20 @@ class Sql:
 async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
     """A pooled connection in one transaction: committed when the block ends normally, rolled back on any error.
 
-    A connection the server dropped is discarded rather than returned to the
+    The connection comes straight from the engine's pool (``raw_connection``),
+    without the ``AsyncConnection`` around it, which costs twice as much. A
+    connection the server dropped is discarded rather than returned to the
     pool, so the next request gets a fresh one.
     """
-    async with engine.connect() as pooled:
-        driver: Connection = (await pooled.get_raw_connection()).driver_connection
+    pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+    try:
+        driver: Connection = pooled.driver_connection
         try:
             async with driver.transaction():
                 yield driver
         except DATABASE_DOWN:
-            await pooled.invalidate()
+            await greenlet_spawn(pooled.invalidate)
             raise
+    finally:
+        # Back to the pool even when the request is cancelled half way.
+        await asyncio.shield(greenlet_spawn(pooled.close))
