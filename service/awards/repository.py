@@ -63,24 +63,31 @@ ISSUE = Sql(
         FROM first_keys k
         WHERE f.campaign = k.campaign AND f.rule_id = k.rule_id AND f.customer_id = :customer_id
           AND f.t0 <= :issued_at AND k.cost_cents > 0 AND :issued_at <= f.t0 + interval '365 days'
-    ), firsts AS (
+    ), new_keys AS MATERIALIZED (
         -- a first exposure, or an earlier one than recorded (a late event), which takes its place whole;
-        -- the timelines come from what is stored, so events that arrived before it count too
-        INSERT INTO first_exposures AS f (
-            campaign, rule_id, customer_id, event_id, t0, "group", holdout,
-            after_s, after_cents, before_s, before_cents, cost_s, cost_cents
-        )
-        SELECT k.campaign, k.rule_id, :customer_id, :event_id, :issued_at, k."group", k.holdout,
-               a.s, a.cents, b.s, b.cents, c.s, c.cents
-        FROM first_keys k
-        CROSS JOIN LATERAL delight_purchase_timeline(:customer_id, :issued_at, true) AS a
-        CROSS JOIN LATERAL delight_purchase_timeline(:customer_id, :issued_at, false) AS b
-        CROSS JOIN LATERAL delight_cost_timeline(:customer_id, k.campaign, k.rule_id, :issued_at, k.cost_cents) AS c
+        -- found before any timeline is read, since most exposures are not a customer's first
+        SELECT * FROM first_keys k
         WHERE NOT EXISTS (
             SELECT 1 FROM first_exposures e
             WHERE e.campaign = k.campaign AND e.rule_id = k.rule_id AND e.customer_id = :customer_id
               AND e.t0 <= :issued_at
         )
+    ), purchases AS MATERIALIZED (
+        -- the timelines come from what is stored, so events that arrived before it count too
+        SELECT a.s AS after_s, a.cents AS after_cents, b.s AS before_s, b.cents AS before_cents
+        FROM delight_purchase_timeline(:customer_id, :issued_at, true) AS a
+        CROSS JOIN delight_purchase_timeline(:customer_id, :issued_at, false) AS b
+        WHERE EXISTS (SELECT 1 FROM new_keys)
+    ), firsts AS (
+        INSERT INTO first_exposures AS f (
+            campaign, rule_id, customer_id, event_id, t0, "group", holdout,
+            after_s, after_cents, before_s, before_cents, cost_s, cost_cents
+        )
+        SELECT k.campaign, k.rule_id, :customer_id, :event_id, :issued_at, k."group", k.holdout,
+               p.after_s, p.after_cents, p.before_s, p.before_cents, c.s, c.cents
+        FROM new_keys k
+        CROSS JOIN purchases p
+        CROSS JOIN LATERAL delight_cost_timeline(:customer_id, k.campaign, k.rule_id, :issued_at, k.cost_cents) AS c
         ON CONFLICT (campaign, rule_id, customer_id) DO UPDATE SET
             event_id = EXCLUDED.event_id, t0 = EXCLUDED.t0, "group" = EXCLUDED."group", holdout = EXCLUDED.holdout,
             after_s = EXCLUDED.after_s, after_cents = EXCLUDED.after_cents,
