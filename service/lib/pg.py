@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from service.lib.db import DATABASE_DOWN, json_text
+from service.lib.db import json_text
 
 Connection: TypeAlias = asyncpg.Connection
 Record: TypeAlias = asyncpg.Record
@@ -67,24 +67,48 @@ class Sql:
         await conn.execute(self.text, *self.args(params))
 
 
+# What leaves a connection unusable, as opposed to one statement failing on it.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
     """A pooled connection in one transaction: committed when the block ends normally, rolled back on any error.
 
     The connection comes straight from the engine's pool (``raw_connection``),
-    without the ``AsyncConnection`` around it, which costs twice as much. A
-    connection the server dropped is discarded rather than returned to the
-    pool, so the next request gets a fresh one.
+    without the ``AsyncConnection`` around it, which costs twice as much. It
+    goes back to the pool only when it is known to be clean: committed, or
+    rolled back after a statement failed. A connection the server dropped
+    marks every older pooled connection stale too, as SQLAlchemy does, so that
+    after a database restart one request fails rather than one per pooled
+    connection; a connection whose transaction was cut off half way (the
+    request cancelled during a round trip) is closed, never reused.
     """
+    pool = engine.sync_engine.pool
     pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+    driver: Connection = pooled.driver_connection
+    clean = False
     try:
-        driver: Connection = pooled.driver_connection
-        try:
-            async with driver.transaction():
-                yield driver
-        except DATABASE_DOWN:
-            await greenlet_spawn(pooled.invalidate)
+        async with driver.transaction():
+            yield driver
+        clean = True
+    except Exception as exc:
+        if isinstance(exc, CONNECTION_LOST) or driver.is_closed():
+            # What SQLAlchemy does on a disconnect: every connection older than now is stale.
+            pool._invalidate(pooled, exc, _checkin=False)
             raise
+        clean = True  # asyncpg rolled the transaction back
+        raise
     finally:
-        # Back to the pool even when the request is cancelled half way.
-        await asyncio.shield(greenlet_spawn(pooled.close))
+        # Back to the pool (or closed) even when the request is cancelled half way.
+        if clean and not driver.is_in_transaction():
+            await asyncio.shield(greenlet_spawn(pooled.close))
+        else:
+            await asyncio.shield(greenlet_spawn(pooled.invalidate))

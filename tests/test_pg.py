@@ -1,0 +1,72 @@
+"""The event path's transactions on asyncpg (``service/lib/pg.py``) against the real test database.
+
+A connection goes back to the pool only when it is clean. The engines here
+have a pool of one connection, so the next transaction gets the very
+connection the previous one left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.lib import pg
+from service.lib.db import create_engine
+from service.lib.settings import DatabaseSettings
+
+TXID = "SELECT txid_current()"
+
+
+@pytest.fixture
+async def one_connection(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, DatabaseSettings(pool_size=1, max_overflow=0))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def txid(engine: AsyncEngine) -> int:
+    async with pg.transaction(engine) as conn:
+        return int(await conn.fetchval(TXID))
+
+
+async def test_each_block_is_a_transaction_of_its_own_that_commits(one_connection: AsyncEngine) -> None:
+    first, second = await txid(one_connection), await txid(one_connection)
+    assert first != second
+
+
+async def test_a_failed_statement_rolls_back_and_the_connection_is_reused_clean(one_connection: AsyncEngine) -> None:
+    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+        async with pg.transaction(one_connection) as conn:
+            await conn.execute("SELECT 1 / 0")
+    before = await txid(one_connection)
+    assert await txid(one_connection) != before  # not nested inside what the failure left open
+
+
+async def test_a_request_cancelled_at_any_point_leaves_no_transaction_open_on_a_pooled_connection(
+    one_connection: AsyncEngine,
+) -> None:
+    """Cancelled while the connection is checked out, while ``BEGIN`` is on its way, while a statement runs:
+    whatever the moment, the next transactions are real ones, each with its own id, not savepoints inside a
+    transaction the cancelled request left open."""
+
+    async def slow() -> None:
+        async with pg.transaction(one_connection) as conn:
+            await conn.execute("SELECT pg_sleep(5)")
+
+    for step in range(60):
+        task = asyncio.create_task(slow())
+        for _ in range(step % 12):  # cancel after a few turns of the event loop...
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.0005 * (step // 12))  # ...and a little later each round
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        first, second = await txid(one_connection), await txid(one_connection)
+        assert first != second, f"step {step}: the pooled connection was left inside a transaction"
