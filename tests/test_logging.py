@@ -153,6 +153,30 @@ async def test_every_entry_logged_during_a_request_carries_its_request_id(client
     assert "event_id" not in line
 
 
+async def test_each_event_of_a_batch_is_logged_with_its_own_outcome_and_nothing_of_another(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    first = purchase("e-log-b1", "c-log-b", 150.0)
+    with capture() as entries:
+        response = await client.post(
+            "/v1/events/batch",
+            json={"events": [first, {**first, "store_id": "elsewhere"}, first]},
+            headers=keys[scopes.EVENTS_WRITE],
+        )
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 409, 200]
+    recorded = [e for e in entries if e.get("event") == "event_recorded"]
+    assert [e["event_id"] for e in recorded] == ["e-log-b1", "e-log-b1"]  # the conflict stored nothing
+    stored, replay = recorded
+    assert stored["awards"] == len(results[0]["awards"])
+    assert "replay" not in stored
+    assert replay["replay"] is True
+    assert "awards" not in replay  # not carried over from the event before it
+    [line] = request_lines(entries)
+    assert "event_id" not in line
+    assert "awards" not in line
+
+
 async def test_the_customers_name_and_email_never_appear_in_the_logs(client: Client, keys: dict[str, Any]) -> None:
     customer = {"first_name": FIRST_NAME, "last_name": LAST_NAME, "email": EMAIL}
     with capture() as entries:

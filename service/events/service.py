@@ -56,17 +56,22 @@ async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: E
     for attempt in range(1, ATTEMPTS + 1):
         try:
             async with pg.transaction(engine) as conn:
-                result, is_new = await record_event(conn, rule_set, event)
+                result, is_new, held_out = await record_event(conn, rule_set, event)
         except asyncpg.PostgresError as exc:
             sqlstate = exc.sqlstate
             if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
             log.warning("event_retried", event_id=event.event_id, sqlstate=sqlstate, attempt=attempt)
             continue
-        if is_new:  # counted once committed
+        # Counted, and told to the request's log line (a batch writes a line per event), once committed.
+        if is_new:
             metrics.EVENTS.labels(event.type).inc()
             for award in result.awards:
                 metrics.AWARDS.labels(award.campaign, award.kind).inc()
+            outcome = {"awards": len(result.awards), "held_out": held_out}
+        else:
+            outcome = {"replay": True}
+        structlog.contextvars.bind_contextvars(event_id=event.event_id, event_type=event.type, **outcome)
         return result, is_new
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -76,8 +81,9 @@ def content_hash(event: EventIn) -> bytes:
     return hashlib.sha256(msgspec.json.encode(event, order="sorted")).digest()
 
 
-async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
-    """Store one event and its consequences; returns the result and whether the event was new."""
+async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool, int]:
+    """Store one event and its consequences; returns the result, whether the event was new and how many
+    awards the holdout kept back."""
     # One instant, one spelling: 11:15+01:00 and 10:15Z are the same event.
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
     digest = content_hash(event)
@@ -108,8 +114,8 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
                 f"event {event.event_id!r} was already received with different content; "
                 "a new event needs a new event_id"
             )
-        structlog.contextvars.bind_contextvars(event_id=event.event_id, event_type=event.type, replay=True)
-        return EventResult(event_id=event.event_id, duplicate=True, awards=[award_from_row(r) for r in rows]), False
+        awards = [award_from_row(r) for r in rows]
+        return EventResult(event_id=event.event_id, duplicate=True, awards=awards), False, 0
 
     if event.type == "purchase" and order is not None and profile["first_exposed_at"] is not None:
         await customers_repo.add_purchase_to_timelines(conn, event.customer_id, event.occurred_at, money(order.total))
@@ -164,11 +170,7 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
             ),
             outbox=outbox.messages(rule_set.settings.webhooks, "award.issued", awards, event.occurred_at),
         )
-    # What the event came to rides on the request's one log line (a batch writes a line per event).
-    structlog.contextvars.bind_contextvars(
-        event_id=event.event_id, event_type=event.type, awards=len(awards), held_out=len(chosen) - len(awards)
-    )
-    return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True
+    return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True, len(chosen) - len(awards)
 
 
 def _unlimited(_: Take) -> bool:
