@@ -43,6 +43,9 @@ from service.webhooks import outbox
 log = get_logger(__name__)
 
 
+# What an event came to, bound for the request's log line once committed (a batch unbinds them per event).
+EVENT_LOG_FIELDS = ("event_id", "event_type", "awards", "held_out", "replay")
+
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 ATTEMPTS = 3
 

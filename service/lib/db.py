@@ -2,8 +2,9 @@
 
 All tables share one ``MetaData`` with a naming convention so that
 constraint names (and so migrations) stay stable. A unit of work is one
-session whose transaction is committed in exactly one place:
-``transaction`` below (the request's ``db_session`` dependency uses it).
+transaction committed in exactly one place: ``transaction`` below for a
+session (the request's ``db_session`` dependency uses it), or
+``pg.transaction`` for the event path on asyncpg.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: committed when the block ends normally, rolled back on any error.
 
-    This is the only place that commits; services and repositories only execute and flush.
+    Services and repositories never commit; they only execute and flush (the event path: ``pg.transaction``).
     """
     async with maker() as session, session.begin():
         yield session
