@@ -10,13 +10,12 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.events.schemas import BatchItemResult, BatchResult, EventBatchIn, EventIn, EventResult, semantic_errors
-from service.events.service import record_event_retrying
+from service.events.service import EVENT_LOG_FIELDS, record_event_retrying
 from service.keys.guards import requires
 from service.keys.scopes import EVENTS_WRITE
-from service.lib.db import translate_error
+from service.lib.db import DATABASE_DOWN, translate_error
 from service.lib.errors import DelightError, ValidationError
 from service.lib.logging import get_logger
 from service.lib.openapi import API_KEY, problem_responses, response
@@ -24,8 +23,6 @@ from service.lib.validation import strict_body
 from service.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
-
-EVENT_LOG_FIELDS = ("event_id", "event_type", "awards", "held_out", "replay")
 
 
 class EventController(Controller):
@@ -89,7 +86,7 @@ class EventController(Controller):
             except DelightError as exc:
                 results.append(BatchItemResult(event_id=event.event_id, status=exc.status, error=exc.to_problem()))
                 continue
-            except (DBAPIError, PoolTimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (DBAPIError, asyncpg.PostgresError, *DATABASE_DOWN) as exc:
                 # The events before this one are stored; say so per event rather than failing the whole answer.
                 error = translate_error(exc)
                 if error is None:
@@ -97,7 +94,7 @@ class EventController(Controller):
                 log.warning("batch_event_failed", event_id=event.event_id, error=type(exc).__name__)
                 results.append(BatchItemResult(event_id=event.event_id, status=error.status, error=error.to_problem()))
                 continue
-            log.info("event_recorded")  # with what record_event bound; unbound so the next event starts clean
+            log.info("event_recorded")  # with what record_event_retrying bound; unbound for the next event
             structlog.contextvars.unbind_contextvars(*EVENT_LOG_FIELDS)
             results.append(
                 BatchItemResult(

@@ -40,6 +40,8 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
+    # a connection the server ended under a request can leave asyncpg's protocol mid-operation
+    asyncpg.exceptions.InternalClientError,
 )
 # For loops that must outlive any database trouble.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, *DATABASE_DOWN)

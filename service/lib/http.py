@@ -196,6 +196,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     asyncpg.exceptions.OperatorInterventionError: handle_connection_error,
     asyncpg.exceptions.PostgresConnectionError: handle_connection_error,
     asyncpg.exceptions.InterfaceError: handle_connection_error,
+    asyncpg.exceptions.InternalClientError: handle_connection_error,
     RecursionError: handle_recursion_error,
     Exception: handle_unexpected,
 }

@@ -70,7 +70,8 @@ class Sql:
 # What leaves a connection unusable, as opposed to one statement failing on it.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,  # the connection closed, or an operation cut off on it
+    asyncpg.exceptions.InternalClientError,  # the protocol left mid-operation
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
