@@ -70,3 +70,21 @@ async def test_a_request_cancelled_at_any_point_leaves_no_transaction_open_on_a_
             await task
         first, second = await txid(one_connection), await txid(one_connection)
         assert first != second, f"step {step}: the pooled connection was left inside a transaction"
+
+
+async def test_the_event_path_plans_its_statements_once_and_only_inside_its_own_transactions(
+    one_connection: AsyncEngine,
+) -> None:
+    """Generic plans for the event path's prepared statements, set for its transaction alone: the same
+    pooled connection, used by anything else afterwards, plans as PostgreSQL normally does."""
+    async with pg.transaction(one_connection) as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await conn.fetchval("SHOW jit") == "off"
+    async with one_connection.connect() as other:
+        mode = (await other.exec_driver_sql("SHOW plan_cache_mode")).scalar()
+    assert mode == "auto"
+    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+        async with pg.transaction(one_connection) as conn:
+            await conn.execute("SELECT 1 / 0")
+    async with one_connection.connect() as other:
+        assert (await other.exec_driver_sql("SHOW plan_cache_mode")).scalar() == "auto"
