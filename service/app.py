@@ -34,6 +34,7 @@ from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
 from service.lib.openapi import finish as finish_openapi
+from service.lib.resp import LeanRedis
 from service.lib.settings import Settings, SettingsError
 from service.reports.controller import ExportsController, UpliftController
 from service.reports.redemptions import ReportsController
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = create_engine(database_url, settings.db)
         sessionmaker = create_sessionmaker(engine)
         redis: Redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        lean_redis = LeanRedis.for_url(redis_url, timeout=1.0)
         limiter = RateLimiter(redis, settings.app.rate_limit)
         registry = RuleRegistry(settings.app.rules_dir, rule_set, sessionmaker, redis, sync=settings.app.rules_sync)
         app.state.update(
@@ -130,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
-            key_verifier=KeyVerifier(sessionmaker, redis, limiter),
+            key_verifier=KeyVerifier(sessionmaker, redis, limiter, lean_redis),
             rate_limiter=limiter,
             registry=registry,
         )
@@ -158,6 +160,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     await task
             await registry.stop()
             await redis.aclose()
+            if lean_redis is not None:
+                await lean_redis.close()
             await engine.dispose()
 
     app = DelightApp(

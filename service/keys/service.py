@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -28,6 +29,7 @@ from service.keys.limits import WINDOW_SECONDS, RateLimiter
 from service.keys.scopes import ALL
 from service.lib.db import DATABASE_ERRORS
 from service.lib.logging import get_logger
+from service.lib.resp import LeanRedis, Script
 
 log = get_logger(__name__)
 
@@ -123,17 +125,24 @@ if raw and raw ~= ARGV[1] and ARGV[3] ~= '0' then
 end
 return {raw, -1}
 """
+_LOOKUP_SCRIPT = Script(_LOOKUP_AND_COUNT)
 
 
 class KeyVerifier:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], redis: Redis | None, limiter: RateLimiter | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis | None,
+        limiter: RateLimiter | None = None,
+        lean: LeanRedis | None = None,
     ) -> None:
+        """``lean``, when given, carries the lookup on every request (the same Redis as ``redis``)."""
         self._sessions = sessions
         self._redis = redis
         self._limiter = limiter
         self._touched: dict[str, float] = {}
         self._lookup = redis.register_script(_LOOKUP_AND_COUNT) if redis is not None else None
+        self._lean = lean if redis is not None else None
 
     async def verify(self, token: str) -> Principal | None:
         """The key's holder, or ``None`` for a key that is malformed, unknown, revoked or wrong.
@@ -188,16 +197,18 @@ class KeyVerifier:
             return None, -1
         limiter = self._limiter
         lifetime = WINDOW_SECONDS + 5 if limiter is not None and limiter.enabled else 0
+        keys = [f"delight:key:{key_id}", RateLimiter.counter(key_id, now)]
+        args: list[bytes | str | int] = [REVOKED, secret_hash, lifetime]
         try:
-            raw, counted = await self._lookup(
-                keys=[f"delight:key:{key_id}", RateLimiter.counter(key_id, now)],
-                args=[REVOKED, secret_hash, lifetime],
-            )
+            if self._lean is not None:
+                raw, counted = await self._lean.eval(_LOOKUP_SCRIPT, keys, args)  # type: ignore[misc]
+            else:
+                raw, counted = await self._lookup(keys=keys, args=args)
         except (RedisError, OSError):
             return None, -1
         if raw is None or raw == REVOKED:
             return raw, -1
-        return msgspec.json.decode(raw, type=_Cached), int(counted)
+        return msgspec.json.decode(cast("bytes", raw), type=_Cached), int(counted)
 
     async def _load(self, key_id: str) -> _Cached | None:
         async with self._sessions() as session:
