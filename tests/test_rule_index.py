@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import textwrap
 from collections import Counter
@@ -23,17 +24,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import rule_engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.rules.compiled import ERRORS
-from service.rules.engine import Outcome, evaluate
+from service.rules.engine import Outcome, awarding, draw, evaluate
 from service.rules.facts import build_facts, rule_context
 from service.rules.index import INDEXED, admits, requirements
 from service.rules.loader import load_rule_set
 from service.rules.ruleset import Campaign, Rule, RuleSet
+from tests.conftest import TEST_RULES
 
 CATALOG = """\
 gifts:
@@ -307,6 +310,34 @@ def counting(rule_set: RuleSet, calls: Counter[int]) -> RuleSet:
     return dataclasses.replace(rule_set, campaigns=campaigns)
 
 
+def with_chances(rule_set: RuleSet) -> RuleSet:
+    """The same rule set with chance draws: one rule in three always wins, the others win 70% or 30% of events."""
+    campaigns = tuple(
+        dataclasses.replace(
+            campaign,
+            rules=tuple(
+                dataclasses.replace(rule, chance=(1.0, 0.7, 0.3)[i % 3]) for i, rule in enumerate(campaign.rules)
+            ),
+        )
+        for campaign in rule_set.campaigns
+    )
+    return dataclasses.replace(rule_set, campaigns=campaigns)
+
+
+@functools.cache
+def fixture_rule_set() -> RuleSet:
+    return load_rule_set(TEST_RULES)
+
+
+@given(st.text(max_size=20), st.text(max_size=20), st.text(max_size=20), st.text(max_size=40))
+def test_a_rule_sets_draw_is_the_engines_draw(seed: str, campaign: str, rule_id: str, event_id: str) -> None:
+    demo = fixture_rule_set()
+    rule_set = dataclasses.replace(demo, settings=msgspec.structs.replace(demo.settings, seed=seed))
+    rule = dataclasses.replace(demo.campaigns[0].rules[0], campaign=campaign, id=rule_id)
+    assert rule_set.draw(rule, event_id) == draw(seed, campaign, rule_id, event_id)
+    assert rule_set.draw(rule, event_id) == draw(seed, campaign, rule_id, event_id)  # the kept prefix is unchanged
+
+
 def matched(outcomes: list[Outcome]) -> list[tuple[str, str]]:
     return [(o.campaign, o.rule_id) for o in outcomes if o.matched]
 
@@ -422,6 +453,13 @@ def test_engine_agrees_with_rule_engine_on_generated_rule_sets(tmp_path_factory:
             assert matched(full) == expected
             assert [o.decision for o in fast] == [o.decision for o in full if o.matched]
 
+            # the event path: only what awards, each rule's chance drawn before its condition is tested
+            chancy = with_chances(rule_set)
+            deciding = [o for o in evaluate(chancy, facts, matched_only=True) if o.decision is not None]
+            assert awarding(chancy, facts) == deciding
+            assert awarding(rule_set, facts) == fast
+            seen["awarded after a draw"] += sum(1 for o in deciding if o.draw is not None)
+
             # each clause is tested at most once per event, in either mode
             for only in (True, False):
                 calls.clear()
@@ -438,6 +476,7 @@ def test_engine_agrees_with_rule_engine_on_generated_rule_sets(tmp_path_factory:
 
     check()
     assert seen["matched"] >= 400, seen
+    assert seen["awarded after a draw"] >= 100, seen
     assert seen["skipped in active campaigns"] >= 800, seen
     assert seen["not evaluable"] >= 50, seen
     assert seen["inactive"] >= 500, seen

@@ -135,7 +135,7 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
     facts = build_facts(event_data, profile, rule_set.zone)
     history = [LogEntry.from_json(e) for e in profile["award_log"]]
     started = time.perf_counter()
-    plan = controls.plan(rule_set, facts, engine.evaluate(rule_set, facts, matched_only=True), history)
+    plan = controls.plan(rule_set, facts, engine.awarding(rule_set, facts), history)
     metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
     if plan.needs_counters:
         positions = await controls_repo.reserve(conn, controls.reserve_payload(plan, event.event_id))

@@ -98,6 +98,38 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
     return outcomes
 
 
+def awarding(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
+    """The outcomes that award something: ``evaluate(..., matched_only=True)`` less the rules that lose their
+    chance draw or whose offer renders empty, as the event path needs them.
+
+    The draw comes first. It does not depend on the condition, most rules
+    give their surprise to a few events in a hundred, and a draw costs less
+    than a condition, so most conditions are never tested.
+    """
+    occurred_at: dt.datetime = facts["occurred_at"]
+    event_id: str = facts["event_id"]
+    tested: dict[int, bool | Exception] = {}
+    active: dict[str, bool] = {}
+    awarded = []
+    for campaign, rule in rule_set.candidates((facts["type"], facts["channel"], facts["name"])):
+        is_active = active.get(campaign.name)
+        if is_active is None:
+            is_active = active[campaign.name] = campaign.is_active(occurred_at)
+        if not is_active:
+            continue
+        value = None
+        if rule.chance < 1.0:
+            value = rule_set.draw(rule, event_id)
+            if value >= rule.chance:
+                continue
+        if _holds(rule, facts, tested) is not True:
+            continue
+        decision = _decide(rule_set, rule, facts)
+        if decision is not None:
+            awarded.append(Outcome(rule.campaign, rule.id, True, "awarded", value, decision))
+    return awarded
+
+
 def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:
     return [o.decision for o in evaluate(rule_set, facts) if o.decision is not None]
 
@@ -129,7 +161,7 @@ def _matched(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
     """The outcome of a rule whose condition holds: the chance draw, then the award."""
     value = None
     if rule.chance < 1.0:
-        value = draw(rule_set.settings.seed, rule.campaign, rule.id, facts["event_id"])
+        value = rule_set.draw(rule, facts["event_id"])
         if value >= rule.chance:
             return Outcome(rule.campaign, rule.id, True, f"chance draw {value:.4f} >= {rule.chance}", value, None)
     decision = _decide(rule_set, rule, facts)

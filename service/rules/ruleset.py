@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,6 +14,7 @@ from service.rules.index import Requirements, admits
 from service.rules.spec import SettingsSpec
 from service.rules.template import Template
 
+_TWO_64 = float(2**64)
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -123,11 +125,24 @@ class RuleSet:
     _candidates: dict[tuple[str, str, str], tuple[tuple[Campaign, Rule], ...]] = field(
         init=False, repr=False, compare=False
     )
+    _draws: dict[tuple[str, str], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {c.name: c for c in self.campaigns})
         object.__setattr__(self, "rules_by_key", {(c.name, r.id): r for c in self.campaigns for r in c.rules})
         object.__setattr__(self, "_candidates", {})
+        object.__setattr__(self, "_draws", {})
+
+    def draw(self, rule: Rule, event_id: str) -> float:
+        """``engine.draw`` for this rule set's seed: the SHA-256 of the seed, campaign and rule id is hashed
+        once per rule and only the event id is added per event."""
+        prefix = self._draws.get((rule.campaign, rule.id))
+        if prefix is None:
+            prefix = hashlib.sha256(f"{self.settings.seed}\x1f{rule.campaign}\x1f{rule.id}\x1f".encode())
+            self._draws[(rule.campaign, rule.id)] = prefix
+        digest = prefix.copy()
+        digest.update(event_id.encode())
+        return int.from_bytes(digest.digest()[:8], "big") / _TWO_64
 
     def candidates(self, key: tuple[str, str, str]) -> tuple[tuple[Campaign, Rule], ...]:
         """The rules an event with (type, channel, name) = ``key`` can match, in rule-set order.
