@@ -126,9 +126,11 @@ async def test_no_server_is_a_connection_error_not_a_hang() -> None:
 
 async def test_a_wrong_password_is_a_connection_error(redis_url: str) -> None:
     """A Redis without a password refuses ``AUTH``: the connection is not used."""
-    if not redis_url.startswith("redis://"):
-        pytest.skip("needs a TCP Redis URL to add a password to")
-    lean = LeanRedis.for_url(redis_url.replace("redis://", "redis://:wrong@", 1), timeout=1.0)
+    if redis_url.startswith("unix://"):
+        wrong = redis_url + ("&" if "?" in redis_url else "?") + "password=wrong"
+    else:
+        wrong = redis_url.replace("redis://", "redis://:wrong@", 1)
+    lean = LeanRedis.for_url(wrong, timeout=1.0)
     assert lean is not None
     with pytest.raises(RedisConnectionError, match="refused"):
         await lean.execute(encode("PING"))
