@@ -40,6 +40,14 @@ def test_new_codes_use_the_whole_alphabet(codes: list[str]) -> None:
     assert set("".join(codes).replace("-", "")) == set(ALPHABET)
 
 
+def test_every_position_of_the_body_uses_the_whole_alphabet(codes: list[str]) -> None:
+    """Each symbol comes from its own random bits: no position is stuck, or shared with another."""
+    bodies = [code.replace("-", "")[:12] for code in codes]
+    for position in range(12):
+        assert {body[position] for body in bodies} == set(ALPHABET), position
+    assert all(len({body[i] for i in range(12)}) > 1 for body in bodies[:50])
+
+
 def test_new_code_is_its_own_normal_form(codes: list[str]) -> None:
     for code in codes:
         assert normalise(code) == code
