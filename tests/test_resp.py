@@ -92,6 +92,44 @@ async def test_a_connection_the_server_closes_is_replaced_on_the_next_call(lean:
     assert await lean.execute(encode("CLIENT", "ID")) != client_id
 
 
+async def test_a_call_cancelled_while_waiting_leaves_its_reply_to_nobody_else(lean: LeanRedis, redis: Redis) -> None:
+    """The cancelled call's reply still arrives; it is read and dropped, and the next call gets its own."""
+    name = key()
+    await redis.set(name, b"mine", ex=60)
+    await lean.execute(encode("PING"))  # connected
+    slow = asyncio.create_task(lean.execute(encode("EVAL", "local t = redis.call('TIME') return 'late'", 0)))
+    await asyncio.sleep(0)  # sent
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await lean.execute(encode("GET", name)) == b"mine"
+
+
+async def test_a_connect_whose_callers_were_all_cancelled_is_not_reused_once_its_connection_drops(
+    lean: LeanRedis, redis: Redis
+) -> None:
+    """The callers of the first connect go away before it finishes (requests cut off); it still finishes.
+    When that connection later drops, the next call connects afresh instead of using the dead one."""
+    calls = [asyncio.create_task(lean.execute(encode("PING"))) for _ in range(3)]
+    await asyncio.sleep(0)
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    for _ in range(200):  # the connect finishes on its own
+        if lean._protocol is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert lean._protocol is not None
+    assert lean._connecting is None
+    client_id = await lean.execute(encode("CLIENT", "ID"))
+    assert await redis.client_kill_filter(_id=client_id) == 1
+    for _ in range(100):
+        if lean._protocol.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert await lean.execute(encode("CLIENT", "ID")) != client_id
+
+
 async def test_a_silent_server_times_out_every_waiting_call_and_the_next_call_connects_again(redis_url: str) -> None:
     """A call that is not answered in time fails, and so does every call behind it on the connection: a late
     reply must not answer the wrong call. Redis paused by ``CLIENT PAUSE`` stands in for a hung server."""

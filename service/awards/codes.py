@@ -14,6 +14,7 @@ import secrets
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 _N = len(ALPHABET)
+assert _N == 32, "new_code draws 5 bits a symbol"
 BODY_LENGTH = 12
 
 

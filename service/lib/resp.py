@@ -17,13 +17,14 @@ connects again. TLS (``rediss://``) is not spoken here: ``for_url`` returns
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import deque
 from typing import Any, TypeAlias, cast
 
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Reply: TypeAlias = bytes | int | list[Any] | ResponseError | None
@@ -120,10 +121,15 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
     def send(self, command: bytes) -> asyncio.Future[Reply]:
-        assert self.transport is not None
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise RedisConnectionError("the connection to Redis is closed")
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        try:
+            self.transport.write(command)
+        except (RuntimeError, OSError) as exc:  # uvloop refuses a write on a handle it has closed
+            self.fail(RedisConnectionError(f"could not write to Redis: {exc}"))
+            raise RedisConnectionError(f"could not write to Redis: {exc}") from exc
         self.waiting.append(future)
-        self.transport.write(command)
         return future
 
 
@@ -136,7 +142,7 @@ class LeanRedis:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._hello: list[bytes] = []
-        if kwargs.get("password") is not None:
+        if kwargs.get("password"):  # as redis-py: an empty password sends no AUTH
             user = kwargs.get("username")
             self._hello.append(encode("AUTH", user, kwargs["password"]) if user else encode("AUTH", kwargs["password"]))
         if kwargs.get("db"):
@@ -173,6 +179,11 @@ class LeanRedis:
         return await self.execute(encode("EVAL", script.source, len(keys), *keys, *args))
 
     async def close(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await connecting
         if self._protocol is not None:
             self._protocol.fail(RedisConnectionError("the client was closed"))
             self._protocol = None
@@ -185,14 +196,19 @@ class LeanRedis:
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return protocol
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        if connecting is None:
+            # One connect for every call that arrives meanwhile; it forgets itself when done, even when
+            # every call that waited for it was cancelled.
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(self._connected_or_not)
+        return await asyncio.shield(connecting)
+
+    def _connected_or_not(self, connecting: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is connecting:
+            self._connecting = None
+        if not connecting.cancelled():
+            connecting.exception()  # retrieved here, so an attempt nobody awaited is not reported as lost
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
