@@ -17,7 +17,6 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_customer_id_occurred_at", "customer_id", "occurred_at"),
-        Index("ix_events_order_id", "order_id"),
         Index("ix_events_customer_id_order_id", "customer_id", "order_id"),
         Index("ix_events_occurred_at", "occurred_at"),
     )
