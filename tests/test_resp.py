@@ -115,8 +115,8 @@ async def test_a_connect_whose_callers_were_all_cancelled_is_not_reused_once_its
     for call in calls:
         call.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
-    for _ in range(200):  # the connect finishes on its own
-        if lean._protocol is not None:
+    for _ in range(200):  # the connect finishes on its own, and then forgets itself
+        if lean._protocol is not None and lean._connecting is None:
             break
         await asyncio.sleep(0.01)
     assert lean._protocol is not None
