@@ -135,12 +135,11 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
     facts = build_facts(event_data, profile, rule_set.zone)
     started = time.perf_counter()
     awarding = engine.awarding(rule_set, facts)
+    metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
     if not awarding:  # most events: nothing to plan, draw or write
-        metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
         return EventResult(event_id=event.event_id, duplicate=False, awards=[]), True, 0
     history = [LogEntry.from_json(e) for e in profile["award_log"]]
     plan = controls.plan(rule_set, facts, awarding, history)
-    metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
     if plan.needs_counters:
         positions = await controls_repo.reserve(conn, controls.reserve_payload(plan, event.event_id))
     else:

@@ -8,15 +8,13 @@ same decisions. The HTTP layer, ``simulate`` and ``backtest`` all call this.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from service.rules.compiled import ERRORS
-from service.rules.ruleset import Rule, RuleSet
-
-_TWO_64 = float(2**64)
+from service.rules.ruleset import Rule, RuleSet, draw_from, draw_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +47,7 @@ class Outcome:
 
 def draw(seed: str, campaign: str, rule_id: str, event_id: str) -> float:
     """A uniform number in [0, 1) fixed by its inputs: the rule's chance draw for this event."""
-    digest = hashlib.sha256(f"{seed}\x1f{campaign}\x1f{rule_id}\x1f{event_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / _TWO_64
+    return draw_from(draw_prefix(seed, campaign, rule_id), event_id)
 
 
 def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = False) -> list[Outcome]:
@@ -64,16 +61,11 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
     occurred_at: dt.datetime = facts["occurred_at"]
     tested: dict[int, bool | Exception] = {}
     if matched_only:
-        key = (facts["type"], facts["channel"], facts["name"])
-        matched = []
-        active: dict[str, bool] = {}
-        for campaign, rule in rule_set.candidates(key):
-            is_active = active.get(campaign.name)
-            if is_active is None:
-                is_active = active[campaign.name] = campaign.is_active(occurred_at)
-            if is_active and _holds(rule, facts, tested) is True:
-                matched.append(_matched(rule_set, rule, facts))
-        return matched
+        return [
+            _matched(rule_set, rule, facts)
+            for rule in _active_candidates(rule_set, facts)
+            if _holds(rule, facts, tested) is True
+        ]
     outcomes: list[Outcome] = []
     for campaign in rule_set.campaigns:
         if not campaign.is_active(occurred_at):
@@ -106,17 +98,10 @@ def awarding(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
     give their surprise to a few events in a hundred, and a draw costs less
     than a condition, so most conditions are never tested.
     """
-    occurred_at: dt.datetime = facts["occurred_at"]
     event_id: str = facts["event_id"]
     tested: dict[int, bool | Exception] = {}
-    active: dict[str, bool] = {}
     awarded = []
-    for campaign, rule in rule_set.candidates((facts["type"], facts["channel"], facts["name"])):
-        is_active = active.get(campaign.name)
-        if is_active is None:
-            is_active = active[campaign.name] = campaign.is_active(occurred_at)
-        if not is_active:
-            continue
+    for rule in _active_candidates(rule_set, facts):
         value = None
         if rule.chance < 1.0:
             value = rule_set.draw(rule, event_id)
@@ -128,6 +113,18 @@ def awarding(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
         if decision is not None:
             awarded.append(Outcome(rule.campaign, rule.id, True, "awarded", value, decision))
     return awarded
+
+
+def _active_candidates(rule_set: RuleSet, facts: dict[str, Any]) -> Iterator[Rule]:
+    """The rules the event can match at all (``RuleSet.candidates``) in campaigns active when it occurred."""
+    occurred_at: dt.datetime = facts["occurred_at"]
+    active: dict[str, bool] = {}
+    for campaign, rule in rule_set.candidates((facts["type"], facts["channel"], facts["name"])):
+        is_active = active.get(campaign.name)
+        if is_active is None:
+            is_active = active[campaign.name] = campaign.is_active(occurred_at)
+        if is_active:
+            yield rule
 
 
 def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:

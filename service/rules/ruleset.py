@@ -15,6 +15,20 @@ from service.rules.spec import SettingsSpec
 from service.rules.template import Template
 
 _TWO_64 = float(2**64)
+
+
+def draw_prefix(seed: str, campaign: str, rule_id: str) -> Any:
+    """The SHA-256 state of a chance draw's fixed part; ``draw_from`` adds the event id."""
+    return hashlib.sha256(f"{seed}\x1f{campaign}\x1f{rule_id}\x1f".encode())
+
+
+def draw_from(prefix: Any, event_id: str) -> float:
+    """A uniform number in [0, 1): the draw ``prefix`` gives for ``event_id`` (``prefix`` is left as it was)."""
+    digest = prefix.copy()
+    digest.update(event_id.encode())
+    return int.from_bytes(digest.digest()[:8], "big") / _TWO_64
+
+
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -138,11 +152,8 @@ class RuleSet:
         once per rule and only the event id is added per event."""
         prefix = self._draws.get((rule.campaign, rule.id))
         if prefix is None:
-            prefix = hashlib.sha256(f"{self.settings.seed}\x1f{rule.campaign}\x1f{rule.id}\x1f".encode())
-            self._draws[(rule.campaign, rule.id)] = prefix
-        digest = prefix.copy()
-        digest.update(event_id.encode())
-        return int.from_bytes(digest.digest()[:8], "big") / _TWO_64
+            prefix = self._draws[(rule.campaign, rule.id)] = draw_prefix(self.settings.seed, rule.campaign, rule.id)
+        return draw_from(prefix, event_id)
 
     def candidates(self, key: tuple[str, str, str]) -> tuple[tuple[Campaign, Rule], ...]:
         """The rules an event with (type, channel, name) = ``key`` can match, in rule-set order.
