@@ -22,6 +22,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.customers.profile import favourite
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 CASES = 400
 
@@ -113,3 +115,24 @@ async def test_jsonb_add_gives_what_the_sql_definition_gave(db: AsyncConnection)
         params = {"a": None if a is None else json.dumps(a), "b": None if b is None else json.dumps(b)}
         old, new = await both(db, "{f}_jsonb_add(CAST(:a AS jsonb), CAST(:b AS jsonb))", params)
         assert new == old, (a, b)
+
+
+async def test_the_event_paths_favourite_category_is_the_one_sql_picks(db: AsyncConnection) -> None:
+    """The event path picks the favourite category in Python from the spend the upsert returns (read through
+    the pool's JSON decoding); ``GET /v1/customers/{id}`` picks it with ``delight_jsonb_top_key``."""
+    rng = random.Random(2311)
+    ties = [({"b": 5, "B": 5, "a": 5}, None), ({"kitchen": 12.5, "lamps": 12.50}, None), ({"é": 1, "z": 1}, None)]
+    cases = [*ties, ({"a": 0.1}, {"a": 0.2, "b": 0.3}), ({"a": -1, "b": 0}, None), ({"a": None}, {"b": None})]
+    cases += [(counts(rng), counts(rng)) for _ in range(CASES)]
+    for a, b in cases:
+        params = {"a": None if a is None else json.dumps(a), "b": None if b is None else json.dumps(b)}
+        spend, top = (
+            await db.execute(
+                text(
+                    "SELECT s, delight_jsonb_top_key(s) FROM "
+                    "(SELECT coalesce(delight_jsonb_add(CAST(:a AS jsonb), CAST(:b AS jsonb)), '{}') AS s) AS t"
+                ),
+                params,
+            )
+        ).one()
+        assert favourite(spend) == top, (a, b, spend)

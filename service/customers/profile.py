@@ -99,9 +99,16 @@ def merge_attributes(old: dict[str, Any], new: dict[str, Any], *, newer: bool) -
 
 
 def favourite(category_spend: dict[str, Any]) -> str | None:
-    """The category with the highest spend; ties to the first name in order (``delight_jsonb_top_key``)."""
-    positive = [(Decimal(str(v)), k) for k, v in category_spend.items() if Decimal(str(v)) > 0]
-    return min(positive, key=lambda item: (-item[0], item[1]))[1] if positive else None
+    """The category with the highest positive spend; ties to the first name in code point order, as
+    ``delight_jsonb_top_key`` orders them in the C collation. A null spend counts as none."""
+    best, most = None, Decimal(0)
+    for category, value in category_spend.items():
+        if value is None:
+            continue
+        spend = Decimal(str(value))
+        if spend > most or (spend == most and best is not None and category < best):
+            best, most = category, spend
+    return best
 
 
 def _add(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

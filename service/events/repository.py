@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.awards.repository import AWARD_COLUMNS
-from service.customers.profile import ProfileDelta
-from service.customers.repository import PROFILE_COLUMNS, UPSERT_CONFLICT
+from service.customers.profile import ProfileDelta, favourite
+from service.customers.repository import PROFILE_FIELDS, UPSERT_CONFLICT
 from service.lib.pg import Connection, Record, Sql
 
 # A new event and its count into the customer's profile, in one round trip:
@@ -36,7 +36,7 @@ RECORD = Sql(
            CAST(:attributes AS jsonb)
     FROM new_event
     {UPSERT_CONFLICT}
-    RETURNING {PROFILE_COLUMNS}, first_exposed_at
+    RETURNING {PROFILE_FIELDS}, first_exposed_at
     """
 )
 
@@ -68,7 +68,11 @@ async def record(conn: Connection, event: dict[str, Any], delta: ProfileDelta) -
             "attributes": delta.attributes,
         },
     )
-    return None if row is None else dict(row)
+    if row is None:
+        return None
+    profile = dict(row)
+    profile["favourite_category"] = favourite(profile["category_spend"])
+    return profile
 
 
 async def stored(conn: Connection, event_id: str) -> tuple[bytes, list[Record]]:
