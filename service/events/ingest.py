@@ -32,9 +32,9 @@ from service.events.schemas import EventIn, semantic_errors
 from service.events.service import record_event_retrying
 from service.keys.guards import authorize
 from service.keys.scopes import EVENTS_WRITE
-from service.lib.errors import ServiceUnavailableError, ValidationError
+from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS
-from service.lib.validation import convert
+from service.lib.validation import nul_errors
 
 PATH = "/v1/events"
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
@@ -104,9 +104,14 @@ class EventIngest:
                 return None
             if not message.get("more_body", False):
                 break
-        try:  # as the controller reads it: decoded, then held strictly to the schema
-            event = convert(msgspec.json.decode(b"".join(chunks)), EventIn)
-        except (msgspec.DecodeError, RecursionError, ValidationError):
+        body = b"".join(chunks)
+        try:  # as the controller reads it (``validation.convert``): decoded, then held strictly to the schema
+            raw = msgspec.json.decode(body)
+            event = msgspec.convert(raw, EventIn, strict=True)
+        except (msgspec.MsgspecError, RecursionError):
+            return None
+        # JSON has no raw control characters in strings: a NUL can only come escaped.
+        if b"\\u0000" in body and nul_errors(raw):
             return None
         return None if semantic_errors(event) else event
 
