@@ -25,7 +25,9 @@ PROFILE_COLUMNS = f"{PROFILE_FIELDS}, delight_jsonb_top_key(category_spend) AS f
 # (a late event fills gaps but never overwrites what a newer one said). The
 # row lock it takes also orders concurrent events of one customer. Counters
 # reflect arrival order: a late purchase is judged on the profile as it stands
-# when it arrives.
+# when it arrives. An event adds to one of the two counter objects at most (a
+# purchase to the categories, an interaction to the counts); the other is kept
+# as it is rather than passed through a PL/pgSQL call that would return it.
 UPSERT_CONFLICT = """
     ON CONFLICT (customer_id) DO UPDATE SET
         purchase_count = c.purchase_count + EXCLUDED.purchase_count,
@@ -34,8 +36,10 @@ UPSERT_CONFLICT = """
         first_purchase_at = LEAST(c.first_purchase_at, EXCLUDED.first_purchase_at),
         last_purchase_at = GREATEST(c.last_purchase_at, EXCLUDED.last_purchase_at),
         last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at),
-        category_spend = delight_jsonb_add(c.category_spend, EXCLUDED.category_spend),
-        interaction_counts = delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts),
+        category_spend = CASE WHEN EXCLUDED.category_spend = '{}' THEN c.category_spend
+                              ELSE delight_jsonb_add(c.category_spend, EXCLUDED.category_spend) END,
+        interaction_counts = CASE WHEN EXCLUDED.interaction_counts = '{}' THEN c.interaction_counts
+                                  ELSE delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts) END,
         attributes = delight_merge_attributes(
             c.attributes, EXCLUDED.attributes, EXCLUDED.last_event_at >= c.last_event_at
         ),
