@@ -8,13 +8,17 @@ One command, on one machine, in one run:
    limits, budgets and holdouts (``rulepack.py``) and seeds 10,000 customers
    with purchase histories, segments and favourite categories;
 3. **baseline**: serves ``baseline_app.py`` (Litestar, one asyncpg ``INSERT``
-   per request) under the same server and worker count, and drives it at
-   full speed;
-4. **Delight**: runs ``delight serve --workers N`` exactly as production does
-   and drives it at full speed, then at half that rate;
-5. prints throughput, p50/p95/p99 latency and CPU per event (the server's
-   processes, and the embedded PostgreSQL's and Redis's, from /proc), and
-   Delight's throughput as a share of the baseline's; ``--record`` appends
+   per request) under the same server and worker count;
+4. **Delight**: runs ``delight serve --workers N`` exactly as production does;
+5. drives the baseline and Delight at full speed, back to back, in each of
+   ``--rounds`` rounds (3 unless told), then Delight at half its median
+   maximum as many times: consecutive runs of the same code differ by 10-15%
+   in throughput and by more in p99, so one pair would say more about the
+   moment than about the code;
+6. prints throughput, p50/p95/p99 latency and CPU per event (the server's
+   processes, and the embedded PostgreSQL's and Redis's, from /proc) for every
+   run, and the medians: Delight's share of the baseline's throughput (each
+   round's pair compared) and the p99 at half rate; ``--record`` appends
    them to ``bench/RESULTS.md``.
 
 The load generator is ``wrk`` (Debian package ``wrk``) with ``load.lua``: one
@@ -23,7 +27,7 @@ thread, a fixed number of keep-alive connections, a fresh event per request
 Targets: Delight at least 35% of the baseline's throughput; p99 at most 25 ms
 at half of Delight's maximum.
 
-    .venv/bin/python bench/load.py [--workers 2] [--concurrency 32] [--duration 20] [--record]
+    .venv/bin/python bench/load.py [--workers 2] [--concurrency 32] [--duration 20] [--rounds 3] [--record]
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -60,6 +65,13 @@ from service.lib.embedded import start_postgres, start_redis
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "RESULTS.md"
+
+
+@dataclass
+class Rounds:
+    baseline: list[Run] = field(default_factory=list)
+    full: list[Run] = field(default_factory=list)
+    half: list[Run] = field(default_factory=list)
 
 
 @dataclass
@@ -269,7 +281,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, default=32, help="wrk's keep-alive connections")
     parser.add_argument("--duration", type=float, default=20, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=5, help="seconds of load before each measured run")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of load on each server before measuring")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="pairs of full-speed runs (baseline, Delight), then half-rate runs"
+    )
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--rules-per-campaign", type=int, default=5)
@@ -321,46 +336,57 @@ def main() -> None:
             )
             env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
             db_pids = [pid for pid in (postmaster_pid(db_dir), redis_pid) if pid]
-            runs = run_all(args, env, db_pids, tmp)
+            rounds = run_all(args, env, db_pids, tmp)
         finally:
             for server in servers:
                 server.stop()
-    report(args, runs)
+    report(args, rounds)
 
 
-def run_all(args: argparse.Namespace, env: dict[str, str], db_pids: list[int], tmp: Path) -> list[Run]:
-    runs = []
-    port = free_port()
-    baseline_cmd, delight_cmd = server_commands(args, port)
+def run_all(args: argparse.Namespace, env: dict[str, str], db_pids: list[int], tmp: Path) -> Rounds:
+    """``args.rounds`` rounds of the baseline and Delight at full speed, back to back, then as many runs of
+    Delight at half the median maximum. Both servers stay up throughout; only the one driven is busy."""
+    rounds = Rounds()
+    baseline_port, delight_port = free_port(), free_port()
+    baseline_cmd, _ = server_commands(args, baseline_port)
+    _, delight_cmd = server_commands(args, delight_port)
     if args.server == "granian":
         metrics = tmp / "metrics"
         metrics.mkdir()
         env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    with serving(baseline_cmd, env, port, tmp / "baseline.log", cwd=HERE) as pid:
-        wrk(port, env, args.concurrency, args.warmup, "warm-baseline")
-        runs.append(measure("baseline: one INSERT", port, env, args, [pid], db_pids))
     print(HEADER, file=sys.stderr)
-    print(runs[-1].row(), file=sys.stderr)
-    port = free_port()
-    baseline_cmd, delight_cmd = server_commands(args, port)
-    with serving(delight_cmd, env, port, tmp / "delight.log") as pid:
-        wrk(port, env, args.concurrency, args.warmup, "warm-delight")
-        full = measure("Delight, full speed", port, env, args, [pid], db_pids)
-        runs.append(full)
-        print(runs[-1].row(), file=sys.stderr)
-        if full.non_2xx or full.errors:
-            failures = [line for line in (tmp / "delight.log").read_text().splitlines() if not _succeeded(line)]
-            sys.exit("Delight failed requests; its log ends:\n" + "\n".join(failures[-20:]))
+    with (
+        serving(baseline_cmd, env, baseline_port, tmp / "baseline.log", cwd=HERE) as baseline_pid,
+        serving(delight_cmd, env, delight_port, tmp / "delight.log") as delight_pid,
+    ):
+        wrk(baseline_port, env, args.concurrency, args.warmup, "warm-baseline")
+        wrk(delight_port, env, args.concurrency, args.warmup, "warm-delight")
+        for n in range(1, args.rounds + 1):
+            suffix = f" ({n})" if args.rounds > 1 else ""
+            baseline = measure(f"baseline: one INSERT{suffix}", baseline_port, env, args, [baseline_pid], db_pids)
+            rounds.baseline.append(baseline)
+            print(baseline.row(), file=sys.stderr)
+            full = measure(f"Delight, full speed{suffix}", delight_port, env, args, [delight_pid], db_pids)
+            rounds.full.append(full)
+            print(full.row(), file=sys.stderr)
+            if full.non_2xx or full.errors:
+                failures = [line for line in (tmp / "delight.log").read_text().splitlines() if not _succeeded(line)]
+                sys.exit("Delight failed requests; its log ends:\n" + "\n".join(failures[-20:]))
         # Half the maximum rate: each connection pauses between requests. A short
         # calibration run learns the latency at that load, so the pause can allow for it.
-        target = full.throughput / 2
+        target = statistics.median(run.throughput for run in rounds.full) / 2
         cycle_ms = args.concurrency * 1000 / target
-        probe = measure("calibration", port, env, args, [pid], db_pids, int(cycle_ms), min(8.0, args.duration))
+        probe = measure(
+            "calibration", delight_port, env, args, [delight_pid], db_pids, int(cycle_ms), min(8.0, args.duration)
+        )
         latency_ms = max(0.0, args.concurrency * 1000 / probe.throughput - cycle_ms)
-        half = measure("Delight, half rate", port, env, args, [pid], db_pids, max(1, round(cycle_ms - latency_ms)))
-        runs.append(half)
-        print(runs[-1].row(), file=sys.stderr)
-    return runs
+        pause_ms = max(1, round(cycle_ms - latency_ms))
+        for n in range(1, args.rounds + 1):
+            suffix = f" ({n})" if args.rounds > 1 else ""
+            half = measure(f"Delight, half rate{suffix}", delight_port, env, args, [delight_pid], db_pids, pause_ms)
+            rounds.half.append(half)
+            print(half.row(), file=sys.stderr)
+    return rounds
 
 
 def _succeeded(line: str) -> bool:
@@ -374,12 +400,23 @@ def _succeeded(line: str) -> bool:
     return entry.get("event") != "request" or 200 <= entry.get("status", 0) < 300
 
 
-def report(args: argparse.Namespace, runs: list[Run]) -> None:
-    baseline, full, half = runs
-    ratio = full.throughput / baseline.throughput
+def report(args: argparse.Namespace, rounds: Rounds) -> None:
+    ratios = [
+        full.throughput / baseline.throughput for baseline, full in zip(rounds.baseline, rounds.full, strict=True)
+    ]
+    ratio = statistics.median(ratios)
+    full_rate = statistics.median(run.throughput for run in rounds.full)
+    half_rate = statistics.median(run.throughput for run in rounds.half)
+    p99 = statistics.median(run.p99_ms for run in rounds.half)
     command = "bench/load.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("record",)
     )
+    of_runs = ""
+    if args.rounds > 1:
+        of_runs = f", the median of {args.rounds} rounds: " + ", ".join(f"{r:.0%}" for r in ratios)
+    p99_runs = ""
+    if args.rounds > 1:
+        p99_runs = f", the median of {args.rounds} runs: " + ", ".join(f"{run.p99_ms:.1f}" for run in rounds.half)
     lines = [
         f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — {args.server}, {args.workers} workers, "
         f"{args.concurrency} connections",
@@ -389,11 +426,13 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"Command: `.venv/bin/python {command}`",
         "",
         HEADER,
-        *(run.row() for run in runs),
+        *(run.row() for pair in zip(rounds.baseline, rounds.full, strict=True) for run in pair),
+        *(run.row() for run in rounds.half),
         "",
-        f"- Delight's throughput is **{ratio:.0%}** of the baseline's (target at least 35%).",
-        f"- At half its maximum ({half.throughput:,.0f} events/s, {half.throughput / full.throughput:.0%} of "
-        f"{full.throughput:,.0f}), p99 is **{half.p99_ms:.1f} ms** (target at most 25 ms).",
+        f"- Delight's throughput is **{ratio:.0%}** of the baseline's{of_runs} (each round's pair measured back "
+        "to back; target at least 35%).",
+        f"- At half its maximum ({half_rate:,.0f} events/s, {half_rate / full_rate:.0%} of {full_rate:,.0f}), "
+        f"p99 is **{p99:.1f} ms**{p99_runs} (target at most 25 ms).",
         "",
     ]
     text = "\n".join(lines)
