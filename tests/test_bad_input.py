@@ -89,6 +89,23 @@ async def test_malformed_json_is_a_400_problem_and_stores_nothing(
 
 
 @pytest.mark.parametrize("path", EVENT_ROUTES)
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"event_id": "a\xc0\x80b"}', b'{"\xff": 1}', b'{"event_id": "\xed\xbf\xbf"}'],
+    ids=["overlong", "key", "surrogate"],
+)
+async def test_text_that_is_not_utf_8_is_a_400_problem_not_a_500(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str, raw: bytes
+) -> None:
+    headers = {**keys["events:write"], "Content-Type": "application/json"}
+    response = await client.post(path, content=raw, headers=headers)
+    body = assert_problem(response, 400)
+    assert body["type"] == "urn:delight:problem:malformed-request"
+    assert "UTF-8" in body["detail"]
+    await assert_nothing_written(engine)
+
+
+@pytest.mark.parametrize("path", EVENT_ROUTES)
 async def test_empty_body_is_a_400_problem_saying_the_body_is_empty(
     client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str
 ) -> None:

@@ -180,6 +180,11 @@ def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError)
     return problem(request, MalformedRequestError("the JSON document is nested too deeply"))
 
 
+def handle_unicode_error(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[bytes]:
+    """Text that is not UTF-8: JSON decoders raise this of their own, not as a decoding error."""
+    return problem(request, MalformedRequestError(f"the request is not valid UTF-8 ({exc.reason})"))
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled_error", exc_info=exc)
     return problem(request, InternalError("an unexpected error occurred; it has been logged with this request id"))
@@ -198,5 +203,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     asyncpg.exceptions.InterfaceError: handle_connection_error,
     asyncpg.exceptions.InternalClientError: handle_connection_error,
     RecursionError: handle_recursion_error,
+    UnicodeDecodeError: handle_unicode_error,
     Exception: handle_unexpected,
 }
