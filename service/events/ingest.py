@@ -8,14 +8,18 @@ and the body was decoded twice (leniently for the handler's signature, then
 strictly). Here such a request is read, checked, authorised and recorded by
 the same functions the controller uses, and answered with the same bytes.
 
-Anything else is handed to Litestar untouched, with the body read so far
-replayed: a body that is not JSON, does not match the schema, breaks a rule
-between fields or is too large, and any path or method but exactly
-``POST /v1/events``. Those are answered by the controller, its guard and
-the exception handlers, as before, and nothing has been counted or written
-by then. Errors after the key is checked (401, 403, 429, 409, 503, 500) go
-through the same exception handlers as the controller's.
-``tests/test_events_ingest.py`` posts the same requests both ways.
+The key is checked first, as the guard checks it before anything is read,
+and a refused key is answered at once through the same exception handlers.
+Anything the path does not take itself is handed to Litestar, with the body
+read so far replayed: any path or method but exactly ``POST /v1/events``, a
+request without a bearer key or a JSON content type, a body announced over
+the limit; and, once the key has passed, a body that is too large, not JSON,
+does not match the schema or breaks a rule between fields. Litestar answers
+those as it always has; its guard takes the principal found here (in the
+scope's state) instead of checking and counting the key twice. Errors after
+the key check (429, 403, 409, 503, 500) go through the same exception
+handlers as the controller's. ``tests/test_events_ingest.py`` posts the same
+requests both ways.
 """
 
 from __future__ import annotations
@@ -54,22 +58,38 @@ class EventIngest:
         if scope["type"] != ScopeType.HTTP or scope["path"] != PATH or scope.get("method") != "POST":
             await self.fallback(scope, receive, send)
             return
-        authorization, json_body = "", False
+        authorization, json_body, length = None, False, None
         for name, value in scope["headers"]:
-            if name == b"authorization" and not authorization:
-                authorization = value.decode("latin-1")
+            if name == b"authorization":
+                if authorization is None:  # the first, whatever it says, as Litestar's headers give it
+                    authorization = value.decode("latin-1")
             elif name == b"content-type":
                 json_body = value.lower() in _JSON_TYPES
-        messages: list[ReceiveMessage] = []
-        # Without a bearer key Litestar answers 401 before it reads the body; so it does here.
-        bearer = authorization[:7].lower() == "bearer "
-        event = await self._read_event(receive, messages) if json_body and bearer else None
-        if event is None:
-            await self.fallback(scope, _replay(messages, receive), send)
+            elif name == b"content-length":
+                length = value
+        # What Litestar refuses before the key or the body is read, it refuses as before: no bearer key
+        # (401), a body announced over the limit (413) or with a length that is no number (400).
+        if authorization is None or authorization[:7].lower() != "bearer " or not json_body or not self._fits(length):
+            await self.fallback(scope, receive, send)
             return
+        scope["app"] = scope["litestar_app"] = self.app  # as Litestar's own entry point sets them
+        state = scope.setdefault("state", {})
         scope["path_template"] = PATH  # the route, for the request's log line and metrics
         try:
-            await authorize(self.app.state, authorization, EVENTS_WRITE)
+            # The key first, as the guard checks it before the body is read: a refused request is
+            # answered at once, without waiting for its body.
+            state["principal"] = await authorize(self.app.state, authorization, EVENTS_WRITE)
+        except Exception as exc:
+            await self._answer_error(scope, receive, send, exc)
+            return
+        messages: list[ReceiveMessage] = []
+        event = await self._read_event(receive, messages)
+        if event is None:
+            # Litestar says what is wrong with the body; its guard takes the principal found above
+            # instead of checking (and counting) the key again.
+            await self.fallback(scope, _replay(messages, receive), send)
+            return
+        try:
             registry = self.app.state.get("registry")
             if registry is None:
                 raise ServiceUnavailableError("no rule set is loaded")
@@ -85,6 +105,16 @@ class EventIngest:
         }
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _fits(self, length: bytes | None) -> bool:
+        """Whether an announced ``Content-Length`` is a number within the limit (or absent)."""
+        if length is None:
+            return True
+        try:
+            announced = int(length)
+        except ValueError:
+            return False
+        return self.max_body is None or announced <= self.max_body
 
     async def _read_event(self, receive: Receive, messages: list[ReceiveMessage]) -> EventIn | None:
         """The body as an event, when it is one the controller would accept; ``None`` otherwise.
@@ -108,7 +138,7 @@ class EventIngest:
         try:  # as the controller reads it (``validation.convert``): decoded, then held strictly to the schema
             raw = msgspec.json.decode(body)
             event = msgspec.convert(raw, EventIn, strict=True)
-        except (msgspec.MsgspecError, RecursionError):
+        except Exception:  # not JSON, not UTF-8, not the schema, nested too deep: Litestar's to answer
             return None
         # JSON has no raw control characters in strings: a NUL can only come escaped.
         if b"\\u0000" in body and nul_errors(raw):
@@ -117,8 +147,6 @@ class EventIngest:
 
     async def _answer_error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
         handler = next(EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in EXCEPTION_HANDLERS)
-        scope["app"] = scope["litestar_app"] = self.app  # as Litestar's own entry point sets them
-        scope.setdefault("state", {})
         request: Request[Any, Any, Any] = Request(scope, receive)
         response = handler(request, exc)
         await response.to_asgi_response(None, request)(scope, receive, send)

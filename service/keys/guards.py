@@ -40,8 +40,12 @@ async def authorize(state: State, header: str, scope: str) -> Principal:
 
 def requires(scope: str) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        header = connection.headers.get("authorization", "")
-        connection.state.principal = await authorize(connection.app.state, header, scope)
+        principal: Principal | None = connection.state.get("principal")
+        if principal is None:
+            header = connection.headers.get("authorization", "")
+            connection.state.principal = await authorize(connection.app.state, header, scope)
+        elif scope not in principal.scopes:  # authorised (and counted) by the direct event path already
+            raise ForbiddenError(f"this needs the scope {scope!r}")
 
     guard.__name__ = "requires_" + scope.replace(":", "_")
     return guard
