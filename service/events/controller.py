@@ -1,4 +1,11 @@
-"""``POST /v1/events`` and ``POST /v1/events/batch``."""
+"""``POST /v1/events`` and ``POST /v1/events/batch``.
+
+A well-formed event posted to exactly ``/v1/events`` with a bearer key is
+served by ``service.events.ingest`` with the same functions, straight from
+ASGI; ``post_event`` answers everything else sent there and defines the
+contract (the OpenAPI document comes from it). A change to one is a change
+to both: ``tests/test_events_ingest.py`` compares them.
+"""
 
 from __future__ import annotations
 
