@@ -300,6 +300,25 @@ def rules_app(tmp_path: Path, database_url: str, redis_url: str) -> Callable[...
     return open_app
 
 
+def asgi_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An HTTP scope as an ASGI server would pass it, for driving the app without a client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+
 async def post_all(client: AsyncTestClient[Litestar], keys: dict[str, Any], events: list[dict[str, Any]]) -> list[Any]:
     responses = await asyncio.gather(*(client.post("/v1/events", json=e, headers=keys["events:write"]) for e in events))
     assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}

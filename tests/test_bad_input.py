@@ -74,34 +74,27 @@ def field_prefix(path: str) -> str:
 
 @pytest.mark.parametrize("path", EVENT_ROUTES)
 @pytest.mark.parametrize(
-    "raw",
-    [b'{"event_id": "e-1", "type": ', b"{'event_id': 'e-1'}", b"not json", b'{"a": 1}}'],
-    ids=["truncated", "single-quotes", "bare-words", "trailing-garbage"],
+    ("raw", "says"),
+    [
+        (b'{"event_id": "e-1", "type": ', ""),
+        (b"{'event_id': 'e-1'}", ""),
+        (b"not json", ""),
+        (b'{"a": 1}}', ""),
+        # text that is not UTF-8: decoders raise this of their own, which once made a 500
+        (b'{"event_id": "a\xc0\x80b"}', "UTF-8"),
+        (b'{"\xff": 1}', "UTF-8"),
+        (b'{"event_id": "\xed\xbf\xbf"}', "UTF-8"),
+    ],
+    ids=["truncated", "single-quotes", "bare-words", "trailing-garbage", "overlong", "key", "surrogate"],
 )
 async def test_malformed_json_is_a_400_problem_and_stores_nothing(
-    client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str, raw: bytes
+    client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str, raw: bytes, says: str
 ) -> None:
     headers = {**keys["events:write"], "Content-Type": "application/json"}
     response = await client.post(path, content=raw, headers=headers)
     body = assert_problem(response, 400)
     assert body["type"] == "urn:delight:problem:malformed-request"
-    await assert_nothing_written(engine)
-
-
-@pytest.mark.parametrize("path", EVENT_ROUTES)
-@pytest.mark.parametrize(
-    "raw",
-    [b'{"event_id": "a\xc0\x80b"}', b'{"\xff": 1}', b'{"event_id": "\xed\xbf\xbf"}'],
-    ids=["overlong", "key", "surrogate"],
-)
-async def test_text_that_is_not_utf_8_is_a_400_problem_not_a_500(
-    client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str, raw: bytes
-) -> None:
-    headers = {**keys["events:write"], "Content-Type": "application/json"}
-    response = await client.post(path, content=raw, headers=headers)
-    body = assert_problem(response, 400)
-    assert body["type"] == "urn:delight:problem:malformed-request"
-    assert "UTF-8" in body["detail"]
+    assert says in body["detail"], body["detail"]
     await assert_nothing_written(engine)
 
 

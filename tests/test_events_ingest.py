@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.app import create_app
 from service.events import controller
 from service.keys import scopes
-from tests.conftest import new_key, purchase, serving
+from tests.conftest import asgi_scope, new_key, purchase, serving
 from tests.test_security import settings_with
 
 Client = AsyncTestClient[Litestar]
@@ -150,20 +150,7 @@ async def asgi_post(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, 
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": DIRECT,
-        "raw_path": DIRECT.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope("POST", DIRECT, [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers])
     await app(scope, receive, send)
     return statuses[0], asked
 

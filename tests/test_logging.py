@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.keys import scopes
-from tests.conftest import purchase
+from tests.conftest import asgi_scope, purchase
 
 Client = AsyncTestClient[Litestar]
 
@@ -229,25 +229,8 @@ async def test_a_client_that_goes_away_mid_body_is_logged_as_gone_not_as_a_serve
 ) -> None:
     """A till that drops its connection while sending is not a 500 at 3 a.m.: no error line, status 499."""
     [(name, value)] = keys[scopes.EVENTS_WRITE].items()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/events",
-        "raw_path": b"/v1/events",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (name.lower().encode(), value.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"400"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    headers = [(name.lower().encode(), value.encode()), (b"content-type", b"application/json")]
+    scope = asgi_scope("POST", "/v1/events", [*headers, (b"content-length", b"400")])
     incoming = [
         {"type": "http.request", "body": b'{"event_id": "e-gone", "type": "purch', "more_body": True},
         {"type": "http.disconnect"},
