@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from service.lib import pg
 from service.lib.db import create_engine
@@ -47,6 +49,32 @@ async def test_a_failed_statement_rolls_back_and_the_connection_is_reused_clean(
             await conn.execute("SELECT 1 / 0")
     before = await txid(one_connection)
     assert await txid(one_connection) != before  # not nested inside what the failure left open
+
+
+async def test_connections_go_back_to_the_pool_and_those_over_its_size_are_closed(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked in directly while the pool has room, closed (awaiting the server) once it is full; a close
+    attempted where it cannot await would only be logged by the pool, so the log must stay clean."""
+    engine = create_engine(database_url, DatabaseSettings(pool_size=2, max_overflow=3))
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    caplog.set_level(logging.WARNING, logger="sqlalchemy.pool")
+    try:
+
+        async def hold() -> int:
+            async with pg.transaction(engine) as conn:
+                await conn.execute("SELECT pg_sleep(0.2)")
+                return int(await conn.fetchval(TXID))
+
+        for _ in range(3):
+            ids = await asyncio.gather(*(hold() for _ in range(5)))
+            assert len(set(ids)) == 5
+            assert (pool.checkedout(), pool.checkedin(), pool.overflow()) == (0, 2, 0)
+        assert len({await txid(engine) for _ in range(4)}) == 4
+    finally:
+        await engine.dispose()
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
 
 
 async def test_a_request_cancelled_at_any_point_leaves_no_transaction_open_on_a_pooled_connection(
