@@ -706,7 +706,9 @@ async def test_redis_outage_events_still_win_from_postgres_rate_limit_lapses_and
         served, key = await _serve_with_key(env, scratch / "serve.log")
         base = served.base
         async with asyncio.timeout(45), _client(base, key) as client:
-            senders = OrderedSenders(client, senders=3)
+            # enough events that the senders are still sending once Redis has stopped, however fast each one is
+            # (stopping Redis takes a second or two; 90 mugs stay within the gift's stock of 100)
+            senders = OrderedSenders(client, senders=3, events_each=120)
             senders.start()
             await asyncio.sleep(2.0)
             stop_begun = time.monotonic()
