@@ -264,16 +264,19 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
 
 
-def server_commands(args: argparse.Namespace, port: int) -> tuple[list[str], list[str]]:
+def server_commands(args: argparse.Namespace, baseline_port: int, delight_port: int) -> tuple[list[str], list[str]]:
     """How the baseline and Delight are served: the same server, the same workers."""
     workers = str(args.workers)
     if args.server == "granian":
         common = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
-        common += ["--port", str(port), "--workers", workers, "--loop", "uvloop", "--no-access-log"]
-        return [*common, "baseline_app:create_app"], [*common, "service.app:create_app"]
+        common += ["--workers", workers, "--loop", "uvloop", "--no-access-log"]
+        return (
+            [*common, "--port", str(baseline_port), "baseline_app:create_app"],
+            [*common, "--port", str(delight_port), "service.app:create_app"],
+        )
     baseline = [str(BIN / "uvicorn"), "--factory", "baseline_app:create_app", "--host", "127.0.0.1"]
-    baseline += ["--port", str(port), "--workers", workers, "--no-access-log", "--log-level", "warning"]
-    return baseline, [str(BIN / "delight"), "serve", "--port", str(port), "--workers", workers]
+    baseline += ["--port", str(baseline_port), "--workers", workers, "--no-access-log", "--log-level", "warning"]
+    return baseline, [str(BIN / "delight"), "serve", "--port", str(delight_port), "--workers", workers]
 
 
 def main() -> None:
@@ -348,8 +351,7 @@ def run_all(args: argparse.Namespace, env: dict[str, str], db_pids: list[int], t
     Delight at half the median maximum. Both servers stay up throughout; only the one driven is busy."""
     rounds = Rounds()
     baseline_port, delight_port = free_port(), free_port()
-    baseline_cmd, _ = server_commands(args, baseline_port)
-    _, delight_cmd = server_commands(args, delight_port)
+    baseline_cmd, delight_cmd = server_commands(args, baseline_port, delight_port)
     if args.server == "granian":
         metrics = tmp / "metrics"
         metrics.mkdir()

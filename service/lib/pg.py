@@ -126,7 +126,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
         if clean and not driver.is_in_transaction():
             if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
                 # The pool has room and the connection needs no reset: checking it in awaits nothing, so it
-                # is done here, without a greenlet and a shielded task (a third of this block's CPU).
+                # is done here, without a greenlet and a shielded task (a quarter of this block's CPU).
                 pooled.close()
             else:  # a connection over the pool's size is closed, which awaits the server
                 await asyncio.shield(greenlet_spawn(pooled.close))
