@@ -1,11 +1,12 @@
-"""The PL/pgSQL surprise controls (migration 0002) against the real test database.
+"""The PL/pgSQL surprise controls (migrations 0002 and 0011) against the real test database.
 
-``delight_take`` draws from a counter split over 16 shards and must never let
-the sum pass a cap; ``delight_room`` tells whether a counter has room without
-drawing; ``delight_reserve`` must accept exactly the candidates that
-``plan.accept`` accepts with ``MemoryCounters``. Most tests run in a
-transaction that is rolled back; the concurrency tests commit, and the
-autouse fixture empties ``counters`` before every test.
+``delight_take`` draws from a counter split over 16 shards, from the first
+shard with room that no other transaction holds (its home shard first), and
+must never let the sum pass a cap; ``delight_room`` tells whether a counter
+has room without drawing; ``delight_reserve`` must accept exactly the
+candidates that ``plan.accept`` accepts with ``MemoryCounters``. Most tests
+run in a transaction that is rolled back; the concurrency tests commit, and
+the autouse fixture empties ``counters`` before every test.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ async def test_shard_slices_add_up_to_the_cap(db: AsyncConnection) -> None:
 
 
 async def test_take_gives_the_whole_unit_cap_from_one_home_shard_then_refuses(db: AsyncConnection) -> None:
-    """Cap 20: the home shard holds 2, the other 18 are found by the slow path; the 21st take fails."""
+    """Cap 20: the home shard holds 2, the other 18 come from the shards after it; the 21st take fails."""
     results = [await take(db, "budget:units", 3, cap_n=20) for _ in range(21)]
     assert results == [True] * 20 + [False]
     assert await totals(db, "budget:units") == (20, 0)
@@ -121,7 +122,7 @@ async def test_take_never_lets_units_pass_the_cap_with_random_homes(db: AsyncCon
 
 
 async def test_take_with_a_cap_below_the_shard_count_still_gives_every_unit(db: AsyncConnection) -> None:
-    """Cap 3: thirteen shards have a slice of 0, so most homes must fall through to the slow path."""
+    """Cap 3: thirteen shards have a slice of 0, so most homes must take from another shard."""
     results = [await take(db, "stock:rare", home, cap_n=3) for home in (15, 14, 13, 12, 0)]
     assert results == [True, True, True, False, False]
     assert await totals(db, "stock:rare") == (3, 0)
@@ -428,6 +429,21 @@ async def test_concurrent_takes_on_a_counter_that_already_exists_hold_the_cap(wi
         assert await totals(connection, "budget:z") == (30, 0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+async def test_concurrent_takes_filling_a_counter_shard_by_shard_never_deadlock(
+    wide_engine: AsyncEngine, seed: int
+) -> None:
+    """Cap 40 is a slice of 2 or 3 per shard: forty takes fill shards under each other, found full once locked."""
+    key = f"budget:filling-{seed}"
+    async with wide_engine.begin() as connection:  # the rows exist, so every take starts on the free-shard path
+        assert await take(connection, key, 0, cap_n=40)
+    results = await _concurrent_takes(wide_engine, 40, key, cap_n=40, cap_cents=None, cents=0, seed=seed)
+    assert results.count(True) == 39
+    async with wide_engine.connect() as connection:
+        assert await totals(connection, key) == (40, 0)
+        await assert_within_shard_slices(connection, key, 40, None)
+
+
 async def _backend_pid(connection: AsyncConnection) -> int:
     return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
@@ -443,25 +459,52 @@ async def _wait_until_blocked(engine: AsyncEngine, pid: int) -> None:
     raise AssertionError(f"backend {pid} never waited on a lock")
 
 
+async def test_a_take_skips_a_shard_another_event_holds_instead_of_waiting(wide_engine: AsyncEngine) -> None:
+    """A holds its home shard 5 until it commits; B, with the same home, takes shard 6 at once."""
+    key = "budget:held"
+    async with wide_engine.begin() as connection:  # drawn before: its rows exist
+        assert await take(connection, key, 0, cap_n=1000)
+    async with wide_engine.connect() as a, wide_engine.connect() as b:
+        a_transaction = await a.begin()
+        assert await take(a, key, 5, cap_n=1000)
+        b_transaction = await b.begin()
+        await b.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for A would fail the take
+        assert await asyncio.wait_for(take(b, key, 5, cap_n=1000), timeout=1)
+        await b_transaction.commit()
+        await a_transaction.commit()
+    async with wide_engine.connect() as connection:
+        rows = (await connection.execute(SHARD_ROWS, {"key": key})).all()
+    assert [(r.shard, r.n) for r in rows if r.n] == [(0, 1), (5, 1), (6, 1)]
+
+
 async def test_takes_whose_home_shards_fill_while_they_wait_do_not_deadlock(wide_engine: AsyncEngine) -> None:
     """Two takes fall to the slow path after waiting on their (then spent) home shards: both must succeed.
 
-    Cap 16 gives every shard a slice of 1. A holds shard 5 and D holds shard 2
-    (each took its slice, not yet committed); B waits on shard 5 and C on
-    shard 2. When A and D commit, B and C each find their home spent and must
-    take from another shard. The counter has room for both (4 of 16).
+    Cap 16 gives every shard a slice of 1, and twelve are spent already. A holds
+    shard 5 and D holds shard 2 (each took its slice, not yet committed); E and
+    F hold the other two with room (9 and 11) and will roll back. With every
+    shard that has room held, B waits on its home shard 5 and C on 2. When A and
+    D commit, B and C each find their home spent and must take, in shard order,
+    from what E and F give back: room for both.
     """
     key = "budget:interleaved"
-    async with wide_engine.begin() as connection:  # the counter's rows exist before the race
+    async with wide_engine.begin() as connection:  # the counter's rows exist before the race, twelve spent
         await connection.execute(
-            text("INSERT INTO counters (key, shard) SELECT :key, g FROM generate_series(0, 15) AS g"), {"key": key}
+            text(
+                "INSERT INTO counters (key, shard, n) SELECT :key, g, CASE WHEN g IN (2, 5, 9, 11) THEN 0 ELSE 1 END "
+                "FROM generate_series(0, 15) AS g"
+            ),
+            {"key": key},
         )
-    connections = [await wide_engine.connect() for _ in range(4)]
-    a, b, c, d = connections
+    connections = [await wide_engine.connect() for _ in range(6)]
+    a, b, c, d, e, f = connections
     try:
         transactions = [await conn.begin() for conn in connections]
         assert await take(a, key, 5, cap_n=16)
         assert await take(d, key, 2, cap_n=16)
+        holds = text("SELECT 1 FROM counters WHERE key = :key AND shard = :shard FOR UPDATE")
+        await e.execute(holds, {"key": key, "shard": 9})
+        await f.execute(holds, {"key": key, "shard": 11})
 
         async def take_and_commit(conn: AsyncConnection, home: int, transaction: Any) -> bool:
             result = await take(conn, key, home, cap_n=16)
@@ -476,11 +519,14 @@ async def test_takes_whose_home_shards_fill_while_they_wait_do_not_deadlock(wide
         await transactions[0].commit()  # B wakes to a spent home shard and goes to the slow path
         await asyncio.sleep(0.2)
         await transactions[3].commit()  # so does C
+        await asyncio.sleep(0.2)
+        await transactions[4].rollback()  # shards 9 and 11 are free again
+        await transactions[5].rollback()
         results = await asyncio.wait_for(asyncio.gather(b_take, c_take, return_exceptions=True), timeout=30)
     finally:
         for conn in connections:
             await conn.close()
     assert results == [True, True], [repr(r) for r in results]
     async with wide_engine.connect() as connection:
-        assert await totals(connection, key) == (4, 0)
+        assert await totals(connection, key) == (16, 0)
         await assert_within_shard_slices(connection, key, 16, None)
