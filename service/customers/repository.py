@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from service.lib.pg import Connection, Sql
 
 # The stored profile; ``PROFILE_COLUMNS`` adds the favourite category. The event path works that out
 # in Python (``profile.favourite``, the same answer): in SQL it cost more than the rest of the upsert's
@@ -46,40 +42,7 @@ UPSERT_CONFLICT = """
         updated_at = now()
 """
 
-# A purchase joins the timelines of the customer's first exposures within a
-# year either side of it, which the uplift report reads (0007's migration
-# describes the timeline). A statement of its own, run only for a customer who
-# has been exposed and only after the profile upsert holds the customer's row:
-# its snapshot then sees every first exposure of this customer, committed by
-# whoever held that lock before.
-_AFTER = "delight_offset(CAST(:occurred_at AS timestamptz) - f.t0)"
-_BEFORE = "delight_offset(f.t0 - CAST(:occurred_at AS timestamptz))"
-_CENTS = "round(CAST(:amount AS numeric) * 100)::bigint"
-TIMELINE = Sql(
-    f"""
-    UPDATE first_exposures f SET
-        after_s = CASE WHEN {_AFTER} > 0 THEN delight_offsets_add(f.after_s, {_AFTER}) ELSE f.after_s END,
-        after_cents = CASE WHEN {_AFTER} > 0
-                           THEN delight_cumulative_add(f.after_s, f.after_cents, {_AFTER}, {_CENTS})
-                           ELSE f.after_cents END,
-        before_s = CASE WHEN {_BEFORE} > 0 THEN delight_offsets_add(f.before_s, {_BEFORE}) ELSE f.before_s END,
-        before_cents = CASE WHEN {_BEFORE} > 0
-                            THEN delight_cumulative_add(f.before_s, f.before_cents, {_BEFORE}, {_CENTS})
-                            ELSE f.before_cents END
-    WHERE f.customer_id = :customer_id
-      AND CAST(:occurred_at AS timestamptz) > f.t0 - interval '366 days'
-      AND CAST(:occurred_at AS timestamptz) < f.t0 + interval '366 days'
-      AND ({_AFTER} BETWEEN 1 AND 31536000 OR {_BEFORE} BETWEEN 1 AND 31536000)
-    """
-)
-
 GET = text(f"SELECT {PROFILE_COLUMNS} FROM customers WHERE customer_id = :customer_id")
-
-
-async def add_purchase_to_timelines(
-    conn: Connection, customer_id: str, occurred_at: dt.datetime, amount: Decimal
-) -> None:
-    await TIMELINE.execute(conn, {"customer_id": customer_id, "occurred_at": occurred_at, "amount": amount})
 
 
 async def get_profile(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:

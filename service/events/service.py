@@ -27,7 +27,6 @@ from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
 from service.controls import plan as controls
 from service.controls import repository as controls_repo
 from service.controls.plan import LogEntry, Take
-from service.customers import repository as customers_repo
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
@@ -120,8 +119,6 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
         awards = [award_from_row(r) for r in rows]
         return EventResult(event_id=event.event_id, duplicate=True, awards=awards), False, 0
 
-    if event.type == "purchase" and order is not None and profile["first_exposed_at"] is not None:
-        await customers_repo.add_purchase_to_timelines(conn, event.customer_id, event.occurred_at, money(order.total))
     if event.type == "return" and order is not None:
         await reverse_order(
             conn,
