@@ -106,3 +106,14 @@ def write_pack(directory: Path, campaigns: int = 20, rules_per_campaign: int = 5
         name = f"bench-{c:03d}"
         (directory / f"{name}.yaml").write_text(campaign_yaml(rng, name, rules_per_campaign))
     return directory
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the benchmark's rule pack to a directory")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--campaigns", type=int, default=20)
+    parser.add_argument("--rules-per-campaign", type=int, default=5)
+    args = parser.parse_args()
+    print(write_pack(args.directory, args.campaigns, args.rules_per_campaign))
