@@ -76,7 +76,7 @@ def _award(rng: random.Random) -> str:
     )
 
 
-def campaign_yaml(rng: random.Random, name: str, rules: int) -> str:
+def campaign_yaml(rng: random.Random, name: str, rules: int, chance_scale: float = 1.0) -> str:
     lines = [
         f"campaign: {name}",
         f"holdout: {rng.choice((0.05, 0.1, 0.1, 0.2))}",
@@ -89,22 +89,28 @@ def campaign_yaml(rng: random.Random, name: str, rules: int) -> str:
         lines.append(f"  - id: r{i}")
         lines.append(f"    when: '{_condition(rng)}'")
         # surprises are rare: a rule wins one qualifying event in 5 to 100
-        lines.append(f"    chance: {rng.choice((0.01, 0.02, 0.05, 0.1))}")
+        lines.append(f"    chance: {rng.choice((0.01, 0.02, 0.05, 0.1)) * chance_scale:.6g}")
         lines.append(f"    award: {_award(rng)}")
         if rng.random() < 0.7:
             lines.append(f"    limit: {{per_customer: 1, every: {rng.choice(('7d', '30d', '90d'))}}}")
     return "\n".join(lines) + "\n"
 
 
-def write_pack(directory: Path, campaigns: int = 20, rules_per_campaign: int = 5, seed: int = 1) -> Path:
-    """Write ``campaigns`` campaign files of ``rules_per_campaign`` rules each, with a catalog and settings."""
+def write_pack(
+    directory: Path, campaigns: int = 20, rules_per_campaign: int = 5, seed: int = 1, chance_scale: float = 1.0
+) -> Path:
+    """Write ``campaigns`` campaign files of ``rules_per_campaign`` rules each, with a catalog and settings.
+
+    ``chance_scale`` multiplies every rule's chance (the same rules otherwise), to see how the load
+    depends on how many events win something.
+    """
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "catalog.yaml").write_text(CATALOG)
     (directory / "settings.yaml").write_text(SETTINGS)
     for c in range(campaigns):
         name = f"bench-{c:03d}"
-        (directory / f"{name}.yaml").write_text(campaign_yaml(rng, name, rules_per_campaign))
+        (directory / f"{name}.yaml").write_text(campaign_yaml(rng, name, rules_per_campaign, chance_scale))
     return directory
 
 
@@ -115,5 +121,6 @@ if __name__ == "__main__":
     parser.add_argument("directory", type=Path)
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--rules-per-campaign", type=int, default=5)
+    parser.add_argument("--chance-scale", type=float, default=1.0, help="multiplies every rule's chance")
     args = parser.parse_args()
-    print(write_pack(args.directory, args.campaigns, args.rules_per_campaign))
+    print(write_pack(args.directory, args.campaigns, args.rules_per_campaign, chance_scale=args.chance_scale))
