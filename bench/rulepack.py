@@ -88,7 +88,7 @@ def campaign_yaml(rng: random.Random, name: str, rules: int, chance_scale: float
     for i in range(rules):
         lines.append(f"  - id: r{i}")
         lines.append(f"    when: '{_condition(rng)}'")
-        # surprises are rare: a rule wins one qualifying event in 5 to 100
+        # surprises are rare: a rule wins one qualifying event in 10 to 100 (before ``chance_scale``)
         lines.append(f"    chance: {rng.choice((0.01, 0.02, 0.05, 0.1)) * chance_scale:.6g}")
         lines.append(f"    award: {_award(rng)}")
         if rng.random() < 0.7:
