@@ -8,12 +8,16 @@ budgets, limits and stock are exercised the way a shop full of tills would.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import random
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.controls.plan import LOG_LIMIT, LogEntry, log_after
 from tests.conftest import AppFactory, interaction, post_all, purchase
 
 
@@ -311,3 +315,47 @@ async def test_rules_endpoint_shows_budget_spent_and_left_stock_left_and_awards_
     assert state["awards_today"] == 3
     lamp = next(g for g in body["gifts"] if g["id"] == "lamp")
     assert (lamp["stock"], lamp["stock_left"]) == (10, 7)
+
+
+@pytest.mark.parametrize("budget", ["budget: {awards: 100}", "holdout: 0"], ids=["counters drawn", "no counters"])
+async def test_the_surprise_log_stays_in_event_time_and_keeps_its_newest_entries(
+    rules_app: AppFactory, keys: dict[str, Any], engine: AsyncEngine, budget: str
+) -> None:
+    """The statement that writes the awards also writes the log; it must agree with ``log_after``, which the
+    back-test and dry-run use: a late event's entries go in at its time, and only the newest are kept."""
+    at = dt.datetime(2026, 6, 1, 10, tzinfo=dt.UTC)
+    day = 86400
+    epoch = int(at.timestamp())
+    # a full log, none of it near enough to the event for a limit to apply: older entries and later ones
+    planted = [LogEntry(epoch - 40 * day - i * 3600, "old", f"r{i % 3}") for i in range(300)]
+    planted += [LogEntry(epoch + 40 * day + i * 3600, "old", "r0", interaction=i % 2 == 0) for i in range(200)]
+    assert len(planted) == LOG_LIMIT
+    stored_order = random.Random(7).sample(planted, len(planted))  # out of order, as no writer leaves it
+    planted.sort(key=lambda e: e.at)
+    campaign = f"""\
+    campaign: promo
+    {budget}
+    rules:
+      - id: mug
+        when: type == "purchase"
+        award: {{gift: mug}}
+      - id: points
+        when: type == "purchase"
+        award: {{points: 10}}
+    """
+    async with rules_app(campaign) as client:
+        await post_all(client, keys, [interaction("i-0", "c-1")])  # the customer, with nothing won
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE customers SET award_log = CAST(:log AS jsonb) WHERE customer_id = 'c-1'"),
+                {"log": json.dumps([e.to_json() for e in stored_order])},
+            )
+        won = await post_all(client, keys, [purchase("e-1", "c-1", 50.0, occurred_at=at.isoformat())])
+    assert [a["rule_id"] for a in won] == ["mug", "points"]
+    drawn = await scalar(engine, "SELECT coalesce(sum(n), 0) FROM counters")
+    assert drawn == (2 if budget.startswith("budget") else 0)
+    expected = log_after(stored_order, [LogEntry(epoch, "promo", "mug"), LogEntry(epoch, "promo", "points")])
+    stored = await scalar(engine, "SELECT award_log FROM customers WHERE customer_id = 'c-1'")
+    assert stored == expected
+    assert len(stored) == LOG_LIMIT
+    assert stored[0] == planted[2].to_json()  # the two oldest entries made room

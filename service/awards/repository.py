@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.controls.plan import LOG_LIMIT
 from service.lib.pg import Connection, Sql
 
 AWARD_COLUMNS = """
@@ -16,23 +17,32 @@ AWARD_COLUMNS = """
     a.message, a.issued_at, a.expires_at, a.status, a.rule_set_version
 """
 
-# One round trip whatever the number of awards: insert them, write a ledger
-# entry for each points award, record every exposure (treated and held out),
-# add the points to the balance and store the customer's new surprise log
-# (safe to overwrite: the profile upsert holds this customer's row lock).
+# One round trip whatever the number of awards, counters included: draw the
+# counters of every candidate (``delight_reserve``, migration 0002; or take the
+# positions accepted without counters), then, for the candidates accepted,
+# insert the awards, write a ledger entry for each points award, record every
+# exposure (treated and held out), add the points to the balance and store the
+# customer's new surprise log (safe to overwrite: the profile upsert holds this
+# customer's row lock). Every candidate is sent, each row tagged with its
+# position among them; the statement returns the positions accepted.
 ISSUE = Sql(
     """
-    WITH new_awards AS (
+    WITH chosen AS MATERIALIZED (
+        -- COALESCE evaluates what it needs only: with positions given, nothing is drawn
+        SELECT coalesce(CAST(:accepted AS integer[]), delight_reserve(CAST(:plan AS jsonb))) AS positions
+    ), new_awards AS (
         INSERT INTO awards (
             award_id, code, event_id, customer_id, campaign, rule_id, position, rule_set_version, kind, points,
             gift_id, gift_name, offer, message, cost, issued_at, expires_at, status
         )
-        SELECT a.award_id, a.code, :event_id, :customer_id, a.campaign, a.rule_id, a.position, :version, a.kind,
+        SELECT a.award_id, a.code, :event_id, :customer_id, a.campaign, a.rule_id,
+               row_number() OVER (ORDER BY a.candidate) - 1, :version, a.kind,
                a.points, a.gift_id, a.gift_name, a.offer, a.message, a.cost, :issued_at, a.expires_at, 'issued'
-        FROM jsonb_to_recordset(CAST(:awards AS jsonb)) AS a(
-            award_id uuid, code text, campaign text, rule_id text, position smallint, kind text, points integer,
+        FROM chosen, jsonb_to_recordset(CAST(:awards AS jsonb)) AS a(
+            candidate integer, award_id uuid, code text, campaign text, rule_id text, kind text, points integer,
             gift_id text, gift_name text, offer jsonb, message text, cost numeric, expires_at timestamptz
         )
+        WHERE a.candidate = ANY (chosen.positions)
         RETURNING award_id, points
     ), earned AS (
         INSERT INTO points_ledger (customer_id, delta, reason, award_id, event_id, order_id, occurred_at)
@@ -40,8 +50,12 @@ ISSUE = Sql(
         FROM new_awards WHERE points IS NOT NULL
         RETURNING delta
     ), exposure AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:exposures AS jsonb))
-            AS x(campaign text, rule_id text, "group" text, award_id uuid, holdout float8, cost_cents bigint)
+        SELECT x.campaign, x.rule_id, x."group", x.award_id, x.holdout, x.cost_cents
+        FROM chosen, jsonb_to_recordset(CAST(:exposures AS jsonb)) AS x(
+            candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8,
+            cost_cents bigint
+        )
+        WHERE x.candidate = ANY (chosen.positions)
     ), exposed AS (
         INSERT INTO exposures (
             event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout
@@ -96,15 +110,31 @@ ISSUE = Sql(
     ), outboxed AS (
         INSERT INTO outbox (message_id, subscription, type, payload)
         SELECT o.message_id, o.subscription, o.type, o.payload
-        FROM jsonb_to_recordset(CAST(:outbox AS jsonb))
-            AS o(message_id uuid, subscription text, type text, payload jsonb)
+        FROM chosen, jsonb_to_recordset(CAST(:outbox AS jsonb))
+            AS o(candidate integer, message_id uuid, subscription text, type text, payload jsonb)
+        WHERE o.candidate = ANY (chosen.positions)
+    ), log AS (
+        -- the surprise log in event time: what came before this event, the entries accepted now, what came after
+        SELECT CAST(:log_before AS jsonb)
+               || coalesce((SELECT jsonb_agg(l.entry ORDER BY l.candidate)
+                            FROM chosen, jsonb_to_recordset(CAST(:log_new AS jsonb)) AS l(candidate int, entry jsonb)
+                            WHERE l.candidate = ANY (chosen.positions)), '[]')
+               || CAST(:log_after AS jsonb) AS entries
+    ), balance AS (
+        UPDATE customers
+        SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned),
+            award_log = (
+                -- the newest :log_limit entries
+                SELECT CASE WHEN jsonb_array_length(log.entries) <= :log_limit THEN log.entries
+                            ELSE (SELECT jsonb_agg(e.entry ORDER BY e.i)
+                                  FROM jsonb_array_elements(log.entries) WITH ORDINALITY AS e(entry, i)
+                                  WHERE e.i > jsonb_array_length(log.entries) - :log_limit) END
+                FROM log
+            ),
+            first_exposed_at = LEAST(first_exposed_at, CAST(:issued_at AS timestamptz))
+        WHERE customer_id = :customer_id AND cardinality((SELECT positions FROM chosen)) > 0
     )
-    UPDATE customers
-    SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM earned),
-        award_log = CAST(:award_log AS jsonb),
-        first_exposed_at = LEAST(first_exposed_at, CAST(:issued_at AS timestamptz))
-    WHERE customer_id = :customer_id
-    RETURNING points_balance
+    SELECT positions FROM chosen
     """
 )
 
@@ -126,15 +156,28 @@ async def issue(
     order_id: str | None,
     issued_at: dt.datetime,
     version: str,
+    plan: dict[str, Any] | None,
+    accepted: list[int] | None,
     awards: list[dict[str, Any]],
     exposures: list[dict[str, Any]],
-    award_log: list[Any],
+    log: tuple[list[Any], list[dict[str, Any]], list[Any]],
     outbox: list[dict[str, Any]],
-) -> int:
-    """Store the awards and exposures of one event; returns the customer's new points balance."""
-    balance = await ISSUE.fetchval(
+) -> list[int]:
+    """Draw the counters of one event's candidates and store what they give; the positions accepted.
+
+    ``plan`` is ``delight_reserve``'s plan, or ``None`` when ``accepted``
+    already holds the positions (no candidate draws a counter). Each row of
+    ``awards``, ``exposures`` and ``outbox`` names its ``candidate`` position
+    and is stored only when that candidate is accepted. ``log`` is the
+    customer's surprise log as (entries before the event, the entry of each
+    candidate as ``{"candidate", "entry"}``, entries after it), in event time.
+    """
+    before, new, after = log
+    positions = await ISSUE.fetchval(
         conn,
         {
+            "accepted": accepted,
+            "plan": plan or {},
             "event_id": event_id,
             "customer_id": customer_id,
             "order_id": order_id,
@@ -142,11 +185,14 @@ async def issue(
             "version": version,
             "awards": awards,
             "exposures": exposures,
-            "award_log": award_log,
             "outbox": outbox,
+            "log_before": before,
+            "log_new": new,
+            "log_after": after,
+            "log_limit": LOG_LIMIT,
         },
     )
-    return int(balance)
+    return list(positions)
 
 
 async def active_for_customer(session: AsyncSession, customer_id: str, now: dt.datetime) -> list[Row[Any]]:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from service.lib.pg import Connection, Sql
-
-RESERVE = Sql("SELECT delight_reserve(CAST(:plan AS jsonb))")
 
 STATE = text(
     """
@@ -18,11 +12,6 @@ STATE = text(
     GROUP BY key
     """
 )
-
-
-async def reserve(conn: Connection, plan: dict[str, Any]) -> list[int]:
-    """Draw the counters of one event's candidates in PostgreSQL; the positions of those accepted."""
-    return list(await RESERVE.fetchval(conn, {"plan": plan}))
 
 
 async def usage(session: AsyncSession, keys: list[str]) -> dict[str, tuple[int, int]]:

@@ -3,8 +3,9 @@
 The event is stored (or recognised as a replay), the customer profile is
 updated, the rule core decides, and the awards with their ledger entries are
 written, all in the caller's transaction and in a fixed number of round
-trips: store the event and count it into the profile (one statement), draw
-the limited counters and write the awards (only when a rule matched).
+trips: store the event and count it into the profile (one statement), then,
+only when a rule matched, draw the limited counters and write what the
+candidates accepted give (one statement).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from service.awards.codes import new_code
 from service.awards.returns import reverse_order
 from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
 from service.controls import plan as controls
-from service.controls import repository as controls_repo
 from service.controls.plan import LogEntry, Take
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
@@ -137,43 +137,59 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
         return EventResult(event_id=event.event_id, duplicate=False, awards=[]), True, 0
     history = [LogEntry.from_json(e) for e in profile["award_log"]]
     plan = controls.plan(rule_set, facts, awarding, history)
-    if plan.needs_counters:
-        positions = await controls_repo.reserve(conn, controls.reserve_payload(plan, event.event_id))
+    if plan.needs_counters:  # drawn in PostgreSQL, by the statement that stores what they give
+        accepted = None
     else:
-        positions = controls.accept(plan, take=_unlimited, room=_unlimited, give_back=_nothing)
-    chosen = [plan.candidates[p] for p in positions]
-    treated = [c.outcome.decision for c in chosen if c.group == "treatment" and c.outcome.decision]
-    awards = [_award(d, event, rule_set.version) for d in treated]
-    if chosen:
-        award_ids = iter(a.award_id for a in awards)
-        costs = iter(d.cost for d in treated)
-        at = int(event.occurred_at.timestamp())
-        await awards_repo.issue(
-            conn,
-            event_id=event.event_id,
-            customer_id=event.customer_id,
-            order_id=order.order_id if order else None,
-            issued_at=event.occurred_at,
-            version=rule_set.version,
-            awards=[_award_row(a, d, i) for i, (a, d) in enumerate(zip(awards, treated, strict=True))],
-            exposures=[
+        accepted = controls.accept(plan, take=_unlimited, room=_unlimited, give_back=_nothing)
+        if not accepted:
+            return EventResult(event_id=event.event_id, duplicate=False, awards=[]), True, 0
+    # Every candidate's rows, tagged with its position: the statement keeps those of the candidates accepted.
+    candidates = list(enumerate(plan.candidates))
+    treated = {p: c.outcome.decision for p, c in candidates if c.group == "treatment" and c.outcome.decision}
+    offered = {p: _award(d, event, rule_set.version) for p, d in treated.items()}
+    at = int(event.occurred_at.timestamp())
+    history.sort(key=lambda e: e.at)  # as ``log_after`` would: the new entries go after every one not later
+    positions = await awards_repo.issue(
+        conn,
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        order_id=order.order_id if order else None,
+        issued_at=event.occurred_at,
+        version=rule_set.version,
+        plan=None if accepted is not None else controls.reserve_payload(plan, event.event_id),
+        accepted=accepted,
+        awards=[{**_award_row(offered[p], d), "candidate": p} for p, d in treated.items()],
+        exposures=[
+            {
+                "candidate": p,
+                "campaign": c.campaign,
+                "rule_id": c.outcome.rule_id,
+                "group": c.group,
+                "award_id": offered[p].award_id if p in offered else None,
+                "cost_cents": round(treated[p].cost * 100) if p in treated else 0,
+                "holdout": rule_set.by_name[c.campaign].holdout,
+            }
+            for p, c in candidates
+        ],
+        log=(
+            [e.to_json() for e in history if e.at <= at],
+            [
                 {
-                    "campaign": c.campaign,
-                    "rule_id": c.outcome.rule_id,
-                    "group": c.group,
-                    "award_id": next(award_ids) if c.group == "treatment" else None,
-                    "cost_cents": round(next(costs) * 100) if c.group == "treatment" else 0,
-                    "holdout": rule_set.by_name[c.campaign].holdout,
+                    "candidate": p,
+                    "entry": LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction").to_json(),
                 }
-                for c in chosen
+                for p, c in candidates
             ],
-            award_log=controls.log_after(
-                history,
-                [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen],
-            ),
-            outbox=outbox.messages(rule_set.settings.webhooks, "award.issued", awards, event.occurred_at),
-        )
-    return EventResult(event_id=event.event_id, duplicate=False, awards=awards), True, len(chosen) - len(awards)
+            [e.to_json() for e in history if e.at > at],
+        ),
+        outbox=[
+            {**message, "candidate": p}
+            for p, award in offered.items()
+            for message in outbox.messages(rule_set.settings.webhooks, "award.issued", [award], event.occurred_at)
+        ],
+    )
+    given = [offered[p] for p in positions if p in offered]
+    return EventResult(event_id=event.event_id, duplicate=False, awards=given), True, len(positions) - len(given)
 
 
 def _unlimited(_: Take) -> bool:
@@ -203,13 +219,12 @@ def _award(decision: Decision, event: EventIn, version: str) -> AwardOut:
     )
 
 
-def _award_row(award: AwardOut, decision: Decision, position: int) -> dict[str, Any]:
+def _award_row(award: AwardOut, decision: Decision) -> dict[str, Any]:
     return {
         "award_id": award.award_id,
         "code": award.code,
         "campaign": decision.campaign,
         "rule_id": decision.rule_id,
-        "position": position,
         "kind": decision.kind,
         "points": decision.points,
         "gift_id": decision.gift_id,
