@@ -113,7 +113,7 @@ ISSUE = Sql(
         FROM chosen, jsonb_to_recordset(CAST(:outbox AS jsonb))
             AS o(candidate integer, message_id uuid, subscription text, type text, payload jsonb)
         WHERE o.candidate = ANY (chosen.positions)
-    ), log AS (
+    ), log AS MATERIALIZED (
         -- the surprise log in event time: what came before this event, the entries accepted now, what came after
         SELECT CAST(:log_before AS jsonb)
                || coalesce((SELECT jsonb_agg(l.entry ORDER BY l.candidate)
