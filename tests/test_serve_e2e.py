@@ -17,6 +17,8 @@ import httpx
 import psutil
 import pytest
 
+from service.lib.embedded import start_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 DELIGHT = str(Path(sys.executable).parent / "delight")
 START_TIMEOUT = 90
@@ -172,3 +174,14 @@ def test_serve_refuses_to_start_on_a_bad_rule_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{rules / 'broken.yaml'}:4: `when` names an unknown field `totl`" in result.stderr.decode()
     assert not (tmp_path / "data").exists(), "nothing should start before the rules are valid"
+
+
+def test_the_embedded_postgres_allows_2_gb_of_wal_between_checkpoints_and_keeps_it(tmp_path: Path) -> None:
+    """Set at every start, so a data directory made before the setting gets it too."""
+    for _ in range(2):  # a new data directory, then the same one again
+        postgres = start_postgres(tmp_path, database="postgres")
+        try:
+            shown = postgres.server.psql("SHOW max_wal_size;")
+        finally:
+            postgres.stop()
+        assert re.search(r"^\s*2GB\s*$", shown, re.MULTILINE), shown
