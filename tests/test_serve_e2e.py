@@ -176,12 +176,20 @@ def test_serve_refuses_to_start_on_a_bad_rule_file(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists(), "nothing should start before the rules are valid"
 
 
-def test_the_embedded_postgres_allows_2_gb_of_wal_between_checkpoints_and_keeps_it(tmp_path: Path) -> None:
-    """Set at every start, so a data directory made before the setting gets it too."""
-    for _ in range(2):  # a new data directory, then the same one again
-        postgres = start_postgres(tmp_path, database="postgres")
-        try:
-            shown = postgres.server.psql("SHOW max_wal_size;")
-        finally:
-            postgres.stop()
-        assert re.search(r"^\s*2GB\s*$", shown, re.MULTILINE), shown
+def test_the_embedded_postgres_allows_2_gb_of_wal_between_checkpoints_even_in_an_older_data_directory(
+    tmp_path: Path,
+) -> None:
+    """Set at every start: a data directory made before the setting existed (initdb's 1 GB) gets it too."""
+    postgres = start_postgres(tmp_path, database="postgres")
+    try:
+        assert re.search(r"^\s*2GB\s*$", postgres.server.psql("SHOW max_wal_size;"), re.MULTILINE)
+        postgres.server.psql("ALTER SYSTEM RESET max_wal_size;\nSELECT pg_reload_conf();\n")
+        assert re.search(r"^\s*1GB\s*$", postgres.server.psql("SHOW max_wal_size;"), re.MULTILINE)
+    finally:
+        postgres.stop()
+    postgres = start_postgres(tmp_path, database="postgres")  # the same directory, as an upgrade finds it
+    try:
+        shown = postgres.server.psql("SHOW max_wal_size;")
+    finally:
+        postgres.stop()
+    assert re.search(r"^\s*2GB\s*$", shown, re.MULTILINE), shown
