@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.events.schemas import EventIn
+from service.events.service import won_draws
+from service.rules.engine import drawn
+from service.rules.facts import build_facts
+from service.rules.loader import load_rule_set
 from tests.conftest import interaction, purchase
 
 Client = AsyncTestClient[Litestar]
@@ -91,6 +99,23 @@ async def test_identical_events_posted_concurrently_award_exactly_once(
     assert len(codes) == 1
     assert await count(engine, "SELECT count(*) FROM awards") == 1
     assert await count(engine, "SELECT purchase_count FROM customers WHERE customer_id = 'c-race'") == 1
+
+
+async def test_identical_events_that_win_no_draw_posted_concurrently_are_stored_and_counted_once(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    """No rule can match a store visit here, so each of these is one statement committing by itself."""
+    event = interaction("i-race", "c-race", name="store_visit")
+    responses = await asyncio.gather(*(post(client, keys, event) for _ in range(20)))
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
+    assert {r.json()["duplicate"] for r in responses if r.status_code == 200} == {True}
+    assert await count(engine, "SELECT count(*) FROM events") == 1
+    profile = (await client.get("/v1/customers/c-race", headers=keys["customers:read"])).json()
+    assert profile["interaction_counts"] == {"store_visit": 1}
+    changed = {**event, "attributes": {"note": "another"}}
+    response = await post(client, keys, changed)
+    assert response.status_code == 409
+    assert response.json()["type"] == "urn:delight:problem:event-conflict"
 
 
 async def test_concurrent_distinct_purchases_of_one_customer_are_all_counted(
@@ -274,6 +299,8 @@ async def test_an_event_costs_a_fixed_number_of_round_trips_whatever_it_wins(
         without_award = await sent_for(purchase("e-2", "c-2", 5.0))  # wins nothing
         replay = await sent_for(purchase("e-2", "c-2", 5.0))  # replay
         exposed_before = await sent_for(purchase("e-3", "c-1", 5.0))  # wins nothing, but c-1 was exposed
+        undrawn = await sent_for(interaction("i-1", "c-3", name="store_visit"))  # no rule can match it
+        undrawn_replay = await sent_for(interaction("i-1", "c-3", name="store_visit"))
     finally:
         event.remove(pool, "checkout", checkout)
         event.remove(pool, "checkin", checkin)
@@ -284,6 +311,9 @@ async def test_an_event_costs_a_fixed_number_of_round_trips_whatever_it_wins(
     assert without_award == ["BEGIN", "WITH", "COMMIT"]
     assert replay == ["BEGIN", "WITH", "SELECT", "COMMIT"]
     assert exposed_before == ["BEGIN", "WITH", "COMMIT"]
+    # an event that wins no rule's chance draw is its first statement alone, committing by itself
+    assert undrawn == ["WITH"]
+    assert undrawn_replay == ["WITH", "SELECT"]
 
 
 async def test_review_offer_for_a_customer_without_a_favourite_category_is_not_a_store_wide_discount(
@@ -356,3 +386,45 @@ async def test_refunds_never_take_lifetime_spend_below_zero(client: Client, keys
     profile = (await client.get("/v1/customers/c-1", headers=keys["customers:read"])).json()
     assert profile["lifetime_spend"] == 0.0
     assert profile["return_count"] == 1
+
+
+def test_the_draws_taken_before_the_database_are_those_the_facts_give(tmp_path: Path) -> None:
+    """``won_draws`` reads the event as received; the rule core reads ``build_facts``. They must agree on
+    every draw, or an event could be stored alone that a rule would have awarded: across the shop's zone
+    (a campaign that starts at local midnight), with and without a channel, for both event types."""
+    (tmp_path / "settings.yaml").write_text("seed: draws\ntimezone: Pacific/Auckland\n")
+    rules = "\n".join(
+        f"""  - id: r{i}
+    when: type == "{kind}"{f' and channel == "{channel}"' if channel else ""}{f' and name == "{name}"' if name else ""}
+    chance: 0.3
+    award: {{points: 1}}"""
+        for i, (kind, channel, name) in enumerate(
+            [
+                ("purchase", "pos", None),
+                ("purchase", None, None),
+                ("interaction", None, "store_visit"),
+                ("interaction", "app", None),
+                ("purchase", "web", None),
+            ]
+        )
+    )
+    (tmp_path / "c.yaml").write_text(f"campaign: c\nactive: {{from: 2026-03-02, until: 2026-03-31}}\nrules:\n{rules}\n")
+    rule_set = load_rule_set(tmp_path)
+    profile = {"customer_id": "c-1", "purchase_count": 1, "attributes": {}}
+    seen = set()
+    for i in range(400):
+        base = interaction(f"i-{i}", name="store_visit") if i % 2 else purchase(f"e-{i}", "c-1", 10.0)
+        offset = dt.timezone(dt.timedelta(hours=(i % 27) - 12))
+        at = dt.datetime(2026, 3, 1, 11, tzinfo=dt.UTC) + dt.timedelta(minutes=7 * i)  # 2 March begins at 11:00Z
+        channel = [None, "pos", "app", "web"][i % 4]
+        event = msgspec.convert(
+            {**base, "occurred_at": at.astimezone(offset).isoformat(), "channel": channel}, EventIn, strict=False
+        )
+        facts = build_facts(msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date)), profile, rule_set.zone)
+        expected = drawn(
+            rule_set, facts["event_id"], (facts["type"], facts["channel"], facts["name"]), facts["occurred_at"]
+        )
+        won = won_draws(rule_set, event)
+        assert won == expected, event
+        seen.add(bool(won))
+    assert seen == {True, False}

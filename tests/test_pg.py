@@ -116,3 +116,41 @@ async def test_the_event_path_plans_its_statements_once_and_only_inside_its_own_
             await conn.execute("SELECT 1 / 0")
     async with one_connection.connect() as other:
         assert (await other.exec_driver_sql("SHOW plan_cache_mode")).scalar() == "auto"
+
+
+async def test_a_pooled_connection_outside_a_transaction_commits_each_statement_by_itself(
+    one_connection: AsyncEngine,
+) -> None:
+    async with pg.pooled(one_connection) as conn:
+        assert not conn.is_in_transaction()
+        first, second = int(await conn.fetchval(TXID)), int(await conn.fetchval(TXID))
+        assert first != second
+        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+            await conn.execute("SELECT 1 / 0")
+    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+        async with pg.pooled(one_connection) as conn:
+            await conn.execute("SELECT 1 / 0")
+    before = await txid(one_connection)
+    assert await txid(one_connection) != before  # the same connection, reused clean
+
+
+async def test_a_request_cancelled_during_a_statement_on_a_pooled_connection_leaves_it_clean(
+    one_connection: AsyncEngine,
+) -> None:
+    """Cancelled while the connection is checked out or while a statement runs: the connection is closed
+    rather than given back mid-operation, and the next transactions are real ones."""
+
+    async def slow() -> None:
+        async with pg.pooled(one_connection) as conn:
+            await conn.execute("SELECT pg_sleep(5)")
+
+    for step in range(24):
+        task = asyncio.create_task(slow())
+        for _ in range(step % 12):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.0005 * (step // 12))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        first, second = await txid(one_connection), await txid(one_connection)
+        assert first != second, f"step {step}: the pooled connection was left inside a transaction"

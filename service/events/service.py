@@ -5,7 +5,8 @@ updated, the rule core decides, and the awards with their ledger entries are
 written, all in the caller's transaction and in a fixed number of round
 trips: store the event and count it into the profile (one statement), then,
 only when a rule matched, draw the limited counters and write what the
-candidates accepted give (one statement).
+candidates accepted give (one statement). An event that wins no rule's
+chance draw is that first statement alone, in its own implicit transaction.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from service.lib import metrics, pg
 from service.lib.errors import EventConflictError
 from service.lib.logging import get_logger
 from service.rules import engine
-from service.rules.engine import Decision
+from service.rules.engine import Decision, drawn
 from service.rules.facts import build_facts
-from service.rules.ruleset import RuleSet
+from service.rules.ruleset import Rule, RuleSet
 from service.webhooks import outbox
 
 log = get_logger(__name__)
@@ -54,11 +55,20 @@ async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: E
 
     Two events drawing the same counters in different orders can deadlock;
     PostgreSQL aborts one of them, which is safe to run again from the start.
+
+    The chance draws come first, before anything is read: they depend on the
+    event alone. An event that wins none (and is not a return) can be given
+    nothing, so storing it is the whole of its work, one statement, which
+    commits by itself, without ``BEGIN`` and ``COMMIT`` around it.
     """
+    started = time.perf_counter()
+    won = won_draws(rule_set, event)
+    drawing = time.perf_counter() - started
+    alone = not won and event.type != "return"
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with pg.transaction(engine) as conn:
-                result, is_new, held_out = await record_event(conn, rule_set, event)
+            async with pg.pooled(engine) if alone else pg.transaction(engine) as conn:
+                result, is_new, held_out = await record_event(conn, rule_set, event, won, drawing)
         except asyncpg.PostgresError as exc:
             sqlstate = exc.sqlstate
             if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
@@ -78,14 +88,29 @@ async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: E
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def won_draws(rule_set: RuleSet, event: EventIn) -> list[tuple[Rule, float | None]]:
+    """``engine.drawn`` for an event as received, given what ``build_facts`` would give it."""
+    key = (event.type, event.channel or "", event.name or "")
+    return drawn(rule_set, event.event_id, key, event.occurred_at.astimezone(rule_set.zone))
+
+
 def content_hash(event: EventIn) -> bytes:
     """A hash of what the event says, independent of key order and whitespace."""
     return hashlib.sha256(msgspec.json.encode(event, order="sorted")).digest()
 
 
-async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool, int]:
+async def record_event(
+    conn: pg.Connection,
+    rule_set: RuleSet,
+    event: EventIn,
+    won: list[tuple[Rule, float | None]],
+    drawing: float,
+) -> tuple[EventResult, bool, int]:
     """Store one event and its consequences; returns the result, whether the event was new and how many
-    awards the holdout kept back."""
+    awards the holdout kept back.
+
+    ``won`` is ``engine.drawn`` for this event, worked out in ``drawing`` seconds.
+    """
     # One instant, one spelling: 11:15+01:00 and 10:15Z are the same event.
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
     digest = content_hash(event)
@@ -128,11 +153,14 @@ async def record_event(conn: pg.Connection, rule_set: RuleSet, event: EventIn) -
             occurred_at=event.occurred_at,
             webhooks=rule_set.settings.webhooks,
         )
+    if not won:  # no rule drew this event: nothing to evaluate, plan or write
+        metrics.RULE_EVALUATION.observe(drawing)
+        return EventResult(event_id=event.event_id, duplicate=False, awards=[]), True, 0
     event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
     facts = build_facts(event_data, profile, rule_set.zone)
     started = time.perf_counter()
-    awarding = engine.awarding(rule_set, facts)
-    metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
+    awarding = engine.awarding(rule_set, facts, won)
+    metrics.RULE_EVALUATION.observe(drawing + time.perf_counter() - started)
     if not awarding:  # most events: nothing to plan, draw or write
         return EventResult(event_id=event.event_id, duplicate=False, awards=[]), True, 0
     history = [LogEntry.from_json(e) for e in profile["award_log"]]

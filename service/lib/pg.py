@@ -3,8 +3,9 @@
 An event costs a few fixed statements; through the ORM session and
 SQLAlchemy's statement layer they cost more Python CPU than all the rest of
 the request. Here the same statements, written with ``:name`` parameters,
-run on a connection checked out of the same pool, in one transaction. A
-parameter written ``CAST(:name AS jsonb)`` is sent as JSON text (the pool's
+run on a connection checked out of the same pool, in one transaction
+(``transaction``) or, for an event that is one statement, in that statement's
+own (``pooled``). A parameter written ``CAST(:name AS jsonb)`` is sent as JSON text (the pool's
 connections decode JSON with msgspec, see ``db.create_engine``).
 """
 
@@ -91,20 +92,9 @@ BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = 
 async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
     """A pooled connection in one transaction: committed when the block ends normally, rolled back on any error.
 
-    The connection comes straight from the engine's pool (``raw_connection``),
-    without the ``AsyncConnection`` around it, which costs twice as much. It
-    goes back to the pool only when it is known to be clean: committed, or
-    rolled back after a statement failed. A connection the server dropped
-    marks every older pooled connection stale too, as SQLAlchemy does, so that
-    after a database restart one request fails rather than one per pooled
-    connection; a connection whose transaction was cut off half way (the
-    request cancelled during a round trip) is closed, never reused.
+    The connection is taken and given back as ``pooled`` describes.
     """
-    pool = engine.sync_engine.pool
-    pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
-    driver: Connection = pooled.driver_connection
-    clean = False
-    try:
+    async with pooled(engine) as driver:
         await driver.execute(BEGIN)
         try:
             yield driver
@@ -113,13 +103,40 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
                 await driver.execute("ROLLBACK")
             raise
         await driver.execute("COMMIT")
+
+
+@contextlib.asynccontextmanager
+async def pooled(engine: AsyncEngine) -> AsyncIterator[Connection]:
+    """A pooled connection outside any transaction: each statement on it commits by itself.
+
+    For work that is one statement, whose own implicit transaction makes it
+    whole, this saves the two round trips of ``BEGIN`` and ``COMMIT``.
+    PostgreSQL plans such a statement afresh for its first five executions on
+    a connection, then keeps a generic plan if that looks no dearer.
+
+    The connection comes straight from the engine's pool (``raw_connection``),
+    without the ``AsyncConnection`` around it, which costs twice as much. It
+    goes back to the pool only when it is known to be clean: the block ended
+    normally, or a statement failed on it (the server rolled that back). A
+    connection the server dropped marks every older pooled connection stale
+    too, as SQLAlchemy does, so that after a database restart one request
+    fails rather than one per pooled connection; a connection whose statement
+    was cut off half way (the request cancelled during a round trip) is
+    closed, never reused.
+    """
+    pool = engine.sync_engine.pool
+    fairy = await greenlet_spawn(engine.sync_engine.raw_connection)
+    driver: Connection = fairy.driver_connection
+    clean = False
+    try:
+        yield driver
         clean = True
     except Exception as exc:
         if isinstance(exc, CONNECTION_LOST) or driver.is_closed():
             # What SQLAlchemy does on a disconnect: every connection older than now is stale.
-            pool._invalidate(pooled, exc, _checkin=False)
+            pool._invalidate(fairy, exc, _checkin=False)
             raise
-        clean = True  # rolled back, or never begun
+        clean = True  # the failed statement, or the transaction around it, was rolled back
         raise
     finally:
         # Back to the pool (or closed) even when the request is cancelled half way.
@@ -127,8 +144,8 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
             if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
                 # The pool has room and the connection needs no reset: checking it in awaits nothing, so it
                 # is done here, without a greenlet and a shielded task (a quarter of this block's CPU).
-                pooled.close()
+                fairy.close()
             else:  # a connection over the pool's size is closed, which awaits the server
-                await asyncio.shield(greenlet_spawn(pooled.close))
+                await asyncio.shield(greenlet_spawn(fairy.close))
         else:
-            await asyncio.shield(greenlet_spawn(pooled.invalidate))
+            await asyncio.shield(greenlet_spawn(fairy.invalidate))

@@ -63,7 +63,7 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
     if matched_only:
         return [
             _matched(rule_set, rule, facts)
-            for rule in _active_candidates(rule_set, facts)
+            for rule in _active_candidates(rule_set, (facts["type"], facts["channel"], facts["name"]), occurred_at)
             if _holds(rule, facts, tested) is True
         ]
     outcomes: list[Outcome] = []
@@ -90,23 +90,44 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
     return outcomes
 
 
-def awarding(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
-    """The outcomes that award something: ``evaluate(..., matched_only=True)`` less the rules that lose their
-    chance draw or whose offer renders empty, as the event path needs them.
+def drawn(
+    rule_set: RuleSet, event_id: str, key: tuple[str, str, str], occurred_at: dt.datetime
+) -> list[tuple[Rule, float | None]]:
+    """The rules an event can match whose chance draw it wins, each with its draw (``None`` for a rule that
+    has no chance to draw).
 
-    The draw comes first. It does not depend on the condition, most rules
-    give their surprise to a few events in a hundred, and a draw costs less
-    than a condition, so most conditions are never tested.
+    ``key`` is the event's (type, channel, interaction name) and
+    ``occurred_at`` its time in the shop's zone, as ``build_facts`` gives
+    them. Nothing here depends on the customer: an event that wins no draw
+    can be given nothing, whoever sent it and whatever is stored.
     """
-    event_id: str = facts["event_id"]
-    tested: dict[int, bool | Exception] = {}
-    awarded = []
-    for rule in _active_candidates(rule_set, facts):
+    won: list[tuple[Rule, float | None]] = []
+    for rule in _active_candidates(rule_set, key, occurred_at):
         value = None
         if rule.chance < 1.0:
             value = rule_set.draw(rule, event_id)
             if value >= rule.chance:
                 continue
+        won.append((rule, value))
+    return won
+
+
+def awarding(
+    rule_set: RuleSet, facts: dict[str, Any], won: list[tuple[Rule, float | None]] | None = None
+) -> list[Outcome]:
+    """The outcomes that award something: ``evaluate(..., matched_only=True)`` less the rules that lose their
+    chance draw or whose offer renders empty, as the event path needs them.
+
+    The draw comes first (``drawn``; ``won`` when the caller drew already).
+    It does not depend on the condition, most rules give their surprise to a
+    few events in a hundred, and a draw costs less than a condition, so most
+    conditions are never tested.
+    """
+    if won is None:
+        won = drawn(rule_set, facts["event_id"], (facts["type"], facts["channel"], facts["name"]), facts["occurred_at"])
+    tested: dict[int, bool | Exception] = {}
+    awarded = []
+    for rule, value in won:
         if _holds(rule, facts, tested) is not True:
             continue
         decision = _decide(rule_set, rule, facts)
@@ -115,11 +136,11 @@ def awarding(rule_set: RuleSet, facts: dict[str, Any]) -> list[Outcome]:
     return awarded
 
 
-def _active_candidates(rule_set: RuleSet, facts: dict[str, Any]) -> Iterator[Rule]:
-    """The rules the event can match at all (``RuleSet.candidates``) in campaigns active when it occurred."""
-    occurred_at: dt.datetime = facts["occurred_at"]
+def _active_candidates(rule_set: RuleSet, key: tuple[str, str, str], occurred_at: dt.datetime) -> Iterator[Rule]:
+    """The rules an event with (type, channel, name) = ``key`` can match at all (``RuleSet.candidates``), in
+    campaigns active when it occurred."""
     active: dict[str, bool] = {}
-    for campaign, rule in rule_set.candidates((facts["type"], facts["channel"], facts["name"])):
+    for campaign, rule in rule_set.candidates(key):
         is_active = active.get(campaign.name)
         if is_active is None:
             is_active = active[campaign.name] = campaign.is_active(occurred_at)
