@@ -132,25 +132,3 @@ async def test_a_pooled_connection_outside_a_transaction_commits_each_statement_
             await conn.execute("SELECT 1 / 0")
     before = await txid(one_connection)
     assert await txid(one_connection) != before  # the same connection, reused clean
-
-
-async def test_a_request_cancelled_during_a_statement_on_a_pooled_connection_leaves_it_clean(
-    one_connection: AsyncEngine,
-) -> None:
-    """Cancelled while the connection is checked out or while a statement runs: the connection is closed
-    rather than given back mid-operation, and the next transactions are real ones."""
-
-    async def slow() -> None:
-        async with pg.pooled(one_connection) as conn:
-            await conn.execute("SELECT pg_sleep(5)")
-
-    for step in range(24):
-        task = asyncio.create_task(slow())
-        for _ in range(step % 12):
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.0005 * (step // 12))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        first, second = await txid(one_connection), await txid(one_connection)
-        assert first != second, f"step {step}: the pooled connection was left inside a transaction"
