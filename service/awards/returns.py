@@ -22,6 +22,7 @@ from service.lib.pg import Connection, Sql
 from service.rules.spec import WebhookSpec
 from service.webhooks import outbox
 
+# The reversals already recorded are found through the customer's ledger (it has no index on award_id).
 ORDER_STATE = Sql(
     """
     SELECT
@@ -33,7 +34,8 @@ ORDER_STATE = Sql(
         (SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'award_id', a.award_id, 'kind', a.kind, 'points', a.points, 'status', a.status,
                     'reversed', coalesce((SELECT -sum(l.delta - l.shortfall) FROM points_ledger l
-                                          WHERE l.award_id = a.award_id AND l.reason = 'reverse'), 0))), '[]')
+                                          WHERE l.customer_id = :customer_id AND l.award_id = a.award_id
+                                            AND l.reason = 'reverse'), 0))), '[]')
          FROM awards a JOIN events e ON e.event_id = a.event_id
          WHERE e.customer_id = :customer_id AND e.order_id = :order_id AND e.type = 'purchase') AS awards
     """
