@@ -103,19 +103,21 @@ async def test_a_request_cancelled_at_any_point_leaves_no_transaction_open_on_a_
 async def test_the_event_path_plans_its_statements_once_and_only_inside_its_own_transactions(
     one_connection: AsyncEngine,
 ) -> None:
-    """Generic plans for the event path's prepared statements, set for its transaction alone: the same
-    pooled connection, used by anything else afterwards, plans as PostgreSQL normally does."""
+    """Generic plans without sequential scans for the event path's prepared statements, set for its
+    transaction alone: the same pooled connection, used by anything else afterwards (a report that reads a
+    whole table), plans as PostgreSQL normally does."""
+    settings = ("plan_cache_mode", "enable_seqscan", "jit")
     async with pg.transaction(one_connection) as conn:
-        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
-        assert await conn.fetchval("SHOW jit") == "off"
+        assert [await conn.fetchval(f"SHOW {name}") for name in settings] == ["force_generic_plan", "off", "off"]
     async with one_connection.connect() as other:
-        mode = (await other.exec_driver_sql("SHOW plan_cache_mode")).scalar()
-    assert mode == "auto"
+        shown = [(await other.exec_driver_sql(f"SHOW {name}")).scalar() for name in settings[:2]]
+    assert shown == ["auto", "on"]
     with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
         async with pg.transaction(one_connection) as conn:
             await conn.execute("SELECT 1 / 0")
     async with one_connection.connect() as other:
-        assert (await other.exec_driver_sql("SHOW plan_cache_mode")).scalar() == "auto"
+        shown = [(await other.exec_driver_sql(f"SHOW {name}")).scalar() for name in settings[:2]]
+    assert shown == ["auto", "on"]
 
 
 async def test_a_pooled_connection_outside_a_transaction_commits_each_statement_by_itself(

@@ -1,0 +1,86 @@
+"""The event path reads its tables by index, even where its plans were made while the tables were empty.
+
+PostgreSQL keeps a generic plan until the next ANALYZE of a table it reads.
+Made while a table is analysed and a few pages long (a new deployment, a
+table emptied), the cheapest plan is a sequential scan, and it goes on
+scanning the whole table on every event as the table grows. Each test here
+analyses the emptied tables first, so that is the plan PostgreSQL would make
+without the event path's settings; the statements must find their rows by
+index all the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.awards import repository as awards
+from service.awards import returns
+from service.events import repository as events
+from service.lib import pg
+from service.lib.db import asyncpg_connect_args
+from service.webhooks import outbox
+from tests.conftest import TABLES_RESET_PER_TEST
+
+STATEMENTS = {
+    "record": events.RECORD,
+    "stored": events.STORED,
+    "issue": awards.ISSUE,
+    "order state": returns.ORDER_STATE,
+    "apply a return": returns.APPLY,
+    "outbox": outbox.INSERT,
+}
+ANALYZE_EMPTY = f"ANALYZE {', '.join(TABLES_RESET_PER_TEST)}"
+
+
+def scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(node type, table) for every node of a JSON plan that reads a table."""
+    if "Relation Name" in plan:
+        yield plan["Node Type"], plan["Relation Name"]
+    for child in plan.get("Plans", []):
+        yield from scans(child)
+
+
+@pytest.mark.parametrize("name", list(STATEMENTS))
+async def test_each_statement_of_the_event_path_has_a_generic_plan_without_sequential_scans(
+    engine: AsyncEngine, name: str
+) -> None:
+    statement = STATEMENTS[name]
+    async with pg.transaction(engine) as conn:
+        await conn.execute(ANALYZE_EMPTY)
+        await conn.execute(f"PREPARE planned AS {statement.text}")
+        try:
+            nulls = ", ".join(["NULL"] * len(statement.names))
+            [plan] = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE planned({nulls})")  # decoded by the pool
+        finally:
+            await conn.execute("DEALLOCATE planned")
+    read = list(scans(plan["Plan"]))
+    assert read, "the plan reads no table: the check below would prove nothing"
+    assert [(node, table) for node, table in read if node == "Seq Scan"] == []
+
+
+async def test_a_purchase_joins_its_timelines_by_index_outside_any_transaction_of_the_event_path(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """An event that is one statement runs without the event path's transaction and its settings: the
+    timeline update inside it (a PL/pgSQL function, whose plan a session keeps) carries its own."""
+    connection = await asyncpg.connect(**asyncpg_connect_args(make_url(database_url).render_as_string(False)))
+    try:  # a new session: nothing planned yet
+        async with connection.transaction():
+            await connection.execute(ANALYZE_EMPTY)
+            joined = await connection.fetchval(
+                "SELECT delight_purchase_joins_timelines('c-1', $1, 25.00)", dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+            )
+            seq, idx = await connection.fetchrow(
+                "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'first_exposures'"
+            )
+    finally:
+        await connection.close()
+    assert joined == 0
+    assert (seq, idx) == (0, 1)
