@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.awards import repository as awards
@@ -66,11 +65,11 @@ async def test_each_statement_of_the_event_path_has_a_generic_plan_without_seque
 
 
 async def test_a_purchase_joins_its_timelines_by_index_outside_any_transaction_of_the_event_path(
-    engine: AsyncEngine, database_url: str
+    database_url: str,
 ) -> None:
     """An event that is one statement runs without the event path's transaction and its settings: the
     timeline update inside it (a PL/pgSQL function, whose plan a session keeps) carries its own."""
-    connection = await asyncpg.connect(**asyncpg_connect_args(make_url(database_url).render_as_string(False)))
+    connection = await asyncpg.connect(**asyncpg_connect_args(database_url))
     try:  # a new session: nothing planned yet
         async with connection.transaction():
             await connection.execute(ANALYZE_EMPTY)
