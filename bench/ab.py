@@ -15,6 +15,12 @@ each pair of slices and the median ratio of B's throughput (and CPU per
 event) to A's.
 
     .venv/bin/python bench/ab.py /tmp/old . [--pairs 10] [--seconds 8] [--workers 2] [--concurrency 32]
+
+With ``--pause-ms`` every connection pauses before each request, as in
+``load.py``'s half-rate runs, so both are driven at about one rate and the
+p99s are what to compare: 32 connections pausing 55 ms between answers of
+about 3 ms send about 550 events a second, half of what one side takes at
+full speed here.
 """
 
 from __future__ import annotations
@@ -78,16 +84,17 @@ async def _analyze(host: str) -> None:
         await connection.close()
 
 
-def slice_of(side: Side, args: argparse.Namespace, prefix: str) -> tuple[float, float]:
-    """Drive ``side`` for ``args.seconds``: events a second, and CPU per event (ms) of its server and databases."""
+def slice_of(side: Side, args: argparse.Namespace, prefix: str) -> tuple[float, float, float]:
+    """Drive ``side`` for ``args.seconds``: events a second, CPU per event (ms) of its server and databases,
+    and the 99th percentile of latency (ms)."""
     watch = [side.pid, *(pid for pid in [postmaster_pid(side.data)] if pid)]
     before = cpu_seconds(watch)
-    result = wrk(side.port, side.env, args.concurrency, args.seconds, prefix)
+    result = wrk(side.port, side.env, args.concurrency, args.seconds, prefix, args.pause_ms)
     cpu = cpu_seconds(watch) - before
     if result["non_2xx"] or result["socket_errors"]:
         sys.exit(f"{side.name} failed requests: {result}")
     requests = max(result["requests"], 1)
-    return requests / (result["duration_us"] / 1e6), cpu / requests * 1000
+    return requests / (result["duration_us"] / 1e6), cpu / requests * 1000, result["p99_us"] / 1000
 
 
 def main() -> None:
@@ -102,6 +109,13 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--rules-per-campaign", type=int, default=5)
+    parser.add_argument(
+        "--pause-ms",
+        type=int,
+        default=0,
+        help="each connection's pause before a request (as load.py's half-rate runs), to compare both at one "
+        "rate: the p99s are what to read then",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/ab.py needs wrk on PATH (Debian: apt-get install wrk)")
@@ -127,24 +141,32 @@ def main() -> None:
         a, b = sides
         for side in sides:
             wrk(side.port, side.env, args.concurrency, args.warmup, f"warm{side.name}")
-        print("| pair | A events/s | B events/s | B/A | A CPU ms/event | B CPU ms/event |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        ratios, cpu_ratios, a_cpu, b_cpu = [], [], [], []
+        print("| pair | A events/s | B events/s | B/A | A CPU ms/event | B CPU ms/event | A p99 ms | B p99 ms |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ratios, cpu_ratios, a_cpu, b_cpu, a_p99, b_p99 = [], [], [], [], [], []
         for n in range(1, args.pairs + 1):
             order = (a, b) if n % 2 else (b, a)
             measured = {side.name: slice_of(side, args, f"{side.name}{n}-{time.time_ns()}") for side in order}
-            (ra, ca), (rb, cb) = measured["A"], measured["B"]
+            (ra, ca, pa), (rb, cb, pb) = measured["A"], measured["B"]
             ratios.append(rb / ra)
             cpu_ratios.append(cb / ca)
             a_cpu.append(ca)
             b_cpu.append(cb)
-            print(f"| {n} | {ra:,.0f} | {rb:,.0f} | {rb / ra:.2f} | {ca:.2f} | {cb:.2f} |", flush=True)
+            a_p99.append(pa)
+            b_p99.append(pb)
+            print(
+                f"| {n} | {ra:,.0f} | {rb:,.0f} | {rb / ra:.2f} | {ca:.2f} | {cb:.2f} | {pa:.1f} | {pb:.1f} |",
+                flush=True,
+            )
     faster = sum(r > 1 for r in ratios)
+    lower = sum(pb < pa for pa, pb in zip(a_p99, b_p99, strict=True))
     print(
         f"\nB's throughput over A's: median {statistics.median(ratios):.3f} "
         f"(B faster in {faster} of {len(ratios)} pairs); "
         f"CPU per event, B over A: median {statistics.median(cpu_ratios):.3f} "
-        f"(A {statistics.median(a_cpu):.2f} ms, B {statistics.median(b_cpu):.2f} ms)."
+        f"(A {statistics.median(a_cpu):.2f} ms, B {statistics.median(b_cpu):.2f} ms); "
+        f"p99, median of the slices: A {statistics.median(a_p99):.1f} ms, B {statistics.median(b_p99):.1f} ms "
+        f"(B lower in {lower} of {len(ratios)} pairs)."
     )
     print(f"Command: `.venv/bin/python bench/ab.py {' '.join(sys.argv[1:])}`")
 
