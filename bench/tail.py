@@ -10,8 +10,8 @@ are as large as in ``load.py``'s half-rate runs), then in ``--slices``
 slices of ``--seconds`` with every connection pausing ``--pause-ms`` before
 each request (55 ms from 32 connections is about half of what it takes at
 full speed here). Every 50 ms PostgreSQL's activity is sampled: which tables
-autovacuum is on, and how many backends wait to flush the WAL behind
-another (``LWLock:WALWrite``) and on what. Each slice prints its rate,
+autovacuum is on, how many backends wait to flush the WAL behind
+another (``LWLock:WALWrite``), and whether one is writing a new WAL file. Each slice prints its rate,
 p50, p99 and maximum, and what was seen during it.
 
     .venv/bin/python bench/tail.py [CHECKOUT] [--warmup 60] [--slices 24] [--seconds 5] [--pause-ms 55]
@@ -38,8 +38,8 @@ from ab import Side, start
 from load import free_port, wrk
 from rulepack import write_pack
 
-# Waits that say a commit was held up by the WAL (anything else is counted as "other").
-WAL_WAITS = ("LWLock:WALWrite", "IO:WalSync", "IO:WalWrite", "IO:WalInitWrite", "IO:WalInitSync")
+# The waits counted: queued behind another backend's WAL flush, and writing a new WAL file.
+WAL_WAITS = ("LWLock:WALWrite", "IO:WalInitWrite", "IO:WalInitSync")
 
 
 @dataclass

