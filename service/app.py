@@ -37,6 +37,7 @@ from service.lib.logging import configure_logging, get_logger
 from service.lib.openapi import finish as finish_openapi
 from service.lib.resp import LeanRedis
 from service.lib.settings import Settings, SettingsError
+from service.projection.worker import run_projector
 from service.reports.controller import ExportsController, UpliftController
 from service.reports.redemptions import ReportsController
 from service.rules.controller import RulesController
@@ -139,7 +140,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             registry=registry,
         )
         await registry.start()
-        background = [asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current))]
+        background = [
+            asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current)),
+            asyncio.create_task(run_projector(database_url)),
+        ]
         if settings.app.jobs_every > 0:
             background.append(
                 asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))

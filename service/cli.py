@@ -201,20 +201,28 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
     from service.awards.expiry import points_after, run_expiry
     from service.lib.db import create_engine, create_sessionmaker, transaction
     from service.lib.embedded import embedded_servers
+    from service.projection.apply import catch_up, projector_connection
 
     rule_set = _load_or_report(settings.app.rules_dir)
     if rule_set is None:
         return 1
 
-    async def run(url: str) -> object:
+    async def run(url: str) -> dict[str, object]:
         engine = create_engine(url)
         try:
             async with transaction(create_sessionmaker(engine)) as session:
-                return await run_expiry(
+                expiry = await run_expiry(
                     session, dt.datetime.now(dt.UTC), points_after(rule_set), rule_set.settings.webhooks
                 )
         finally:
             await engine.dispose()
+        async with projector_connection(url) as conn:
+            projection = await catch_up(conn)
+        return {
+            **msgspec.structs.asdict(expiry),
+            "projection_events_applied": projection.events,
+            "projection_complete_until": projection.complete_at,
+        }
 
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
         database_url,
@@ -294,6 +302,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
+    from service.projection.apply import catch_up, projector_connection
     from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, render_table, to_csv, uplift_report
     from service.reports.uplift_html import render_html
     from service.rules.loader import RuleSetError, load_rule_set
@@ -320,6 +329,8 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     active = rule_set.by_name.get(args.campaign) if rule_set else None
 
     async def run(url: str) -> UpliftReport:
+        async with projector_connection(url) as conn:
+            await catch_up(conn)  # every event committed before now, whether or not a server is running
         engine = create_engine(url)
         try:
             async with engine.connect() as connection:
@@ -348,6 +359,34 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(render_html(report))
     else:
         print(render_table(report))
+    return 0
+
+
+def _reports_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from service.lib.db import upgrade_database
+    from service.lib.embedded import embedded_servers
+    from service.projection.apply import Progress, catch_up, projector_connection, rebuild
+
+    async def run(url: str) -> Progress:
+        async with projector_connection(url) as conn:
+            built = await rebuild(conn)
+            await catch_up(conn)  # what committed while it was building
+        return built
+
+    started = time.perf_counter()
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        built = asyncio.run(run(database_url))
+    print(
+        f"Rebuilt the uplift projection from {built.events:,} stored events "
+        f"(committed up to {built.complete_at.isoformat() if built.complete_at else '-'}) "
+        f"in {time.perf_counter() - started:.1f} s."
+    )
     return 0
 
 
@@ -451,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")
     schema.set_defaults(handler=_rules_schema)
 
-    report = commands.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
+    report = commands.add_parser("report", aliases=["reports"], help="reports").add_subparsers(
+        dest="report_command", required=True
+    )
     uplift = report.add_parser(
         "uplift", help="repeat purchase of treated against held-out customers, per rule, with intervals"
     )
@@ -461,9 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     uplift.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
     uplift.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
     uplift.set_defaults(handler=_report_uplift)
+    rebuild = report.add_parser(
+        "rebuild", help="rebuild the uplift projection from the stored events (servers may keep running)"
+    )
+    rebuild.set_defaults(handler=_reports_rebuild)
 
     jobs = commands.add_parser("jobs", help="housekeeping").add_subparsers(dest="jobs_command", required=True)
-    run_jobs = jobs.add_parser("run", help="expire awards and points now; safe to run twice or on two replicas")
+    run_jobs = jobs.add_parser(
+        "run",
+        help="expire awards and points, bring the uplift projection up to date; safe to run twice, or on two replicas",
+    )
     run_jobs.set_defaults(handler=_jobs_run)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)

@@ -6,6 +6,7 @@ from service.customers.models import Customer
 from service.events.models import Event
 from service.keys.models import ApiKey
 from service.lib.db import Base
+from service.projection.models import CustomerTimeline, FirstExposure, ProjectionState
 from service.rules.models import RuleSetRecord
 from service.webhooks.models import OutboxMessage
 
@@ -16,10 +17,13 @@ __all__ = [
     "Award",
     "Counter",
     "Customer",
+    "CustomerTimeline",
     "Event",
     "Exposure",
+    "FirstExposure",
     "OutboxMessage",
     "PointsEntry",
+    "ProjectionState",
     "RuleSetRecord",
     "metadata",
 ]

@@ -10,12 +10,14 @@ builds it by running the migrations, and drops it at the end.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
 import secrets
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,11 +43,14 @@ from service.lib.db import (
 )
 from service.lib.embedded import start_postgres, start_redis
 from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, Settings
+from service.projection.apply import BATCH_LOCK, catch_up, projector_connection, rebuild
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
 TABLES_RESET_PER_TEST = (
+    "projection_state",
+    "customer_timelines",
     "first_exposures",
     "audit_log",
     "outbox",
@@ -174,10 +179,16 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 
 
+async def truncate(engine: AsyncEngine, tables: Sequence[str] = TABLES_RESET_PER_TEST) -> None:
+    """Empty ``tables``, between two pages of the projector (a page reads several of them, in its own order)."""
+    async with engine.begin() as connection:
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": BATCH_LOCK})
+        await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+
+
 @pytest.fixture
 async def clean_tables(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(text(f"TRUNCATE {', '.join(TABLES_RESET_PER_TEST)} CASCADE"))
+    await truncate(engine)
 
 
 @pytest.fixture(autouse=True)
@@ -323,3 +334,54 @@ async def post_all(client: AsyncTestClient[Litestar], keys: dict[str, Any], even
     responses = await asyncio.gather(*(client.post("/v1/events", json=e, headers=keys["events:write"]) for e in events))
     assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
     return [a for r in responses for a in r.json()["awards"]]
+
+
+# --- the uplift projection ---------------------------------------------------------------------------------------
+
+FIRST_EXPOSURES = """
+    SELECT campaign, rule_id, customer_id, event_id, t0, "group", holdout, channel, store_id, cost_s, cost_cents
+    FROM first_exposures ORDER BY campaign, rule_id, customer_id
+"""
+CUSTOMER_TIMELINES = "SELECT customer_id, at, cum FROM customer_timelines ORDER BY customer_id"
+
+
+def steps(instants: Sequence[Any], running: Sequence[int]) -> list[tuple[Any, int]]:
+    """A timeline as the step function the report reads: the last running total at each instant (or offset).
+
+    Several entries at one instant may come in either order, or as one: the
+    report reads the total after all of them.
+    """
+    last: dict[Any, int] = {}
+    for instant, total in zip(instants, running, strict=True):
+        last[instant] = max(total, last.get(instant, total))
+    return sorted(last.items())
+
+
+@dataclass(frozen=True)
+class Projection:
+    firsts: list[dict[str, Any]]  # first_exposures rows, with the cost timeline as ``cost`` steps
+    timelines: dict[str, list[tuple[dt.datetime, int]]]  # customer -> purchase steps
+
+
+async def read_projection(conn: Any) -> Projection:
+    firsts = []
+    for row in await conn.fetch(FIRST_EXPOSURES):
+        first = dict(row)
+        first["cost"] = steps(first.pop("cost_s"), first.pop("cost_cents"))
+        firsts.append(first)
+    timelines = {r["customer_id"]: steps(r["at"], r["cum"]) for r in await conn.fetch(CUSTOMER_TIMELINES)}
+    return Projection(firsts, timelines)
+
+
+async def projected(database_url: str) -> Projection:
+    """The projection once every event committed so far is in it, as the service's projector built it."""
+    async with projector_connection(database_url) as conn:
+        await catch_up(conn)
+        return await read_projection(conn)
+
+
+async def rebuilt(database_url: str) -> Projection:
+    """The projection built from scratch from the stored events (``delight reports rebuild``)."""
+    async with projector_connection(database_url) as conn:
+        await rebuild(conn)
+        return await read_projection(conn)

@@ -11,11 +11,9 @@ index all the same.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +21,6 @@ from service.awards import repository as awards
 from service.awards import returns
 from service.events import repository as events
 from service.lib import pg
-from service.lib.db import asyncpg_connect_args
 from service.webhooks import outbox
 from tests.conftest import TABLES_RESET_PER_TEST
 
@@ -62,24 +59,3 @@ async def test_each_statement_of_the_event_path_has_a_generic_plan_without_seque
     read = list(scans(plan["Plan"]))
     assert read, "the plan reads no table: the check below would prove nothing"
     assert [(node, table) for node, table in read if node == "Seq Scan"] == []
-
-
-async def test_a_purchase_joins_its_timelines_by_index_outside_any_transaction_of_the_event_path(
-    database_url: str,
-) -> None:
-    """An event that is one statement runs without the event path's transaction and its settings: the
-    timeline update inside it (a PL/pgSQL function, whose plan a session keeps) carries its own."""
-    connection = await asyncpg.connect(**asyncpg_connect_args(database_url))
-    try:  # a new session: nothing planned yet
-        async with connection.transaction():
-            await connection.execute(ANALYZE_EMPTY)
-            joined = await connection.fetchval(
-                "SELECT delight_purchase_joins_timelines('c-1', $1, 25.00)", dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-            )
-            seq, idx = await connection.fetchrow(
-                "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'first_exposures'"
-            )
-    finally:
-        await connection.close()
-    assert joined == 0
-    assert (seq, idx) == (0, 1)

@@ -14,11 +14,12 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events.schemas import EventIn
-from service.events.service import won_draws
+from service.events.service import record_event, won_draws
+from service.lib import pg
 from service.rules.engine import drawn
 from service.rules.facts import build_facts
 from service.rules.loader import load_rule_set
-from tests.conftest import interaction, purchase
+from tests.conftest import TEST_RULES, interaction, post_all, purchase
 
 Client = AsyncTestClient[Litestar]
 
@@ -428,3 +429,68 @@ def test_the_draws_taken_before_the_database_are_those_the_facts_give(tmp_path: 
         assert won == expected, event
         seen.add(bool(won))
     assert seen == {True, False}
+
+
+# What one event writes, per table: rows inserted, updated and deleted, read from PostgreSQL's own counters for the
+# transaction the event runs in (``pg_stat_xact_user_tables``), before it commits. Those counters also hold what
+# earlier transactions of the same connection have not reported yet, so the connection reports them first.
+WRITTEN = """
+    SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS rows FROM pg_stat_xact_user_tables
+    WHERE n_tup_ins + n_tup_upd + n_tup_del > 0
+"""
+
+
+async def rows_written(engine: AsyncEngine, event: dict[str, Any]) -> dict[str, int]:
+    """The rows the event path writes for ``event``, in its own transaction, by table."""
+    rule_set = load_rule_set(TEST_RULES)
+    decoded = msgspec.json.decode(msgspec.json.encode(event), type=EventIn)
+    async with pg.pooled(engine) as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # reported once the connection is idle
+        await conn.execute(pg.BEGIN)
+        await record_event(conn, rule_set, decoded, won_draws(rule_set, decoded), 0.0)
+        written = {row["relname"]: int(row["rows"]) for row in await conn.fetch(WRITTEN)}
+        await conn.execute("COMMIT")
+    return written
+
+
+def a_return(event_id: str, customer: str, order_id: str, total: float, occurred_at: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "return",
+        "customer_id": customer,
+        "occurred_at": occurred_at,
+        "order": {"order_id": order_id, "total": total, "currency": "EUR"},
+    }
+
+
+async def test_an_event_writes_the_same_rows_whatever_the_customers_history(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    """The rows each kind of event writes, for a new customer and for one with a long history of purchases,
+    awards and exposures: the same, because nothing on the event path keeps anything per past exposure."""
+    history = [
+        purchase(f"v-{i}", "veteran", 150.0 + i, occurred_at=f"2026-02-{1 + i % 27:02d}T{8 + i % 10:02d}:00:00Z")
+        for i in range(40)
+    ]
+    assert len(await post_all(client, keys, history)) == 41  # a mug each, and 200 points on the third
+    assert await count(engine, "SELECT count(*) FROM exposures WHERE customer_id = 'veteran'") == 41
+
+    written: dict[str, dict[str, dict[str, int]]] = {}
+    for customer in ("newcomer", "veteran"):
+        when = "2026-03-10T10:00:00Z"
+        written[customer] = {
+            "no award": await rows_written(engine, purchase(f"{customer}-small", customer, 20.0, occurred_at=when)),
+            "award": await rows_written(engine, purchase(f"{customer}-mug", customer, 150.0, occurred_at=when)),
+            "return": await rows_written(
+                engine, a_return(f"{customer}-back", customer, f"o-{customer}-mug", 150.0, "2026-03-11T10:00:00Z")
+            ),
+        }
+    assert written["veteran"] == written["newcomer"]
+    assert written["newcomer"] == {
+        # the event, and the profile counting it
+        "no award": {"events": 1, "customers": 1},
+        # and: the award, its exposure, the gift's stock counter, and the profile again (its surprise log)
+        "award": {"events": 1, "customers": 2, "awards": 1, "exposures": 1, "counters": 1},
+        # and: the order's gift voided, the profile again (its points balance)
+        "return": {"events": 1, "customers": 2, "awards": 1},
+    }

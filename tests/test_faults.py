@@ -608,7 +608,7 @@ async def test_requests_while_postgres_is_shutting_down_get_503_not_500(scratch:
                 await asyncio.sleep(0.5)
                 # the service's pooled connections end, as in any shutdown; new ones are refused
                 await holder.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'delight'"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'delight%'"
                 )
                 refused = [await _post(client, "/v1/events", purchase(f"during-{i}"), f"during-{i}") for i in range(3)]
                 ready = await _ready(served.base)

@@ -1,15 +1,15 @@
-"""The event path's SQL helpers, rewritten for speed (migration 0009), give what the definitions they replaced gave.
+"""The SQL helpers: those rewritten for speed (migration 0009) give what the definitions they replaced gave, and
+the projection's timeline merge (migration 0015) gives what a plain Python merge gives.
 
 The replaced definitions are read from the migrations that created them and
 installed as temporary functions next to the current ones; both run over the
 same generated inputs, edge cases included, and their results must be equal
-to the letter (``::text``, so 1.50 and 1.5 differ). The timeline functions
-keep their bodies word for word (only how they return changed); the uplift
-tests check what they compute.
+to the letter (``::text``, so 1.50 and 1.5 differ).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import random
@@ -40,15 +40,11 @@ def migration(filename: str) -> ModuleType:
 @pytest.fixture
 async def db(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection with the replaced definitions as ``pg_temp.old_*``, inside a transaction rolled back after."""
-    initial, first_exposures = migration("0001_initial_schema.py"), migration("0007_first_exposures.py")
+    initial = migration("0001_initial_schema.py")
     async with engine.connect() as connection:
         transaction = await connection.begin()
         try:
-            for created, name in (
-                (initial.JSONB_ADD, "delight_jsonb_add"),
-                (first_exposures.CUMULATIVE_ADD, "delight_cumulative_add"),
-                (first_exposures.OFFSETS_ADD, "delight_offsets_add"),
-            ):
+            for created, name in ((initial.JSONB_ADD, "delight_jsonb_add"),):
                 old = created.replace(f"CREATE FUNCTION {name}(", f"CREATE FUNCTION pg_temp.old_{name}(")
                 assert old != created
                 await connection.execute(text(old))
@@ -65,36 +61,67 @@ async def both(db: AsyncConnection, call: str, params: dict[str, Any]) -> tuple[
     return row[0], row[1]
 
 
-def timeline(rng: random.Random) -> tuple[list[int], list[int]]:
-    """Offsets (ascending, distinct) and running totals, as stored on a first exposure."""
-    offsets = sorted(rng.sample(range(1, 120), rng.randint(0, 7)))
+def timeline(rng: random.Random, start: int = 0) -> tuple[list[int], list[int]]:
+    """Offsets in order (repeats allowed) and the running total at each, as the projection stores them."""
+    offsets = sorted(rng.randint(start, start + 120) for _ in range(rng.randint(0, 7)))
     totals, running = [], 0
     for _ in offsets:
-        running += rng.choice([0, 1, 250, 1999, 120_000])
+        running += rng.choice([0, 1, 250, 1999, 120_000, -300])
         totals.append(running)
     return offsets, totals
 
 
-async def test_cumulative_add_gives_what_the_sql_definition_gave(db: AsyncConnection) -> None:
-    rng = random.Random(20261123)
-    cases = [([], [], 0, 5), ([], [], 7, 0), ([10], [300], 10, 20), ([10], [300], 9, 20), ([10], [300], 11, -5)]
-    for _ in range(CASES):
-        offsets, totals = timeline(rng)
-        at = rng.choice([*offsets, 0, rng.randint(0, 130)])
-        cases.append((offsets, totals, at, rng.choice([0, 1, 499, -300, 9_000_000])))
-    for offsets, totals, at, amount in cases:
-        params = {"s": offsets, "c": totals, "o": at, "v": amount}
-        old, new = await both(db, "{f}_cumulative_add(CAST(:s AS integer[]), CAST(:c AS bigint[]), :o, :v)", params)
-        assert new == old, params
+def merged(a: tuple[list[int], list[int]], b: tuple[list[int], list[int]]) -> tuple[list[int], list[int]]:
+    """Both timelines' entries in order of offset (``a``'s first at a tie), with running totals again."""
+    entries = []
+    for rank, (offsets, totals) in enumerate((a, b)):
+        previous = 0
+        for i, (offset, total) in enumerate(zip(offsets, totals, strict=True)):
+            entries.append((offset, rank, i, total - previous))
+            previous = total
+    entries.sort()
+    running, out = 0, []
+    for _, _, _, amount in entries:
+        running += amount
+        out.append(running)
+    return [e[0] for e in entries], out
 
 
-async def test_offsets_add_gives_what_the_sql_definition_gave(db: AsyncConnection) -> None:
-    rng = random.Random(7)
+async def test_timeline_merge_gives_both_timelines_entries_in_order_with_running_totals(db: AsyncConnection) -> None:
+    rng = random.Random(20261207)
+    cases = [(([], []), ([], [])), (([], []), ([5], [10])), (([5], [10]), ([], [])), (([5], [10]), ([5], [7]))]
+    cases += [(([1, 9], [10, 30]), ([4], [5])), (([4], [5]), ([1, 9], [10, 30])), (([3, 3], [1, 2]), ([3], [4]))]
     for _ in range(CASES):
-        offsets, _ = timeline(rng)
-        params = {"s": offsets, "o": rng.choice([*offsets, 0, rng.randint(0, 130)])}
-        old, new = await both(db, "{f}_offsets_add(CAST(:s AS integer[]), :o)", params)
-        assert new == old, params
+        first = timeline(rng)
+        later = rng.random() < 0.3  # every new entry at or after the last one: the path events in order take
+        cases.append((first, timeline(rng, start=first[0][-1] if later and first[0] else 0)))
+    for a, b in cases:
+        params = {"a": a[0], "ac": a[1], "b": b[0], "bc": b[1]}
+        row = (
+            await db.execute(
+                text(
+                    "SELECT merged_at, merged_cum FROM delight_timeline_merge(CAST(:a AS integer[]), "
+                    "CAST(:ac AS bigint[]), CAST(:b AS integer[]), CAST(:bc AS bigint[]))"
+                ),
+                params,
+            )
+        ).one()
+        assert (list(row.merged_at), list(row.merged_cum)) == merged(a, b), params
+
+
+async def test_timeline_merge_takes_instants_as_well_as_offsets(db: AsyncConnection) -> None:
+    row = (
+        await db.execute(
+            text(
+                "SELECT merged_at, merged_cum FROM delight_timeline_merge("
+                "ARRAY['2026-03-01 10:00:00+00', '2026-03-05 10:00:00+00']::timestamptz[], '{100, 350}', "
+                "ARRAY['2026-03-02 10:00:00.5+00']::timestamptz[], '{20}')"
+            )
+        )
+    ).one()
+    day = dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
+    assert list(row.merged_at) == [day, day + dt.timedelta(days=1, seconds=0.5), day + dt.timedelta(days=4)]
+    assert list(row.merged_cum) == [100, 120, 370]
 
 
 def counts(rng: random.Random) -> dict[str, Any] | None:

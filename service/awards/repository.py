@@ -23,7 +23,8 @@ AWARD_COLUMNS = """
 # insert the awards, write a ledger entry for each points award, record every
 # exposure (treated and held out), add the points to the balance and store the
 # customer's new surprise log (safe to overwrite: the profile upsert holds this
-# customer's row lock). Every candidate is sent, each row tagged with its
+# customer's row lock). Every row written is one of this event's; none depends
+# on how many the customer had before. Every candidate is sent, each row tagged with its
 # position among them; the statement returns the positions accepted.
 ISSUE = Sql(
     """
@@ -49,64 +50,15 @@ ISSUE = Sql(
         SELECT :customer_id, points, 'earn', award_id, :event_id, :order_id, :issued_at
         FROM new_awards WHERE points IS NOT NULL
         RETURNING delta
-    ), exposure AS (
-        SELECT x.campaign, x.rule_id, x."group", x.award_id, x.holdout, x.cost_cents
-        FROM chosen, jsonb_to_recordset(CAST(:exposures AS jsonb)) AS x(
-            candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8,
-            cost_cents bigint
-        )
-        WHERE x.candidate = ANY (chosen.positions)
     ), exposed AS (
         INSERT INTO exposures (
             event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout
         )
         SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version, x.holdout
-        FROM exposure x
-    ), first_keys AS (
-        -- each rule exposed, and the campaign as a whole (rule '*'), with what its awards cost now
-        SELECT campaign, rule_id, "group", holdout, cost_cents FROM exposure
-        UNION ALL
-        SELECT campaign, '*', min("group"), min(holdout), sum(cost_cents)::bigint FROM exposure GROUP BY campaign
-    ), later AS (
-        -- exposed before: only the cost of this exposure's awards joins the cost timeline
-        UPDATE first_exposures f SET
-            cost_s = delight_offsets_add(f.cost_s, delight_offset(CAST(:issued_at AS timestamptz) - f.t0)),
-            cost_cents = delight_cumulative_add(
-                f.cost_s, f.cost_cents, delight_offset(CAST(:issued_at AS timestamptz) - f.t0), k.cost_cents
-            )
-        FROM first_keys k
-        WHERE f.campaign = k.campaign AND f.rule_id = k.rule_id AND f.customer_id = :customer_id
-          AND f.t0 <= :issued_at AND k.cost_cents > 0 AND :issued_at <= f.t0 + interval '365 days'
-    ), new_keys AS MATERIALIZED (
-        -- a first exposure, or an earlier one than recorded (a late event), which takes its place whole;
-        -- found before any timeline is read, since most exposures are not a customer's first
-        SELECT * FROM first_keys k
-        WHERE NOT EXISTS (
-            SELECT 1 FROM first_exposures e
-            WHERE e.campaign = k.campaign AND e.rule_id = k.rule_id AND e.customer_id = :customer_id
-              AND e.t0 <= :issued_at
+        FROM chosen, jsonb_to_recordset(CAST(:exposures AS jsonb)) AS x(
+            candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8
         )
-    ), purchases AS MATERIALIZED (
-        -- the timelines come from what is stored, so events that arrived before it count too
-        SELECT a.s AS after_s, a.cents AS after_cents, b.s AS before_s, b.cents AS before_cents
-        FROM delight_purchase_timeline(:customer_id, :issued_at, true) AS a
-        CROSS JOIN delight_purchase_timeline(:customer_id, :issued_at, false) AS b
-        WHERE EXISTS (SELECT 1 FROM new_keys)
-    ), firsts AS (
-        INSERT INTO first_exposures AS f (
-            campaign, rule_id, customer_id, event_id, t0, "group", holdout,
-            after_s, after_cents, before_s, before_cents, cost_s, cost_cents
-        )
-        SELECT k.campaign, k.rule_id, :customer_id, :event_id, :issued_at, k."group", k.holdout,
-               p.after_s, p.after_cents, p.before_s, p.before_cents, c.s, c.cents
-        FROM new_keys k
-        CROSS JOIN purchases p
-        CROSS JOIN LATERAL delight_cost_timeline(:customer_id, k.campaign, k.rule_id, :issued_at, k.cost_cents) AS c
-        ON CONFLICT (campaign, rule_id, customer_id) DO UPDATE SET
-            event_id = EXCLUDED.event_id, t0 = EXCLUDED.t0, "group" = EXCLUDED."group", holdout = EXCLUDED.holdout,
-            after_s = EXCLUDED.after_s, after_cents = EXCLUDED.after_cents,
-            before_s = EXCLUDED.before_s, before_cents = EXCLUDED.before_cents,
-            cost_s = EXCLUDED.cost_s, cost_cents = EXCLUDED.cost_cents
+        WHERE x.candidate = ANY (chosen.positions)
     ), outboxed AS (
         INSERT INTO outbox (message_id, subscription, type, payload)
         SELECT o.message_id, o.subscription, o.type, o.payload
@@ -130,8 +82,7 @@ ISSUE = Sql(
                                   FROM jsonb_array_elements(log.entries) WITH ORDINALITY AS e(entry, i)
                                   WHERE e.i > jsonb_array_length(log.entries) - :log_limit) END
                 FROM log
-            ),
-            first_exposed_at = LEAST(first_exposed_at, CAST(:issued_at AS timestamptz))
+            )
         WHERE customer_id = :customer_id AND cardinality((SELECT positions FROM chosen)) > 0
     )
     SELECT positions FROM chosen

@@ -1,12 +1,12 @@
-"""Sharded counters (budgets, pacing, stock) and the exposure record the uplift report reads."""
+"""Sharded counters (budgets, pacing, stock) and the exposures the event path records (treated and held out)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, SmallInteger, String
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, SmallInteger, String
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.lib.db import Base
@@ -43,32 +43,3 @@ class Exposure(Base):
     award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
     rule_set_version: Mapped[str] = mapped_column(String(64))
     holdout: Mapped[float | None] = mapped_column(Float)
-
-
-class FirstExposure(Base):
-    """A customer's first exposure to a rule (or, as rule ``*``, to its campaign) and the purchases around it.
-
-    Each timeline is offsets in seconds from ``t0`` (ascending) with the running
-    total in cents up to each; ``before_*`` counts back from ``t0``. Kept up to
-    date by the event path; read by the uplift report.
-    """
-
-    __tablename__ = "first_exposures"
-    __table_args__ = (
-        CheckConstraint("\"group\" IN ('treatment', 'control')", name="group"),
-        Index("ix_first_exposures_customer_id", "customer_id"),
-    )
-
-    campaign: Mapped[str] = mapped_column(String(100), primary_key=True)
-    rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(200))
-    t0: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    group: Mapped[str] = mapped_column(String(10))
-    holdout: Mapped[float | None] = mapped_column(Float)
-    after_s: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
-    after_cents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
-    before_s: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
-    before_cents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
-    cost_s: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
-    cost_cents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")

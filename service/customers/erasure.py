@@ -6,7 +6,10 @@ attributes (names, birthdays, segments), the ``customer`` block of every
 stored event, and award messages (they may greet the customer by name, also
 in webhook messages), and the notes of manual point adjustments. Amounts, times, groups and awards stay, so reports,
 budgets and uplift are unchanged. The customer's row is locked first, so no
-event of theirs is half-counted under the old id.
+event of theirs is half-counted under the old id, and so is the uplift
+projection's batch lock, so that no batch is half way through their rows: an
+event of theirs the projection has not applied yet is applied under the
+pseudonym.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import repository as audit
+from service.projection.apply import BATCH_LOCK
 
 LOCK = text("SELECT customer_id FROM customers WHERE customer_id = :customer_id FOR UPDATE")
+PROJECTION_LOCK = text("SELECT pg_advisory_xact_lock(:lock)")
 ERASE = text(
     """
     WITH events_done AS (
@@ -37,6 +42,9 @@ ERASE = text(
         UPDATE exposures SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
     ), firsts_done AS (
         UPDATE first_exposures SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
+    ), timeline_done AS (
+        UPDATE customer_timelines SET customer_id = CAST(:pseudonym AS text)
+        WHERE customer_id = CAST(:customer_id AS text)
     ), ledger_done AS (
         UPDATE points_ledger SET customer_id = CAST(:pseudonym AS text) WHERE customer_id = CAST(:customer_id AS text)
     ), audit_done AS (
@@ -53,6 +61,7 @@ async def erase_customer(session: AsyncSession, customer_id: str, actor: str) ->
     """Erase the customer; ``False`` when there is no such customer."""
     if (await session.execute(LOCK, {"customer_id": customer_id})).one_or_none() is None:
         return False
+    await session.execute(PROJECTION_LOCK, {"lock": BATCH_LOCK})
     pseudonym = f"erased-{uuid.uuid4().hex}"
     await session.execute(ERASE, {"customer_id": customer_id, "pseudonym": pseudonym})
     await audit.record(session, actor, "customer.erased", pseudonym, {})

@@ -22,7 +22,6 @@ class Customer(Base):
     return_count: Mapped[int] = mapped_column(Integer, server_default="0")
     lifetime_spend: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
     first_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    first_exposed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_purchase_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     category_spend: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

@@ -6,19 +6,18 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, Numeric, String, func
+from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, Numeric, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.lib.db import Base
+from service.lib.db import Base, Xid8
 
 
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_customer_id_occurred_at", "customer_id", "occurred_at"),
         Index("ix_events_customer_id_order_id", "customer_id", "order_id"),
-        Index("ix_events_occurred_at", "occurred_at"),
+        Index("ix_events_xid", "xid"),
     )
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -37,3 +36,5 @@ class Event(Base):
     amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     rule_set_version: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    xid: Mapped[int] = mapped_column(Xid8, server_default=text("pg_current_xact_id()"))
+    """The transaction that stored the event: how the uplift projection finds what committed since it last ran."""

@@ -13,13 +13,9 @@ from service.lib.pg import Connection, Record, Sql
 # the profile is only counted when the event row was really inserted, so a
 # replay (no row back) changes nothing. ON CONFLICT DO NOTHING waits for a
 # concurrent insert of the same id to commit or roll back, so two identical
-# events racing each other award once.
-#
-# A purchase by a customer exposed before also joins the timelines of their
-# first exposures, which the uplift report reads. RETURNING runs once the
-# upsert holds the customer's row, and the function is VOLATILE, so its UPDATE
-# takes a snapshot of its own, after that lock: it sees every first exposure
-# of this customer committed by whoever held the row before (migration 0012).
+# events racing each other award once. Nothing here depends on the
+# customer's history: the uplift report's data is built from the stored
+# events afterwards (``service.projection``).
 RECORD = Sql(
     f"""
     WITH new_event AS (
@@ -42,9 +38,7 @@ RECORD = Sql(
            CAST(:attributes AS jsonb)
     FROM new_event
     {UPSERT_CONFLICT}
-    RETURNING {PROFILE_FIELDS}, first_exposed_at,
-        CASE WHEN c.first_exposed_at IS NOT NULL AND :type = 'purchase' AND :amount IS NOT NULL
-             THEN delight_purchase_joins_timelines(:customer_id, :occurred_at, :amount) END AS timelines_joined
+    RETURNING {PROFILE_FIELDS}
     """
 )
 
@@ -79,7 +73,6 @@ async def record(conn: Connection, event: dict[str, Any], delta: ProfileDelta) -
     if row is None:
         return None
     profile = dict(row)
-    del profile["timelines_joined"]
     profile["favourite_category"] = favourite(profile["category_spend"])
     return profile
 

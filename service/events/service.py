@@ -194,7 +194,6 @@ async def record_event(
                 "rule_id": c.outcome.rule_id,
                 "group": c.group,
                 "award_id": offered[p].award_id if p in offered else None,
-                "cost_cents": round(treated[p].cost * 100) if p in treated else 0,
                 "holdout": rule_set.by_name[c.campaign].holdout,
             }
             for p, c in candidates

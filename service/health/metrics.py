@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.lib.db import DATABASE_ERRORS
 from service.lib.metrics import registry_text
+from service.projection.freshness import freshness
 from service.rules.ruleset import RuleSet
 
 BUDGETS = text(
@@ -63,6 +64,18 @@ async def _database_text(session: AsyncSession, rule_set: RuleSet) -> str:
         "# HELP delight_outbox_oldest_seconds Age of the oldest undelivered webhook message",
         "# TYPE delight_outbox_oldest_seconds gauge",
         f"delight_outbox_oldest_seconds {float(outbox.oldest):.1f}",
+    ]
+    projection = await freshness(session)
+    if projection.lag_seconds is not None:
+        lines += [
+            "# HELP delight_projection_lag_seconds How long ago the uplift projection last held every committed event",
+            "# TYPE delight_projection_lag_seconds gauge",
+            f"delight_projection_lag_seconds {projection.lag_seconds:.3f}",
+        ]
+    lines += [
+        "# HELP delight_projection_events Events applied to the uplift projection",
+        "# TYPE delight_projection_events gauge",
+        f"delight_projection_events {projection.events}",
     ]
     return "\n".join(lines) + "\n"
 

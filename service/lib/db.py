@@ -20,11 +20,13 @@ import msgspec
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import UserDefinedType
 
 from service.lib.errors import ConflictError, DelightError, ServiceUnavailableError, ValidationError
 from service.lib.settings import DatabaseSettings
@@ -59,6 +61,29 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (``xid8``); asyncpg reads it as an ``int``."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+class PgSnapshot(UserDefinedType[tuple[int, int, tuple[int, ...]]]):
+    """A ``pg_snapshot``: which transactions had committed when it was taken; asyncpg reads ``(xmin, xmax, xip)``."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "pg_snapshot"
+
+
+# So that reflection (Alembic's comparison of models and migrations) knows them too.
+ischema_names["xid8"] = Xid8
+ischema_names["pg_snapshot"] = PgSnapshot
 
 
 def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEngine:

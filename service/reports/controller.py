@@ -19,6 +19,7 @@ from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, NotFoundError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.projection.freshness import catch_up_to_now
 from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
 from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
@@ -74,6 +75,10 @@ class UpliftController(Controller):
             "(two-proportion z-test; Welch's t-test for revenue, also CUPED-adjusted by pre-exposure spend); a "
             "sample-ratio-mismatch check against the holdout; award cost and return on it. Only customers whose "
             "window has closed count; `status` and `notes` say when there is too little data for an interval. "
+            "The figures come from a projection of the committed events, built outside the till's transaction: "
+            "the report first brings it up to every event committed before the request (trying for up to 5 s), "
+            "and says up to "
+            "when it counted events (`complete_until`) beside the latest event time it saw (`as_of`). "
             "Send `Accept: text/csv` for CSV or `Accept: text/html` (or `format=html`) for a page with charts."
         ),
         responses=problem_responses(400, 401, 403, 404, 422, 503),
@@ -81,7 +86,7 @@ class UpliftController(Controller):
     async def uplift(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
         campaign: Annotated[str, Parameter(min_length=1, max_length=100, description="The campaign.")],
         window_days: Annotated[
@@ -95,15 +100,17 @@ class UpliftController(Controller):
     ) -> Response[UpliftReport]:
         _period(since, until)
         active = rule_set.by_name.get(campaign)
-        report = await uplift_report(
-            db_session,
-            campaign=campaign,
-            window_days=window_days,
-            holdout=active.holdout if active else None,
-            rule_ids=[r.id for r in active.rules] if active else (),
-            since=since,
-            until=until,
-        )
+        await catch_up_to_now(request.app.state.engine)
+        async with sessionmaker() as session, session.begin():
+            report = await uplift_report(
+                session,
+                campaign=campaign,
+                window_days=window_days,
+                holdout=active.holdout if active else None,
+                rule_ids=[r.id for r in active.rules] if active else (),
+                since=since,
+                until=until,
+            )
         if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
             raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
         wanted = _wanted(request, format)

@@ -10,9 +10,14 @@ are reported as ``open``. The sample-ratio check uses every first-exposed
 customer of the period, closed or not, against the holdout in force when each
 was exposed. ``service.reports.stats`` holds the formulas.
 
-The numbers come from ``first_exposures``, one narrow row per customer and
-rule with the purchase timeline around ``t0``, which the event path keeps; so
-the report is one scan whatever the window.
+The numbers come from the uplift projection (``service.projection``), built
+from committed events outside the till's transaction: ``first_exposures``, one
+narrow row per customer and rule with its award cost timeline, joined to
+``customer_timelines``, each customer's purchases with the running total at
+each. A window's revenue is then two binary searches (``width_bucket``) and two
+subscripts per row, so the report is one pass over the campaign's rows whatever
+the window. The report says how complete the projection was
+(``complete_until``) beside the latest event time it saw (``as_of``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from msgspec import Struct, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from service.projection.freshness import freshness
 from service.reports import stats
 
 MAX_WINDOW_DAYS = 365  # the timelines hold a year either side of t0
@@ -36,17 +42,14 @@ MIN_OUTCOMES = 5  # repeaters and non-repeaters per group: the normal approximat
 SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
 
-# One scan of the campaign's first exposures. Each row lands in a bucket by
-# rule, group and ``day``: -1 for a window still open, the day of the first
-# repeat purchase (1..N) for a repeater, NULL for a customer who did not come
-# back. The regr_* aggregates share one transition state, so revenue ``y`` and
-# pre-exposure spend ``x`` are each worked out once per row and give every sum
-# the statistics need; Python adds the buckets up.
-#
-# The per-row values are worked out in a subquery kept apart from the grouping
-# (``OFFSET 0``): grouping by an expression over ``t0`` and ``after_s`` directly
-# makes the planner expect as many groups as rows, and it then sorts two
-# million rows (spilling to disk) instead of hashing them into a few hundred.
+# One pass over the campaign's first exposures, each joined to its customer's purchases. Each row lands in a
+# bucket by rule, group and ``day``: -1 for a window still open, the day of the first repeat purchase (1..N) for
+# a repeater, NULL for a customer who did not come back. Revenue ``y`` is what the customer spent in
+# (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals read at the
+# right places of the timeline (``width_bucket`` counts the purchases at or before an instant). The regr_*
+# aggregates share one transition state, so ``y`` and ``x`` are each worked out once per row and give every sum
+# the statistics need; Python adds the buckets up. The window is an interval of seconds, never of calendar days,
+# which would move by an hour across a change to summer time.
 QUERY = text(
     """
     SELECT s.rule_id, s.grp, s.day,
@@ -57,20 +60,41 @@ QUERY = text(
     FROM (
         SELECT f.rule_id, f."group" AS grp, f.holdout,
                CASE WHEN f.t0 > :cutoff THEN -1
-                    WHEN f.after_s[1] <= :window_s THEN (f.after_s[1] + 86399) / 86400 END AS day,
-               coalesce(f.after_cents[width_bucket(:window_s, f.after_s)], 0) / 100.0::float8 AS y,
-               coalesce(f.before_cents[width_bucket(:window_s, f.before_s)], 0) / 100.0::float8 AS x,
+                    WHEN t.at[b.upto_t0 + 1] <= f.t0 + w.span
+                    THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
+               (coalesce(t.cum[b.upto_end], 0) - coalesce(t.cum[b.upto_t0], 0)) / 100.0::float8 AS y,
+               (coalesce(t.cum[b.before_t0], 0) - coalesce(t.cum[b.before_start], 0)) / 100.0::float8 AS x,
                coalesce(f.cost_cents[width_bucket(:window_s, f.cost_s)], 0) AS cost
-        FROM first_exposures f
+        FROM (SELECT CAST(:window_s AS float8) * interval '1 second' AS span) AS w
+        CROSS JOIN first_exposures f
+        LEFT JOIN customer_timelines t ON t.customer_id = f.customer_id
+        CROSS JOIN LATERAL (
+            SELECT width_bucket(f.t0, t.at) AS upto_t0,
+                   width_bucket(f.t0 + w.span, t.at) AS upto_end,
+                   width_bucket(f.t0 - interval '1 microsecond', t.at) AS before_t0,
+                   width_bucket(f.t0 - w.span - interval '1 microsecond', t.at) AS before_start
+        ) AS b
         WHERE f.campaign = :campaign
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
-        OFFSET 0
     ) AS s
     GROUP BY 1, 2, 3
     """
 )
-LATEST = text("SELECT max(occurred_at) FROM events")
+# The plan the query is written for, whatever the statistics say: both tables read whole and hashed (the
+# campaign's rows are most of its table, and a million-row nested loop of index lookups took four times as
+# long), the buckets hashed rather than sorted (the planner expects as many groups as rows), shared between
+# parallel workers. Set for the report's own transaction only.
+PLAN = [
+    text("SET LOCAL enable_nestloop = off"),
+    text("SET LOCAL enable_mergejoin = off"),
+    text("SET LOCAL enable_sort = off"),
+    text("SET LOCAL enable_indexscan = off"),
+    text("SET LOCAL enable_bitmapscan = off"),
+    text("SET LOCAL parallel_setup_cost = 0"),
+    text("SET LOCAL work_mem = '256MB'"),
+]
+REPEATABLE_READ = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
 class GroupOutcome(Struct):
@@ -137,6 +161,7 @@ class UpliftReport(Struct):
     since: dt.datetime | None = field(name="from")
     until: dt.datetime | None = field(name="to")
     as_of: dt.datetime | None  # the latest event time seen: windows ending after it are still open
+    complete_until: dt.datetime | None  # every event committed before this is counted; null: not built yet
     holdout: float | None  # in the rule set now active
     campaign_total: RuleUplift | None
     rules: list[RuleUplift]
@@ -284,7 +309,14 @@ async def uplift_report(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> UpliftReport:
-    """The report for one campaign; ``holdout`` and ``rule_ids`` come from the active rule set."""
+    """The report for one campaign, from the projection as it stands; ``holdout`` and ``rule_ids`` come from the
+    active rule set.
+
+    ``db`` must have run nothing in its transaction yet: the report reads the
+    projection's state and rows in one snapshot (REPEATABLE READ), so that
+    ``as_of`` and the rows agree. A caller that wants every event committed
+    before it counted waits first (``freshness.wait_for_commits_before_now``).
+    """
     params: dict[str, Any] = {
         "campaign": campaign,
         "window_s": window_days * 86400,
@@ -292,8 +324,12 @@ async def uplift_report(
         "since": since,
         "until": until,
     }
-    as_of = (await db.execute(LATEST)).scalar_one_or_none()
+    await db.execute(REPEATABLE_READ)
+    state = await freshness(db)
+    as_of = state.as_of
     params["cutoff"] = (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC)
+    for setting in PLAN:
+        await db.execute(setting)
     rows = (await db.execute(QUERY, params)).all()
     groups: dict[tuple[str, str], _Group] = {}
     sums: dict[tuple[str, str], list[float]] = {}
@@ -336,6 +372,7 @@ async def uplift_report(
         since=since,
         until=until,
         as_of=as_of,
+        complete_until=state.complete_until,
         holdout=holdout,
         campaign_total=total,
         rules=per_rule,
@@ -377,6 +414,8 @@ CSV_COLUMNS = (
     "incremental_revenue",
     "return_on_cost",
     "notes",
+    "as_of",
+    "complete_until",
 )
 
 
@@ -421,6 +460,8 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "incremental_revenue": r.incremental_revenue,
                 "return_on_cost": r.return_on_cost,
                 "notes": "; ".join(r.notes),
+                "as_of": report.as_of.isoformat() if report.as_of else None,
+                "complete_until": report.complete_until.isoformat() if report.complete_until else None,
             }
         )
     return out
@@ -438,6 +479,10 @@ def to_csv(report: UpliftReport) -> str:
     return buffer.getvalue()
 
 
+def _when(at: dt.datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else "(not built yet)"
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
@@ -445,8 +490,9 @@ def _pct(value: float | None) -> str:
 def render_table(report: UpliftReport) -> str:
     """A plain-text summary for the terminal."""
     lines = [
-        f"uplift of {report.campaign}: repeat purchase within {report.window_days} days of first exposure "
-        f"(as of {report.as_of.isoformat() if report.as_of else 'no events'})",
+        f"uplift of {report.campaign}: repeat purchase within {report.window_days} days of first exposure",
+        f"latest event {report.as_of.isoformat() if report.as_of else '(none)'}; "
+        f"events committed up to {_when(report.complete_until)} counted",
         "",
         f"{'rule':<24} {'treated':>16} {'control':>16} {'uplift':>9} {'95% CI':>19} {'p':>8} {'SRM p':>8} "
         f"{'cost':>10} {'return':>8}",

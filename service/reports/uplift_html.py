@@ -198,6 +198,7 @@ def render_html(report: UpliftReport) -> str:
     if report.campaign_total:
         sections.insert(0, _section(report.campaign_total, report.window_days))
     as_of = report.as_of.isoformat() if report.as_of else "no events yet"
+    complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Uplift — {escape(report.campaign)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
@@ -205,8 +206,9 @@ def render_html(report: UpliftReport) -> str:
 <body data-campaign="{escape(report.campaign)}" data-window-days="{report.window_days}">
 <h1>Did the surprises of {escape(report.campaign)} pay?</h1>
 <p class="sub">Repeat purchase within {report.window_days} days of each customer's first exposure, treated against
-the randomised holdout; {period}; latest event {escape(as_of)}. Intervals are 95%; a customer counts once their
-window has closed. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
+the randomised holdout; {period}; latest event <span data-field="as_of">{escape(as_of)}</span>, counting every
+event committed up to <span data-field="complete_until">{escape(complete)}</span>. Intervals are 95%; a customer
+counts once their window has closed. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
 {"".join(sections)}
 </body></html>
 """
