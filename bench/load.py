@@ -88,6 +88,7 @@ class Run:
     p99_ms: float
     app_cpu_ms: float  # per event, the server's processes
     db_cpu_ms: float  # per event, PostgreSQL's and Redis's processes (embedded ones only)
+    wal_bytes: float  # per event, the WAL PostgreSQL wrote meanwhile
 
     @property
     def throughput(self) -> float:
@@ -96,13 +97,14 @@ class Run:
     def row(self) -> str:
         return (
             f"| {self.name} | {self.throughput:,.0f} | {self.p50_ms:.1f} | {self.p95_ms:.1f} | {self.p99_ms:.1f} "
-            f"| {self.app_cpu_ms:.2f} | {self.db_cpu_ms:.2f} | {self.non_2xx + self.errors} |"
+            f"| {self.app_cpu_ms:.2f} | {self.db_cpu_ms:.2f} | {self.wal_bytes:,.0f} | {self.non_2xx + self.errors} |"
         )
 
 
 HEADER = (
-    "| run | events/s | p50 ms | p95 ms | p99 ms | server CPU ms/event | PostgreSQL + Redis CPU ms/event | failed |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| run | events/s | p50 ms | p95 ms | p99 ms | server CPU ms/event | PostgreSQL + Redis CPU ms/event "
+    "| WAL bytes/event | failed |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -165,9 +167,11 @@ def measure(
 ) -> Run:
     app_before = cpu_seconds(watch)
     db_before = cpu_seconds(db_pids)
+    wal_before = asyncio.run(wal_position(env["BENCH_PG_DSN"]))
     result = wrk(port, env, args.concurrency, seconds or args.duration, f"run{time.time_ns()}", delay_ms)
     app_cpu = cpu_seconds(watch) - app_before
     db_cpu = (cpu_seconds(db_pids) - db_before) if db_pids else float("nan")
+    wal = asyncio.run(wal_position(env["BENCH_PG_DSN"])) - wal_before
     requests = max(result["requests"], 1)
     return Run(
         name=name,
@@ -180,7 +184,17 @@ def measure(
         p99_ms=result["p99_us"] / 1000,
         app_cpu_ms=app_cpu / requests * 1000,
         db_cpu_ms=db_cpu / requests * 1000,
+        wal_bytes=wal / requests,
     )
+
+
+async def wal_position(dsn: str) -> int:
+    """Bytes of WAL the server has written so far."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await connection.close()
 
 
 @contextlib.contextmanager
@@ -311,6 +325,12 @@ def main() -> None:
         default=1.0,
         help="multiplies every rule's chance; 1 (the benchmark) has about half the events win or be held out",
     )
+    parser.add_argument(
+        "--pack",
+        choices=("standard", "award-heavy"),
+        default="standard",
+        help="award-heavy adds points on every purchase (10%% held out) and drops the fatigue cap",
+    )
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     parser.add_argument("--record", action="store_true", help=f"append the figures to {RESULTS.name}")
     args = parser.parse_args()
@@ -337,7 +357,13 @@ def main() -> None:
                 redis_url, redis_pid = redis.url, redis.client.pid
             upgrade_database(database_url)
             asyncio.run(seed(database_url, args.customers))
-            rules = write_pack(tmp / "rules", args.campaigns, args.rules_per_campaign, chance_scale=args.chance_scale)
+            rules = write_pack(
+                tmp / "rules",
+                args.campaigns,
+                args.rules_per_campaign,
+                chance_scale=args.chance_scale,
+                award_heavy=args.pack == "award-heavy",
+            )
             env = {
                 **os.environ,
                 "DELIGHT_DATABASE_URL": database_url,

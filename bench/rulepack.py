@@ -42,6 +42,18 @@ timezone: Europe/Madrid
 fatigue: {max: 3, every: 30d}
 """
 
+# The award-heavy pack: points on every purchase, as most loyalty programmes give, with a 10% holdout, beside
+# the chance gifts; no fatigue cap, which would stop the points after three purchases a month.
+AWARD_HEAVY_SETTINGS = SETTINGS.replace("fatigue: {max: 3, every: 30d}\n", "")
+POINTS_ON_EVERY_PURCHASE = """\
+campaign: points
+holdout: 0.1
+rules:
+  - id: every-purchase
+    when: type == "purchase"
+    award: {points: 10}
+"""
+
 
 def _condition(rng: random.Random) -> str:
     channel = rng.choice(CHANNELS)
@@ -97,17 +109,25 @@ def campaign_yaml(rng: random.Random, name: str, rules: int, chance_scale: float
 
 
 def write_pack(
-    directory: Path, campaigns: int = 20, rules_per_campaign: int = 5, seed: int = 1, chance_scale: float = 1.0
+    directory: Path,
+    campaigns: int = 20,
+    rules_per_campaign: int = 5,
+    seed: int = 1,
+    chance_scale: float = 1.0,
+    award_heavy: bool = False,
 ) -> Path:
     """Write ``campaigns`` campaign files of ``rules_per_campaign`` rules each, with a catalog and settings.
 
     ``chance_scale`` multiplies every rule's chance (the same rules otherwise), to see how the load
-    depends on how many events win something.
+    depends on how many events win something. ``award_heavy`` adds points on every purchase (held out for
+    one customer in ten) and drops the fatigue cap, so that nearly every purchase awards something.
     """
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "catalog.yaml").write_text(CATALOG)
-    (directory / "settings.yaml").write_text(SETTINGS)
+    (directory / "settings.yaml").write_text(AWARD_HEAVY_SETTINGS if award_heavy else SETTINGS)
+    if award_heavy:
+        (directory / "points.yaml").write_text(POINTS_ON_EVERY_PURCHASE)
     for c in range(campaigns):
         name = f"bench-{c:03d}"
         (directory / f"{name}.yaml").write_text(campaign_yaml(rng, name, rules_per_campaign, chance_scale))
@@ -122,5 +142,14 @@ if __name__ == "__main__":
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--rules-per-campaign", type=int, default=5)
     parser.add_argument("--chance-scale", type=float, default=1.0, help="multiplies every rule's chance")
+    parser.add_argument("--award-heavy", action="store_true", help="points on every purchase, no fatigue cap")
     args = parser.parse_args()
-    print(write_pack(args.directory, args.campaigns, args.rules_per_campaign, chance_scale=args.chance_scale))
+    print(
+        write_pack(
+            args.directory,
+            args.campaigns,
+            args.rules_per_campaign,
+            chance_scale=args.chance_scale,
+            award_heavy=args.award_heavy,
+        )
+    )

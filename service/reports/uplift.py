@@ -42,58 +42,55 @@ MIN_OUTCOMES = 5  # repeaters and non-repeaters per group: the normal approximat
 SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
 
-# One pass over the campaign's first exposures, each joined to its customer's purchases. Each row lands in a
-# bucket by rule, group and ``day``: -1 for a window still open, the day of the first repeat purchase (1..N) for
-# a repeater, NULL for a customer who did not come back. Revenue ``y`` is what the customer spent in
-# (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals read at the
-# right places of the timeline (``width_bucket`` counts the purchases at or before an instant). The regr_*
-# aggregates share one transition state, so ``y`` and ``x`` are each worked out once per row and give every sum
-# the statistics need; Python adds the buckets up. The window is an interval of seconds, never of calendar days,
-# which would move by an hour across a change to summer time.
+# One pass over the campaign's first exposures, each joined to its customer's purchases, grouped by rule and
+# group. Revenue ``y`` is what the customer spent in (t0, t0 + N days], pre-exposure spend ``x`` what they spent
+# in [t0 - N days, t0): running totals read at the right places of the timeline (``width_bucket`` counts the
+# purchases at or before an instant). A customer counts (``closed``) once their window has closed; ``day`` is the
+# day of their first purchase after t0 (1..N) when it falls in the window. The regr_* aggregates share one
+# transition state, so ``y`` and ``x`` are worked out once per row and give every sum the statistics need; the
+# days of first repeat come back as an array per group, for the repeat curve. Grouping by plain columns lets
+# PostgreSQL aggregate in parallel workers (an expression over t0 in the GROUP BY made it expect as many groups
+# as rows, and aggregate everything in one process); the join is left to the planner, which hashes the
+# customers' timelines for a large campaign and looks them up by key for a small one. The window is an interval
+# of seconds, never of calendar days, which would move by an hour across a change to summer time.
 QUERY = text(
     """
-    SELECT s.rule_id, s.grp, s.day,
-           count(*) AS n, coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
-           coalesce(regr_avgy(s.y, s.x), 0) AS avg_y, coalesce(regr_avgx(s.y, s.x), 0) AS avg_x,
-           coalesce(regr_syy(s.y, s.x), 0) AS syy, coalesce(regr_sxx(s.y, s.x), 0) AS sxx,
-           coalesce(regr_sxy(s.y, s.x), 0) AS sxy, coalesce(sum(s.cost), 0) AS cost
+    SELECT s.rule_id, s.grp, count(*) AS exposed, coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
+           count(*) FILTER (WHERE s.closed) AS n,
+           coalesce(regr_avgy(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_y,
+           coalesce(regr_avgx(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_x,
+           coalesce(regr_syy(s.y, s.x) FILTER (WHERE s.closed), 0) AS syy,
+           coalesce(regr_sxx(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxx,
+           coalesce(regr_sxy(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxy,
+           coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
+           array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
     FROM (
-        SELECT f.rule_id, f."group" AS grp, f.holdout,
-               CASE WHEN f.t0 > :cutoff THEN -1
-                    WHEN t.at[b.upto_t0 + 1] <= f.t0 + w.span
+        SELECT f.rule_id, f."group" AS grp, f.holdout, f.t0 <= :cutoff AS closed,
+               CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
                     THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
-               (coalesce(t.cum[b.upto_end], 0) - coalesce(t.cum[b.upto_t0], 0)) / 100.0::float8 AS y,
-               (coalesce(t.cum[b.before_t0], 0) - coalesce(t.cum[b.before_start], 0)) / 100.0::float8 AS x,
+               (coalesce(t.cum[width_bucket(b.window_end, t.at)], 0) - coalesce(t.cum[b.upto_t0], 0))
+                   / 100.0::float8 AS y,
+               (coalesce(t.cum[width_bucket(f.t0 - interval '1 microsecond', t.at)], 0)
+                - coalesce(t.cum[width_bucket(b.window_start - interval '1 microsecond', t.at)], 0))
+                   / 100.0::float8 AS x,
                coalesce(f.cost_cents[width_bucket(:window_s, f.cost_s)], 0) AS cost
-        FROM (SELECT CAST(:window_s AS float8) * interval '1 second' AS span) AS w
-        CROSS JOIN first_exposures f
+        FROM first_exposures f
         LEFT JOIN customer_timelines t ON t.customer_id = f.customer_id
         CROSS JOIN LATERAL (
             SELECT width_bucket(f.t0, t.at) AS upto_t0,
-                   width_bucket(f.t0 + w.span, t.at) AS upto_end,
-                   width_bucket(f.t0 - interval '1 microsecond', t.at) AS before_t0,
-                   width_bucket(f.t0 - w.span - interval '1 microsecond', t.at) AS before_start
+                   f.t0 + CAST(:window_s AS float8) * interval '1 second' AS window_end,
+                   f.t0 - CAST(:window_s AS float8) * interval '1 second' AS window_start
         ) AS b
         WHERE f.campaign = :campaign
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
     ) AS s
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2
     """
 )
-# The plan the query is written for, whatever the statistics say: both tables read whole and hashed (the
-# campaign's rows are most of its table, and a million-row nested loop of index lookups took four times as
-# long), the buckets hashed rather than sorted (the planner expects as many groups as rows), shared between
-# parallel workers. Set for the report's own transaction only.
-PLAN = [
-    text("SET LOCAL enable_nestloop = off"),
-    text("SET LOCAL enable_mergejoin = off"),
-    text("SET LOCAL enable_sort = off"),
-    text("SET LOCAL enable_indexscan = off"),
-    text("SET LOCAL enable_bitmapscan = off"),
-    text("SET LOCAL parallel_setup_cost = 0"),
-    text("SET LOCAL work_mem = '256MB'"),
-]
+# For the report's own transaction: the customers' timelines of a large campaign hashed in memory, not in batches
+# spilled to disk.
+WORK_MEM = text("SET LOCAL work_mem = '256MB'")
 REPEATABLE_READ = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
@@ -328,32 +325,27 @@ async def uplift_report(
     state = await freshness(db)
     as_of = state.as_of
     params["cutoff"] = (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC)
-    for setting in PLAN:
-        await db.execute(setting)
-    rows = (await db.execute(QUERY, params)).all()
+    await db.execute(WORK_MEM)
     groups: dict[tuple[str, str], _Group] = {}
-    sums: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        key = (row.rule_id, row.grp)
-        g = groups.setdefault(key, _Group())
-        g.exposed += row.n
-        g.expected_control += float(row.expected_control)
-        if row.day == -1:
-            continue
-        if row.day is not None:
-            g.repeaters += row.n
-            g.days[row.day] = g.days.get(row.day, 0) + row.n
-        if row.grp == "treatment":
-            g.cost += float(row.cost) / 100.0
-        # back from means and centred sums to plain sums: n, Σy, Σy², Σx, Σx², Σxy
-        acc = sums.setdefault(key, [0.0] * 6)
-        n, my, mx = row.n, row.avg_y, row.avg_x
-        for i, value in enumerate(
-            (n, n * my, row.syy + n * my * my, n * mx, row.sxx + n * mx * mx, row.sxy + n * mx * my)
-        ):
-            acc[i] += value
-    for key, (n, sy, sy2, sx, sx2, sxy) in sums.items():
-        groups[key].moments = stats.Moments(n=round(n), sum_y=sy, sum_y2=sy2, sum_x=sx, sum_x2=sx2, sum_xy=sxy)
+    for row in (await db.execute(QUERY, params)).all():
+        g = groups[(row.rule_id, row.grp)] = _Group(
+            exposed=row.exposed, expected_control=float(row.expected_control), repeaters=len(row.days or ())
+        )
+        for day in row.days or ():
+            g.days[day] = g.days.get(day, 0) + 1
+        if row.n:
+            if row.grp == "treatment":
+                g.cost = float(row.cost) / 100.0
+            # back from means and centred sums to plain sums: n, Σy, Σy², Σx, Σx², Σxy
+            n, my, mx = row.n, row.avg_y, row.avg_x
+            g.moments = stats.Moments(
+                n=n,
+                sum_y=n * my,
+                sum_y2=row.syy + n * my * my,
+                sum_x=n * mx,
+                sum_x2=row.sxx + n * mx * mx,
+                sum_xy=row.sxy + n * mx * my,
+            )
     known = sorted({rule for rule, _ in groups} | set(rule_ids) - {CAMPAIGN_ROW})
     per_rule = [
         _judge(rule, groups.get((rule, "treatment"), _Group()), groups.get((rule, "control"), _Group()), window_days)
