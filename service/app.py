@@ -140,10 +140,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             registry=registry,
         )
         await registry.start()
-        background = [
-            asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current)),
-            asyncio.create_task(run_projector(database_url)),
-        ]
+        background = [asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current))]
+        if settings.app.projector:
+            background.append(asyncio.create_task(run_projector(database_url)))
         if settings.app.jobs_every > 0:
             background.append(
                 asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))

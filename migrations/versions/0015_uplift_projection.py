@@ -27,11 +27,13 @@ builds it from all stored events (``service.projection.build``), as
 ``delight reports rebuild`` does. Servers of the previous version must be
 stopped before this migration: their event statement calls a function it drops.
 
-Two indexes the event path maintained for the uplift report go:
-``ix_events_occurred_at`` (the report's latest event time now comes from the
-projection) and ``ix_events_customer_id_occurred_at`` (the purchase timelines
-were computed from it; a customer's events are found through
-``ix_events_customer_id_order_id``). ``ix_events_xid`` takes their place.
+Three indexes kept for the old timelines go: ``ix_events_occurred_at`` (the
+report's latest event time now comes from the projection),
+``ix_events_customer_id_occurred_at`` (the purchase timelines were computed
+from it; a customer's events are found through
+``ix_events_customer_id_order_id``) and ``ix_first_exposures_customer_id``
+(only an erasure looks those rows up by customer alone). ``ix_events_xid``
+takes their place.
 
 Revision ID: 0015
 Revises: 0014
@@ -49,24 +51,32 @@ down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Two timelines merged into one: instants (or offsets) in order, each with the running total up to it. The
-# running totals are turned back into amounts, the two lists sorted together (the first's entries before the
-# second's at the same instant) and summed again; when every new entry is at or after the last old one, as
-# for events arriving in time order, the new entries are appended with the old total added.
+# Two timelines merged into one: instants (or offsets) in order, each with the running total up to it; at the
+# same instant the first timeline's entries come first. One new entry (most pages bring one purchase per
+# customer) goes in at its place and its amount is added to the totals after it, in a loop over the array (a
+# query per call, as the general case below, costs several times more); several are merged by turning both
+# running totals back into amounts, sorting them together and summing again.
 TIMELINE_MERGE = """
 CREATE FUNCTION delight_timeline_merge(
     at anycompatiblearray, cum bigint[], new_at anycompatiblearray, new_cum bigint[],
     OUT merged_at anycompatiblearray, OUT merged_cum bigint[]
 ) LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
-    total bigint := coalesce(cum[cardinality(cum)], 0);
+    n integer := cardinality(at);
+    p integer;
+    amount bigint;
 BEGIN
     IF cardinality(new_at) = 0 THEN
         merged_at := at;
         merged_cum := cum;
-    ELSIF cardinality(at) = 0 OR new_at[1] >= at[cardinality(at)] THEN
-        merged_at := at || new_at;
-        merged_cum := cum || ARRAY(SELECT c + total FROM unnest(new_cum) WITH ORDINALITY AS u(c, i) ORDER BY i);
+    ELSIF cardinality(new_at) = 1 THEN
+        p := width_bucket(new_at[1], at);  -- the entries at or before the new one
+        amount := new_cum[1];
+        merged_at := at[1:p] || new_at[1] || at[p + 1:];
+        merged_cum := cum[1:p] || (coalesce(cum[p], 0) + amount);
+        FOR i IN p + 1 .. n LOOP
+            merged_cum := merged_cum || (cum[i] + amount);
+        END LOOP;
     ELSE
         SELECT array_agg(t ORDER BY t, k), array_agg(s ORDER BY t, k) INTO merged_at, merged_cum
         FROM (
@@ -75,7 +85,7 @@ BEGIN
                 SELECT t, i AS k, c - coalesce(lag(c) OVER (ORDER BY i), 0) AS v
                 FROM unnest(at, cum) WITH ORDINALITY AS u(t, c, i)
                 UNION ALL
-                SELECT t, cardinality(at) + i, c - coalesce(lag(c) OVER (ORDER BY i), 0)
+                SELECT t, n + i, c - coalesce(lag(c) OVER (ORDER BY i), 0)
                 FROM unnest(new_at, new_cum) WITH ORDINALITY AS u(t, c, i)
             ) AS amounts
         ) AS running;
@@ -110,6 +120,8 @@ def upgrade() -> None:
     op.execute("TRUNCATE first_exposures")  # rebuilt whole by the first projector to run
     for column in PURCHASE_COLUMNS:
         op.drop_column("first_exposures", column)
+    # Only an erasure looked rows up by customer alone, and it may scan: every first exposure paid for the index.
+    op.drop_index("ix_first_exposures_customer_id", table_name="first_exposures")
     op.add_column("first_exposures", sa.Column("channel", sa.String(length=50), nullable=True))
     op.add_column("first_exposures", sa.Column("store_id", sa.String(length=100), nullable=True))
 
@@ -122,6 +134,10 @@ def upgrade() -> None:
     )
     # Read and written whole, never in a condition (see 0014).
     op.execute("ALTER TABLE customer_timelines ALTER COLUMN at SET STATISTICS 0, ALTER COLUMN cum SET STATISTICS 0")
+    # Rows rewritten by the projector (a timeline per purchase, a cost timeline per award) keep room on their page,
+    # so that the new version stays there and no index needs a new entry.
+    op.execute("ALTER TABLE customer_timelines SET (fillfactor = 70)")
+    op.execute("ALTER TABLE first_exposures SET (fillfactor = 80)")
     op.execute(
         """
         CREATE TABLE projection_state (

@@ -56,6 +56,8 @@ class AppSettings:
     """Requests per minute one API key may make (counted in Redis across replicas); 0 turns it off."""
     max_body_bytes: int = 5 * 1024 * 1024
     """The largest request body accepted (413 above it); a full batch of 1000 events fits easily."""
+    projector: bool = True
+    """Apply committed events to the uplift projection from this process (one process at a time does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class Settings:
                 jobs_every=float(_int(env, "DELIGHT_JOBS_EVERY", 3600)),
                 rate_limit=_int(env, "DELIGHT_RATE_LIMIT", 6000),
                 max_body_bytes=_int(env, "DELIGHT_MAX_BODY_BYTES", 5 * 1024 * 1024),
+                projector=(env.get("DELIGHT_PROJECTOR") or "true").lower() not in {"0", "false", "no"},
             ),
             db=DatabaseSettings(
                 url=db_url,
