@@ -585,7 +585,13 @@ async def test_postgres_outage_mid_stream_fails_fast_then_stores_every_acknowled
             assert o.awards == acknowledged[o.event_id].awards, o
         assert sum(len(o.awards) for o in acknowledged.values()) > 20, "too few awards to check anything" + evidence
         assert projected == rebuilt
-        assert len(projected.timelines) > 20, "too few purchases projected to check anything"
+        # every customer's purchases are in the projection, each acknowledged purchase once
+        spent: dict[str, int] = {}
+        for payload in stream.payloads.values():
+            customer, total = payload["customer_id"], payload["order"]["total"]
+            spent[customer] = spent.get(customer, 0) + round(total * 100)
+        assert {c: steps[-1][1] for c, steps in projected.timelines.items()} == spent
+        assert sum(spent.values()) > 20 * 4000, "too few purchases projected to check anything"
     finally:
         if served is not None:
             served.kill()
