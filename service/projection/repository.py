@@ -109,6 +109,12 @@ def first_exposures(events: str) -> Sql:
     event), which then takes its place whole, its cost timeline worked out
     from the awards applied so far. Ties go to the smaller event id, so that
     the order events arrive in does not matter.
+
+    A key never seen before has no award applied before this page (an award
+    comes with its exposure, which would have recorded the key), so its cost
+    timeline is made from the page's own awards, whatever the customer's
+    history; only a late first exposure taking an older one's place reads the
+    customer's awards.
     """
     return Sql(
         f"""
@@ -123,35 +129,59 @@ def first_exposures(events: str) -> Sql:
         ), firsts AS (
             SELECT DISTINCT ON (campaign, rule_id, customer_id) *
             FROM keyed ORDER BY campaign, rule_id, customer_id, t0, event_id
+        ), candidates AS MATERIALIZED (
+            -- new keys, and earlier first exposures than those recorded (which they replace)
+            SELECT k.*, o.t0 IS NOT NULL AS replacing
+            FROM firsts k
+            LEFT JOIN first_exposures o
+                   ON o.campaign = k.campaign AND o.rule_id = k.rule_id AND o.customer_id = k.customer_id
+            WHERE o.t0 IS NULL OR (o.t0, o.event_id) > (k.t0, k.event_id)
+        ), given AS MATERIALIZED (
+            SELECT campaign, rule_id, customer_id, issued_at, round(cost * 100)::bigint AS cents, award_id
+            FROM awards WHERE {events} AND cost > 0
+        ), given_keyed AS (
+            SELECT * FROM given
+            UNION ALL
+            SELECT campaign, '*', customer_id, issued_at, cents, award_id FROM given
+        ), new_costs AS (
+            SELECT campaign, rule_id, customer_id, array_agg(o ORDER BY o, award_id) AS s,
+                   array_agg(running ORDER BY o, award_id) AS cents
+            FROM (
+                SELECT c.campaign, c.rule_id, c.customer_id, x.o, g.award_id,
+                       sum(g.cents) OVER (
+                           PARTITION BY c.campaign, c.rule_id, c.customer_id ORDER BY x.o, g.award_id
+                       )::bigint AS running
+                FROM candidates c
+                JOIN given_keyed g USING (campaign, rule_id, customer_id)
+                CROSS JOIN LATERAL (SELECT delight_offset(g.issued_at - c.t0) AS o) AS x
+                WHERE NOT c.replacing AND g.issued_at >= c.t0 AND x.o <= 31536000
+            ) AS within
+            GROUP BY campaign, rule_id, customer_id
         )
         INSERT INTO first_exposures AS f (
             campaign, rule_id, customer_id, event_id, t0, "group", holdout, channel, store_id, cost_s, cost_cents
         )
-        SELECT k.campaign, k.rule_id, k.customer_id, k.event_id, k.t0, k."group", k.holdout, e.channel, e.store_id,
-               cost.s, cost.cents
-        FROM firsts k
-        JOIN events e ON e.event_id = k.event_id
-        CROSS JOIN LATERAL (
-            SELECT coalesce(array_agg(o ORDER BY o, award_id), '{{}}') AS s,
-                   coalesce(array_agg(running ORDER BY o, award_id), '{{}}') AS cents
+        SELECT c.campaign, c.rule_id, c.customer_id, c.event_id, c.t0, c."group", c.holdout, e.channel, e.store_id,
+               coalesce(CASE WHEN c.replacing THEN recomputed.s ELSE n.s END, '{{}}'),
+               coalesce(CASE WHEN c.replacing THEN recomputed.cents ELSE n.cents END, '{{}}')
+        FROM candidates c
+        JOIN events e ON e.event_id = c.event_id
+        LEFT JOIN new_costs n ON n.campaign = c.campaign AND n.rule_id = c.rule_id AND n.customer_id = c.customer_id
+        LEFT JOIN LATERAL (
+            SELECT array_agg(o ORDER BY o, award_id) AS s, array_agg(running ORDER BY o, award_id) AS cents
             FROM (
                 SELECT o, award_id, sum(v) OVER (ORDER BY o, award_id)::bigint AS running
                 FROM (
-                    SELECT delight_offset(a.issued_at - k.t0) AS o, round(a.cost * 100)::bigint AS v, a.award_id
+                    SELECT delight_offset(a.issued_at - c.t0) AS o, round(a.cost * 100)::bigint AS v, a.award_id
                     FROM awards a JOIN events ae ON ae.event_id = a.event_id
-                    WHERE a.customer_id = k.customer_id AND a.campaign = k.campaign
-                      AND (k.rule_id = '*' OR a.rule_id = k.rule_id) AND a.cost > 0
-                      AND a.issued_at >= k.t0 AND a.issued_at < k.t0 + interval '366 days'
+                    WHERE c.replacing AND a.customer_id = c.customer_id AND a.campaign = c.campaign
+                      AND (c.rule_id = '*' OR a.rule_id = c.rule_id) AND a.cost > 0
+                      AND a.issued_at >= c.t0 AND a.issued_at < c.t0 + interval '366 days'
                       AND {APPLIED}
                 ) AS given
                 WHERE o <= 31536000
             ) AS running
-        ) AS cost
-        WHERE NOT EXISTS (
-            SELECT 1 FROM first_exposures o
-            WHERE o.campaign = k.campaign AND o.rule_id = k.rule_id AND o.customer_id = k.customer_id
-              AND (o.t0, o.event_id) <= (k.t0, k.event_id)
-        )
+        ) AS recomputed ON c.replacing
         ON CONFLICT (campaign, rule_id, customer_id) DO UPDATE SET
             event_id = EXCLUDED.event_id, t0 = EXCLUDED.t0, "group" = EXCLUDED."group",
             holdout = EXCLUDED.holdout, channel = EXCLUDED.channel, store_id = EXCLUDED.store_id,
