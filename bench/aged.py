@@ -52,6 +52,21 @@ from service.lib.embedded import start_postgres, start_redis
 HISTORY_FROM = "2025-03-01 00:00:00+00"
 HISTORY_SECONDS = 365 * 86400
 
+# Who was exposed to which rule, at which of their events, and what they got: customer k to (k * 7919) % 41 rules.
+EXPOSED = """
+    SELECT e.event_id, x.campaign, x.rule_id, e.customer_id, x.grp, e.occurred_at,
+           CASE WHEN x.grp = 'treatment' THEN md5(e.event_id || x.campaign || x.rule_id)::uuid END AS award_id
+    FROM (
+        SELECT k, j, format('bench-%s', lpad(((k * 37 + j * 13) % 100 / 5)::text, 3, '0')) AS campaign,
+               'r' || (k * 37 + j * 13) % 100 % 5 AS rule_id,
+               CASE WHEN (k * 31 + (k * 37 + j * 13) % 100 / 5) % 10 = 0 THEN 'control' ELSE 'treatment' END AS grp,
+               'h-' || (k + $1 * ((j * 7 + k) % ($2 / $1))) AS event_id
+        FROM generate_series(0, $1 - 1) AS k
+        CROSS JOIN LATERAL generate_series(0, (k * 7919) % ($3 + 1) - 1) AS j
+    ) AS x
+    JOIN events e ON e.event_id = x.event_id
+"""
+
 # A year of history, in SQL. Customer k owns events k, k + C, k + 2C, ...; each is exposed to n_k of the pack's
 # rules (0 to :max_rules, spread evenly), the j-th at one of their own events, held out when the campaign's
 # hash says so, otherwise awarded a gift (or points for one rule in three).
@@ -85,27 +100,8 @@ HISTORY = [
         """,
     ),
     (
-        "exposures",
-        """
-        INSERT INTO exposures (event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id,
-                               rule_set_version, holdout)
-        SELECT e.event_id, x.campaign, x.rule_id, e.customer_id, x.grp, e.occurred_at,
-               CASE WHEN x.grp = 'treatment' THEN md5(e.event_id || x.campaign || x.rule_id)::uuid END, 'history', 0.1
-        FROM (
-            SELECT k, j, format('bench-%s', lpad(((k * 37 + j * 13) % 100 / 5)::text, 3, '0')) AS campaign,
-                   'r' || (k * 37 + j * 13) % 100 % 5 AS rule_id,
-                   CASE WHEN (k * 31 + (k * 37 + j * 13) % 100 / 5) % 10 = 0 THEN 'control' ELSE 'treatment' END
-                       AS grp,
-                   'h-' || (k + $1 * ((j * 7 + k) % ($2 / $1))) AS event_id
-            FROM generate_series(0, $1 - 1) AS k
-            CROSS JOIN LATERAL generate_series(0, (k * 7919) % ($3 + 1) - 1) AS j
-        ) AS x
-        JOIN events e ON e.event_id = x.event_id
-        """,
-    ),
-    (
         "awards",
-        """
+        f"""
         INSERT INTO awards (award_id, code, event_id, customer_id, campaign, rule_id, rule_set_version, kind, points,
                             gift_id, gift_name, cost, issued_at, status)
         SELECT x.award_id, 'H' || row_number() OVER (), x.event_id, x.customer_id, x.campaign, x.rule_id, 'history',
@@ -114,7 +110,16 @@ HISTORY = [
                CASE WHEN x.rule_id = 'r1' THEN NULL ELSE 'candle' END,
                CASE WHEN x.rule_id = 'r1' THEN NULL ELSE 'Scented candle' END,
                CASE WHEN x.rule_id = 'r1' THEN 1.00 ELSE 2.20 END, x.occurred_at, 'issued'
-        FROM exposures x WHERE x.award_id IS NOT NULL
+        FROM ({EXPOSED}) AS x WHERE x.award_id IS NOT NULL
+        """,
+    ),
+    (
+        "exposures",
+        f"""
+        INSERT INTO exposures (event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id,
+                               rule_set_version, holdout)
+        SELECT x.event_id, x.campaign, x.rule_id, x.customer_id, x.grp, x.occurred_at, x.award_id, 'history', 0.1
+        FROM ({EXPOSED}) AS x
         """,
     ),
     (
@@ -186,14 +191,16 @@ async def write_history(url: str, customers: int, events: int, max_rules: int) -
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
         await connection.execute("SET synchronous_commit = off")
-        await connection.execute("INSERT INTO rule_sets (version, files) VALUES ('history', '{}')")
-        arguments = {"events": (customers, events), "exposures": (customers, events, max_rules)}
-        for name, sql in HISTORY:
-            started = time.perf_counter()
-            sql = sql.replace("{HISTORY_FROM}", HISTORY_FROM).replace("{HISTORY_SECONDS}", str(HISTORY_SECONDS))
-            await connection.execute(sql, *arguments.get(name, ()))
-            await connection.execute("ANALYZE")
-            print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        exposed = (customers, events, max_rules)
+        arguments = {"events": (customers, events), "awards": exposed, "exposures": exposed}
+        async with connection.transaction():  # the profiles come last: their foreign keys are checked at commit
+            await connection.execute("INSERT INTO rule_sets (version, files) VALUES ('history', '{}')")
+            for name, sql in HISTORY:
+                started = time.perf_counter()
+                sql = sql.replace("{HISTORY_FROM}", HISTORY_FROM).replace("{HISTORY_SECONDS}", str(HISTORY_SECONDS))
+                await connection.execute(sql, *arguments.get(name, ()))
+                await connection.execute("ANALYZE")
+                print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         stats = await connection.fetchrow(
             """
             SELECT (SELECT count(*) FROM customers) AS customers, (SELECT count(*) FROM events) AS events,
@@ -208,14 +215,18 @@ async def write_history(url: str, customers: int, events: int, max_rules: int) -
 
 
 async def until_built(url: str) -> None:
-    """Wait for the service's projector to build the projection from the history."""
+    """Wait for the service's projector to build the projection from the history, then settle the database as a
+    deployment that has run for a year would be: every table vacuumed and frozen, and a checkpoint behind it.
+    (Straight after writing the history, autovacuum freezing it and the checkpoints the load's WAL forces would
+    write several times the WAL the events do, for a while.)"""
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
         started = time.perf_counter()
         while await connection.fetchval("SELECT snapshot IS NULL FROM projection_state"):  # noqa: ASYNC110
             await asyncio.sleep(1)
-        await connection.execute("VACUUM ANALYZE")
         print(f"  projection built by the service: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        await connection.execute("VACUUM (FREEZE, ANALYZE)")
+        await connection.execute("CHECKPOINT")
     finally:
         await connection.close()
 
@@ -301,21 +312,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pack", choices=("standard", "award-heavy"), default="standard")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the aged deployment's data in this directory, and reuse the history found there on the next run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/aged.py needs wrk on PATH (Debian: apt-get install wrk)")
-    with tempfile.TemporaryDirectory(prefix="delight-aged-") as tmp_name, contextlib.ExitStack() as stack:
-        tmp = Path(tmp_name)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="delight-aged-")))
         rules = write_pack(tmp / "rules", award_heavy=args.pack == "award-heavy")
         sides = []
         for name in ("fresh", "aged"):
             data = tmp / name
+            kept = args.keep is not None and name == "aged"
+            if kept:
+                data = args.keep.resolve()
+            had_history = kept and (data / "postgres" / "PG_VERSION").exists()
             postgres = start_postgres(data, database="delight")
             stack.callback(postgres.stop)
             redis = start_redis(data)
             stack.callback(redis.stop)
             upgrade_database(postgres.url)
-            if name == "aged":
+            if had_history:
+                print(f"reusing the history in {data}", file=sys.stderr)
+            elif name == "aged":
                 print(f"writing {args.events:,} events of history for {args.customers:,} customers", file=sys.stderr)
                 asyncio.run(write_history(postgres.url, args.customers, args.events, args.max_rules))
             env = {
