@@ -113,20 +113,27 @@ def t_two_sided_p(t: float, df: float) -> float:
     return incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
 
 
+def t_density(t: float, df: float) -> float:
+    """Student's t probability density at ``t``."""
+    log_norm = math.lgamma((df + 1.0) / 2.0) - math.lgamma(df / 2.0) - 0.5 * math.log(df * math.pi)
+    return math.exp(log_norm - (df + 1.0) / 2.0 * math.log1p(t * t / df))
+
+
 def t_quantile_975(df: float) -> float:
-    """The 97.5% quantile of Student's t (the half-width factor of a 95% interval)."""
+    """The 97.5% quantile of Student's t (the half-width factor of a 95% interval).
+
+    Newton's method on the two-sided p-value from the normal quantile, which lies below it: p falls and is convex
+    for t > 0, so each step lands closer from below, in five to eight steps.
+    """
     if math.isinf(df) or df > 1e7:
         return Z_975
-    lo, hi = 0.0, 1000.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if t_two_sided_p(mid, df) > 0.05:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
+    t = Z_975
+    for _ in range(100):
+        step = (t_two_sided_p(t, df) - 0.05) / (2.0 * t_density(t, df))
+        t += step
+        if step < 1e-13 * t:
             break
-    return (lo + hi) / 2.0
+    return t
 
 
 def _ratio(mean_t: float, var_mean_t: float, mean_c: float, var_mean_c: float) -> tuple[float, tuple[float, float]]:
