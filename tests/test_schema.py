@@ -50,8 +50,8 @@ async def test_analyze_skips_the_columns_no_query_filters_by(engine: AsyncEngine
         rows = await connection.exec_driver_sql(
             """
             SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-            WHERE c.relname IN ('events', 'customers', 'first_exposures', 'customer_timelines') AND a.attnum > 0 AND NOT a.attisdropped
-              AND a.attstattarget = 0
+            WHERE c.relname IN ('events', 'customers', 'first_exposures', 'customer_timelines') AND a.attnum > 0
+              AND NOT a.attisdropped AND a.attstattarget = 0
             """
         )
         skipped = {(table, column) for table, column in rows}
