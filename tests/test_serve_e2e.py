@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from service.lib.embedded import EmbeddedPostgres, shared_buffers, start_postgres
+from service.lib.embedded import EmbeddedPostgres, memory_available, shared_buffers, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DELIGHT = str(Path(sys.executable).parent / "delight")
@@ -195,6 +195,20 @@ def test_the_embedded_postgres_allows_2_gb_of_wal_between_checkpoints_even_in_an
     assert re.search(r"^\s*2GB\s*$", shown, re.MULTILINE), shown
 
 
+def test_the_embedded_postgres_takes_a_quarter_of_a_containers_memory_limit(tmp_path: Path) -> None:
+    machine = memory_available(limits=())
+    assert machine > 2**30
+    unset_v2, unset_v1, limit = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes", tmp_path / "limit"
+    unset_v2.write_text("max\n")
+    unset_v1.write_text("9223372036854771712\n")
+    limit.write_text(f"{2 * 2**30}\n")
+    assert memory_available(limits=(unset_v2, unset_v1, tmp_path / "absent")) == machine
+    assert memory_available(limits=(unset_v2, limit)) == 2 * 2**30
+    assert shared_buffers(2 * 2**30) == "512MB"
+    assert shared_buffers(256 * 2**20) == "128MB"  # never below initdb's default
+    assert shared_buffers(64 * 2**30) == "8192MB"
+
+
 def test_the_embedded_postgres_makes_new_wal_files_without_zeros_and_has_its_shared_buffers_from_the_start(
     tmp_path: Path,
 ) -> None:
@@ -202,7 +216,7 @@ def test_the_embedded_postgres_makes_new_wal_files_without_zeros_and_has_its_sha
     existed gets it at its next start, and WAL files without zeros at once."""
     wanted = shared_buffers()
     assert re.fullmatch(r"\d+MB", wanted)
-    assert 128 <= int(wanted[:-2]) <= 1024
+    assert 128 <= int(wanted[:-2]) <= 8192
 
     def shown(postgres: EmbeddedPostgres) -> dict[str, str]:
         rows = postgres.server.psql(
