@@ -24,9 +24,10 @@ DATABASE_NAME = "delight"
 
 # initdb's defaults, but for three settings a busy server needs (what each did is in bench/RESULTS.md):
 #
-# - The WAL allowed between checkpoints: an event writes about 3.5 kB of WAL, so with the default 1 GB a busy
-#   server checkpoints by WAL volume (after about 540 MB, some 150,000 events), and each checkpoint is followed
-#   by a burst of full-page images. With 2 GB it checkpoints on its 5-minute timer instead.
+# - The WAL allowed between checkpoints: an event writes 2.7 kB of WAL on a fresh database and several times as
+#   much on an aged one (full-page images), so with the default 1 GB a busy server checkpoints by WAL volume
+#   (after about 540 MB), and each checkpoint is followed by a burst of full-page images. With 2 GB it
+#   checkpoints on its 5-minute timer instead.
 # - New WAL files are not filled with zeros first. The backend that needs a new 16 MB file writes it out and
 #   flushes it while holding the WAL write lock, so every commit waits: at half of the benchmark's maximum
 #   rate that was every 5-6 s, 45-55 ms each time for the transactions committing then (``bench/tail.py``).
