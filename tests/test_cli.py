@@ -87,6 +87,16 @@ def test_rules_check_reports_a_when_error_in_a_well_formed_campaign(
     assert capsys.readouterr().err.splitlines() == [f"{tmp_path / 'b.yaml'}:4: `when` names an unknown field `totl`"]
 
 
+def test_rules_check_on_deeply_nested_yaml_exits_1_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "deep.yaml").write_text("campaign: d\nrules:\n  - id: r\n    award: " + "[" * 50_000 + "]" * 50_000)
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"{tmp_path / 'deep.yaml'}:4: YAML nested more than 64 levels deep"]
+
+
 def test_rules_check_on_a_missing_dir_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "check", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err.splitlines() == [f"{tmp_path / 'nope'}:1: rules directory does not exist"]

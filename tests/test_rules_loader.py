@@ -499,3 +499,48 @@ def test_attribute_rating_loads_with_dot_or_subscript(tmp_path: Path, when: str)
     pack(tmp_path, c_yaml=rule_file(when=f"'{when}'"))
     [campaign] = load_rule_set(tmp_path).campaigns
     assert campaign.rules[0].when == when
+
+
+# --- bounded nesting: the reader, the parser and the compiled conditions recurse once per level ----------------------
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "    award: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "    award: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n",
+        "    award:\n" + "".join("  " * (i + 3) + "- \n" for i in range(500)),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_deeply_nested_yaml_is_refused_at_its_line_without_a_traceback(tmp_path: Path, nested: str) -> None:
+    text = "campaign: c\nrules:\n  - id: r\n    when: type == 'x'\n" + nested
+    pack(tmp_path, c_yaml=text)
+    error = only_error(tmp_path)
+    assert error.message == "YAML nested more than 64 levels deep"
+    assert 5 <= error.line <= 70  # where the 65th level opens
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "'" + "not " * 490 + "true'",
+        "'" + "1 + " * 490 + "1 == 2'",
+        '"' + "[" * 600 + "]" * 600 + ' == []"',
+        "'" + 'type == "a" or ' * 70 + "true'",
+    ],
+    ids=["not-chain", "sum-chain", "nested-arrays", "70-ors"],
+)
+def test_a_when_nested_too_deeply_is_refused_at_its_line(tmp_path: Path, when: str) -> None:
+    pack(tmp_path, c_yaml=rule_file(when=when))
+    error = only_error(tmp_path)
+    assert (error.line, error.message) == (
+        4,
+        "`when` is nested more than 64 levels deep; split it into simpler conditions",
+    )
+
+
+def test_a_long_but_shallow_when_still_loads(tmp_path: Path) -> None:
+    pack(tmp_path, c_yaml=rule_file(when="'" + 'type == "a" or ' * 60 + "true'"))
+    campaign = load_rule_set(tmp_path).by_name["c"]
+    assert [r.id for r in campaign.rules] == ["r"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -117,6 +118,27 @@ async def test_events_posted_during_reloads_all_succeed(
     posted = asyncio.gather(*(reloadable.post("/v1/events", json=e, headers=keys["events:write"]) for e in events))
     responses, _ = await asyncio.gather(posted, reload_back_and_forth())
     assert all(r.status_code == 201 for r in responses)
+
+
+async def test_the_file_watcher_outlives_a_file_it_refuses_and_takes_the_next_good_edit(
+    rules_dir: Path, database_url: str, redis_url: str, keys: dict[str, Any]
+) -> None:
+    settings = make_settings(database_url, redis_url, rules_dir)
+    app = create_app(dataclasses.replace(settings, app=dataclasses.replace(settings.app, rules_sync=True)))
+    async with AsyncTestClient(app=app, timeout=30) as client:
+        before = await version(client, keys)
+        (rules_dir / "deep.yaml").write_text(
+            "campaign: deep\nrules:\n  - id: r\n    award: " + "[" * 50_000 + "]" * 50_000
+        )
+        await asyncio.sleep(2.5)  # the watcher looks every second
+        assert await version(client, keys) == before
+        (rules_dir / "deep.yaml").unlink()
+        (rules_dir / "extra.yaml").write_text(EXTRA_CAMPAIGN)
+        deadline = time.monotonic() + 10
+        while await version(client, keys) == before and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a server
+            await asyncio.sleep(0.2)
+        response = await client.get("/v1/rules", headers=keys["rules:admin"])
+        assert "extra" in {c["campaign"] for c in response.json()["campaigns"]}
 
 
 # --- two real replicas --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import rule_engine
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import facts
-from service.rules.compiled import children, compile_clauses
+from service.rules.compiled import Clause, children, compile_clauses
 from service.rules.index import requirements
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
@@ -34,6 +34,7 @@ CATALOG_FILE = "catalog.yaml"
 SETTINGS_FILE = "settings.yaml"
 MAX_FILES = 500
 MAX_TOTAL_BYTES = 20_000_000
+MAX_WHEN_DEPTH = 64  # levels of a `when` expression; `a or b or c` nests one level per `or`
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -363,10 +364,16 @@ def _check_rules_alone(f: _File) -> None:
                 _template(raw["message"], (*at, "message"), f)
 
 
-def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> Any:
-    """The compiled condition, type-checked against the facts; ``None`` after reporting why not."""
+def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> tuple[Any, tuple[Clause, ...]] | None:
+    """The parsed condition, type-checked against the facts, and its compiled clauses; ``None`` after reporting
+    why not."""
     try:
         rule = rule_engine.Rule(text, context=f.context)
+        if expression_depth(rule.statement.expression) > MAX_WHEN_DEPTH:
+            raise RecursionError
+        compiled = compile_clauses(text, rule)  # parses the clauses again, each on its own
+    except RecursionError:  # rule-engine builds and checks the tree recursively; so do the compiler and evaluation
+        f.error(at, f"`when` is nested more than {MAX_WHEN_DEPTH} levels deep; split it into simpler conditions")
     except rule_engine.RuleSyntaxError as exc:
         f.error(at, f"`when` does not parse: {exc.message}")
     except rule_engine.SymbolResolutionError as exc:
@@ -377,13 +384,23 @@ def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> Any:
         f.error(at, f"`when` is not well typed: {exc.message}")
     else:
         if not any(isinstance(node, FuzzyComparisonExpression) for node in expression_nodes(rule.statement.expression)):
-            return rule
+            return rule, compiled
         f.error(
             at,
             "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
             "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
         )
     return None
+
+
+def expression_depth(node: Any) -> int:
+    """How deep a parsed ``rule-engine`` expression nests, counted without recursing."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
 
 
 def expression_nodes(node: Any) -> Iterator[Any]:
@@ -414,7 +431,7 @@ def _template(source: str | None, at: tuple[str | int, ...], f: _File) -> Templa
 
 def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _File) -> Rule | None:
     before = len(f.errors)
-    condition = _compile_when(spec.when, (*at, "when"), f)
+    when = _compile_when(spec.when, (*at, "when"), f)
     award = spec.award
     if sum(getattr(award, k) is not None for k in ("points", "gift", "offer")) != 1:
         f.error((*at, "award"), "`award` needs exactly one of `points`, `gift` or `offer`")
@@ -432,8 +449,9 @@ def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _
             valid_days=o.valid_days,
         )
     message = _template(spec.message, (*at, "message"), f)
-    if len(f.errors) > before or condition is None or (award.gift is not None and gift is None):
+    if len(f.errors) > before or when is None or (award.gift is not None and gift is None):
         return None
+    condition, clauses = when
     return Rule(
         id=spec.id,
         campaign=campaign,
@@ -451,7 +469,7 @@ def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _
         priority=spec.priority,
         cost=_award_cost(award, gift, f.settings),
         requires=requirements(condition.statement.expression),
-        clauses=compile_clauses(spec.when, condition),
+        clauses=clauses,
     )
 
 

@@ -160,3 +160,5 @@ class RuleRegistry:
                 log.error("rules_reload_refused", errors=[str(e) for e in exc.errors])
             except DATABASE_ERRORS as exc:
                 log.warning("rules_reload_failed", error=type(exc).__name__)
+            except Exception:  # a defect in loading must not end the watching: the next edit is tried again
+                log.exception("rules_reload_failed", error="unexpected")

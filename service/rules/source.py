@@ -1,7 +1,8 @@
 """Safe YAML reading that remembers the line of every value.
 
 Only plain YAML is accepted: no tags beyond the standard scalars, no anchors or
-aliases (no "billion laughs"), and documents of bounded size.
+aliases (no "billion laughs"), and documents of bounded size and depth (the
+composer and everything after it recurse once per level).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 64  # nested mappings and lists; a campaign needs fewer than ten
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -49,11 +51,19 @@ class Located:
 
 
 class _Loader(yaml.SafeLoader):
+    depth = 0
+
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise SourceError(event.start_mark.line + 1, "YAML anchors and aliases are not allowed")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise SourceError(event.start_mark.line + 1, f"YAML nested more than {MAX_DEPTH} levels deep")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def read_yaml(text: str) -> Located:
