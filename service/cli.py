@@ -193,6 +193,32 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _customers_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from service.customers.erasure import erase_customer
+    from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    async def run(url: str) -> bool:
+        engine = create_engine(url)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                return await erase_customer(session, args.customer_id, actor="cli")
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        erased = asyncio.run(run(database_url))
+    if not erased:
+        print(f"delight: no customer {args.customer_id!r}", file=sys.stderr)
+        return 1
+    print(f"Customer {args.customer_id!r} erased.")
+    return 0
+
+
 def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
@@ -469,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id (the 16 hex digits after dlk_)")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_keys_revoke)
+
+    customers = commands.add_parser("customers", help="customers' personal data").add_subparsers(
+        dest="customers_command", required=True
+    )
+    erase = customers.add_parser(
+        "erase", help="erase a customer as DELETE /v1/customers/{id} does, for any id (also one no URL can hold)"
+    )
+    erase.add_argument("customer_id")
+    erase.set_defaults(handler=_customers_erase)
 
     rules = commands.add_parser("rules", help="work with rule files").add_subparsers(
         dest="rules_command", required=True

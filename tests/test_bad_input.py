@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from httpx import Response
@@ -180,6 +181,9 @@ async def test_schema_violations_with_a_time_without_time_zone_are_a_422_naming_
     [
         ("customer_id", 42),
         ("customer_id", ""),
+        ("customer_id", "shop/42"),  # no /v1/customers/{id} route could address it
+        ("customer_id", ".."),
+        ("customer_id", "."),
         ("event_id", None),
         ("type", "refund"),
         ("occurred_at", "2026-03-01T10:15:00"),
@@ -429,6 +433,40 @@ async def test_customer_id_with_a_nul_character_is_a_client_error_not_a_500(
     response = await client.get("/v1/customers/c%001", headers=keys["customers:read"])
     assert response.status_code in (400, 404), response.text
     assert_problem(response, response.status_code)
+
+
+async def test_a_customer_id_with_a_slash_is_refused_in_words_not_a_regular_expression(
+    client: Client, keys: dict[str, Any]
+) -> None:
+    response = await client.post("/v1/events", json=purchase("e-1", "shop/42", 5.0), headers=keys["events:write"])
+    [error] = assert_problem(response, 422)["errors"]
+    assert error == {
+        "field": "customer_id",
+        "message": "'shop/42' is not allowed: printable ASCII without spaces or `/`, and neither `.` nor `..`, "
+        "so that every /v1/customers/{id} route can address it.",
+    }
+
+
+@pytest.mark.parametrize("customer_id", ["odd?id#1", "100%", "a:b@c;d=e&f+g,h", "~'\"*()[]{}|\\^`$!<>", "..."])
+async def test_every_customer_route_addresses_every_customer_id_an_event_may_carry(
+    client: Client, keys: dict[str, Any], customer_id: str
+) -> None:
+    response = await client.post("/v1/events", json=purchase("e-odd", customer_id, 50.0), headers=keys["events:write"])
+    assert response.status_code == 201, response.text
+    path = "/v1/customers/" + quote(customer_id, safe="")
+    profile = await client.get(path, headers=keys["customers:read"])
+    assert profile.status_code == 200, profile.text
+    assert profile.json()["customer_id"] == customer_id
+    adjusted = await client.post(
+        path + "/points/adjust",
+        json={"points": 5, "note": "goodwill", "adjustment_id": "a-1"},
+        headers=keys["rules:admin"],
+    )
+    assert adjusted.status_code in (200, 201), adjusted.text
+    ledger = await client.get(path + "/points", headers=keys["customers:read"])
+    assert ledger.status_code == 200, ledger.text
+    assert (await client.delete(path, headers=keys["customers:erase"])).status_code == 204
+    assert_problem(await client.get(path, headers=keys["customers:read"]), 404)
 
 
 async def test_overlong_customer_id_in_the_path_is_a_client_error(client: Client, keys: dict[str, Any]) -> None:

@@ -173,3 +173,43 @@ async def test_keys_create_prints_a_working_key_alone_on_the_last_line(
         ).scalar_one()
     secret = key.split("_", 2)[2]
     assert bytes(stored) == hashlib.sha256(secret.encode()).digest()  # stored only as a hash
+
+
+async def test_customers_erase_reaches_an_id_no_url_can_hold(
+    database_url: str, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    legacy = "shop/42"  # accepted before ids with `/` were refused; no /v1/customers/{id} route addresses it
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text("INSERT INTO customers (customer_id, attributes) VALUES (:id, '{\"first_name\": \"Ada\"}')"),
+            {"id": legacy},
+        )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DELIGHT_")}
+    env |= {"DELIGHT_DATABASE_URL": database_url, "DELIGHT_DATA_DIR": str(tmp_path / "data")}
+    env |= {"DELIGHT_LOG_LEVEL": "WARNING"}
+
+    async def erase() -> tuple[int | None, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(ROOT / ".venv" / "bin" / "delight"),
+            "customers",
+            "erase",
+            legacy,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        return process.returncode, stdout.decode(), stderr.decode()
+
+    assert await erase() == (0, "Customer 'shop/42' erased.\n", "")
+    async with sessionmaker() as session:
+        rows = (await session.execute(text("SELECT customer_id, attributes FROM customers"))).all()
+        [(pseudonym, attributes)] = [r for r in rows if not r.customer_id.startswith("c-")]
+        assert pseudonym.startswith("erased-")
+        assert attributes == {}
+        actor = (
+            await session.execute(text("SELECT actor FROM audit_log WHERE action = 'customer.erased'"))
+        ).scalar_one()
+        assert actor == "cli"
+    assert await erase() == (1, "", "delight: no customer 'shop/42'\n")

@@ -11,6 +11,16 @@ from service.awards.schemas import AwardOut
 from service.lib.errors import FieldError, Problem
 
 Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+CustomerIdIn = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x2e\x30-\x7e]+$",
+        description="printable ASCII without spaces or `/`, and neither `.` nor `..`, so that every "
+        "/v1/customers/{id} route can address it.",
+    ),
+]
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
 AttributeValue = str | int | float | bool | None
@@ -50,7 +60,7 @@ class EventIn(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     event_id: Annotated[Id, Meta(description="Stable id from the sender; a retry must reuse it.")]
     type: EventType
-    customer_id: Id
+    customer_id: CustomerIdIn
     occurred_at: Annotated[
         dt.datetime, Meta(tz=True, description="When it happened, with a time zone; all rules use this time.")
     ]
@@ -88,6 +98,8 @@ def semantic_errors(event: EventIn, prefix: str = "") -> list[FieldError]:
         errors.append(FieldError(field=f"{where}name", message="an interaction needs a name"))
     if event.type == "interaction" and event.order is not None:
         errors.append(FieldError(field=f"{where}order", message="an interaction carries no order"))
+    if event.customer_id in (".", ".."):  # a URL path cannot hold them: clients resolve them away
+        errors.append(FieldError(field=f"{where}customer_id", message="`.` and `..` cannot be customer ids"))
     if not EARLIEST <= event.occurred_at <= LATEST:
         errors.append(FieldError(field=f"{where}occurred_at", message="must be between 1970 and 2999"))
     return errors

@@ -87,6 +87,11 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[tuple[str,
         return [
             (_path([*error.absolute_path, key], prefix), "unknown field") for key in error.instance if key not in known
         ]
+    if error.validator == "pattern" and isinstance(error.schema, dict) and error.schema.get("description"):
+        # the field's own words for what it accepts, rather than the regular expression
+        return [
+            (_path(error.absolute_path, prefix), f"{error.instance!r} is not allowed: {error.schema['description']}")
+        ]
     return [(_path(error.absolute_path, prefix), error.message)]
 
 
