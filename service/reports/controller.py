@@ -20,6 +20,7 @@ from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, NotFoundError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
 from service.projection.freshness import catch_up_to_now
+from service.reports.cells import cell
 from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
 from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
@@ -189,14 +190,6 @@ Limit = Annotated[
 ]
 
 
-def _cell(value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
-
-
 async def stream_csv(
     sessionmaker: async_sessionmaker[AsyncSession], sql: str, columns: Sequence[str], params: dict[str, Any]
 ) -> AsyncIterator[bytes]:
@@ -210,7 +203,7 @@ async def stream_csv(
         async for chunk in result.partitions(CHUNK):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows([_cell(v) for v in row] for row in chunk)
+            writer.writerows([cell(v) for v in row] for row in chunk)
             yield buffer.getvalue().encode()
 
 

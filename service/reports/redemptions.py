@@ -24,6 +24,7 @@ from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.reports.cells import cell
 
 QUERY = text(
     """
@@ -98,7 +99,7 @@ def to_csv(report: RedemptionReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in report.rules:
-        writer.writerow([getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS])
+        writer.writerow([cell(getattr(r, c)) for c in COLUMNS])
     return out.getvalue()
 
 

@@ -463,11 +463,13 @@ def to_csv(report: UpliftReport) -> str:
     import csv
     import io
 
+    from service.reports.cells import cell
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in csv_rows(report):
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
