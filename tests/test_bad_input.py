@@ -469,6 +469,28 @@ async def test_every_customer_route_addresses_every_customer_id_an_event_may_car
     assert_problem(await client.get(path, headers=keys["customers:read"]), 404)
 
 
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/v1/reports/uplift?campaign=a%00b"),
+        ("GET", "/v1/reports/redemptions?campaign=a%00b"),
+        ("GET", "/v1/exports/awards.csv?campaign=a%00b"),
+        ("GET", "/v1/exports/exposures.csv?campaign=a%00b"),
+        ("GET", "/v1/customers/c%00/points"),
+        ("GET", "/v1/audit?action=a%00"),
+        ("POST", "/v1/awards/AB%00C/redeem"),
+        ("POST", "/v1/events?x=%00"),
+    ],
+)
+async def test_a_nul_anywhere_in_the_url_is_a_400_before_any_route_runs(
+    client: Client, keys: dict[str, Any], method: str, url: str
+) -> None:
+    response = await client.request(method, url, headers=keys["all"], json={} if method == "POST" else None)
+    body = assert_problem(response, 400)
+    assert body["detail"] == "the URL holds a NUL character (%00), which no id or parameter may contain"
+    assert "\x00" not in response.text
+
+
 async def test_overlong_customer_id_in_the_path_is_a_client_error(client: Client, keys: dict[str, Any]) -> None:
     response = await client.get("/v1/customers/" + "c" * 201, headers=keys["customers:read"])
     assert response.status_code in (400, 404, 422), response.text

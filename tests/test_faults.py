@@ -661,6 +661,76 @@ async def test_requests_while_postgres_is_shutting_down_get_503_not_500(scratch:
         await asyncio.to_thread(pg.close)
 
 
+SEED_EXPOSURES = """
+    WITH version AS (SELECT version FROM rule_sets ORDER BY activated_at DESC NULLS LAST LIMIT 1),
+    customers_made AS (
+        INSERT INTO customers (customer_id) SELECT 'x-' || g FROM generate_series(1, $1) AS g
+    ), events_made AS (
+        INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, channel, order_id,
+                            amount, rule_set_version, payload)
+        SELECT 'x-' || g, '\\x00', 'purchase', 'x-' || g, now(), now(), 'pos', 'o-' || g, 10, v.version, '{}'
+        FROM generate_series(1, $1) AS g, version AS v
+    )
+    INSERT INTO exposures (event_id, campaign, rule_id, customer_id, "group", occurred_at, rule_set_version, holdout)
+    SELECT 'x-' || g, 'loyal', 'mug-over-100', 'x-' || g, 'control', now(), v.version, 0.1
+    FROM generate_series(1, $1) AS g, version AS v
+"""
+
+
+async def test_an_export_the_database_fails_is_an_error_or_a_body_left_unfinished_never_a_short_file(
+    scratch: Path,
+) -> None:
+    """Mid-stream, the chunked body ends without its last chunk, which clients report (curl: exit 18, "transfer
+    closed"; httpx: ``RemoteProtocolError``); before the first byte, a 503 problem like any other request."""
+    pg = await asyncio.to_thread(Postgres, scratch / "pg")
+    redis: EmbeddedRedis | None = None
+    served: Served | None = None
+    try:
+        redis = await asyncio.to_thread(start_redis, scratch / "redis")
+        env = _env(scratch / "data", database_url=pg.url, redis_url=redis.url, rate_limit="0")
+        served, _ = await _serve_with_key(env, scratch / "serve.log")
+        key = await asyncio.to_thread(_create_key, env, "reports:read")
+        seeding = await pg.connect()
+        try:
+            await seeding.execute("SET session_replication_role = replica")  # rows as the event path would leave
+            await seeding.execute(SEED_EXPOSURES, 200_000)
+        finally:
+            await seeding.close()
+
+        async with asyncio.timeout(60), _client(served.base, key, seconds=30) as client:
+            async with client.stream("GET", "/v1/exports/exposures.csv") as response:
+                assert response.status_code == 200
+                parts = response.aiter_raw()
+                first = await anext(parts)
+                assert first.startswith(b"event_id,campaign,")
+                killer = await pg.connect()
+                try:
+                    ended = await killer.fetchval(
+                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE query LIKE '%FROM exposures%' AND pid <> pg_backend_pid()) AS t"
+                    )
+                finally:
+                    await killer.close()
+                assert ended == 1
+                with pytest.raises(httpx.RemoteProtocolError):
+                    async for _ in parts:
+                        pass
+
+            await asyncio.to_thread(pg.stop)
+            sent = time.monotonic()
+            down = await client.get("/v1/exports/exposures.csv")
+            seconds = time.monotonic() - sent
+        assert down.status_code == 503, down.text[:300]
+        assert down.headers["content-type"].startswith(PROBLEM)
+        assert seconds < FAST
+    finally:
+        if served is not None:
+            served.kill()
+        if redis is not None:
+            await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(pg.close)
+
+
 # --- 2. Redis stopped: PostgreSQL stays the truth -------------------------------------------------------------------
 
 

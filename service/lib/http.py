@@ -47,6 +47,24 @@ _SLUGS = {
 }
 
 
+NUL_IN_URL = "the URL holds a NUL character (%00), which no id or parameter may contain"
+
+
+def _holds_nul(scope: Scope) -> bool:
+    """NUL in the path or the query: PostgreSQL cannot hold it in text, so no route can take it (refused before any,
+    streaming ones included, starts)."""
+    query = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
+
+
+async def _send_problem(send: Send, scope: Scope, request_id: str, error: DelightError) -> None:
+    instance = scope.get("path", "").replace("\x00", "%00")
+    body = msgspec.json.encode(error.to_problem(instance=instance, request_id=request_id))
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class RequestContextMiddleware:
     """Gives every request an id (kept from ``X-Request-ID`` when sane) and logs one line when it ends."""
 
@@ -72,7 +90,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if _holds_nul(scope):
+                await _send_problem(send_with_id, scope, request_id, MalformedRequestError(NUL_IN_URL))
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"

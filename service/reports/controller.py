@@ -193,24 +193,41 @@ Limit = Annotated[
 async def stream_csv(
     sessionmaker: async_sessionmaker[AsyncSession], sql: str, columns: Sequence[str], params: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    """Rows of ``sql`` as CSV, read through a server-side cursor a chunk at a time."""
+    """Rows of ``sql`` as CSV, read through a server-side cursor a chunk at a time.
+
+    The first part (the header with the first chunk of rows) comes only once the query has run, so that a
+    database that cannot answer fails the request (``_export`` reads that part before answering) rather than
+    a stream already under way.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    yield buffer.getvalue().encode()
     async with sessionmaker() as session, session.begin():
         result = await session.stream(text(sql), params)
         async for chunk in result.partitions(CHUNK):
-            buffer.seek(0)
-            buffer.truncate()
             writer.writerows([cell(v) for v in row] for row in chunk)
-            yield buffer.getvalue().encode()
+            yield _drain(buffer)
+    if buffer.tell():  # no rows: the header alone
+        yield _drain(buffer)
+
+
+def _drain(buffer: io.StringIO) -> bytes:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text.encode()
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for part in rest:
+        yield part
 
 
 CampaignFilter = Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")]
 
 
-def _export(
+async def _export(
     sessionmaker: async_sessionmaker[AsyncSession],
     name: str,
     sql: str,
@@ -218,8 +235,10 @@ def _export(
     params: dict[str, Any],
 ) -> Stream:
     _period(params["since"], params["until"])
+    rows = stream_csv(sessionmaker, sql, columns, params)
+    first = await anext(rows)  # a query that cannot run is an error answer, not a stream cut short (503, 400)
     return Stream(
-        stream_csv(sessionmaker, sql, columns, params),
+        _then(first, rows),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
@@ -248,7 +267,7 @@ class ExportsController(Controller):
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return _export(sessionmaker, "exposures", EXPOSURES, EXPOSURE_COLUMNS, params)
+        return await _export(sessionmaker, "exposures", EXPOSURES, EXPOSURE_COLUMNS, params)
 
     @get(
         "/awards.csv",
@@ -267,4 +286,4 @@ class ExportsController(Controller):
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return _export(sessionmaker, "awards", AWARDS, AWARD_COLUMNS, params)
+        return await _export(sessionmaker, "awards", AWARDS, AWARD_COLUMNS, params)
