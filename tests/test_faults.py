@@ -731,6 +731,64 @@ async def test_an_export_the_database_fails_is_an_error_or_a_body_left_unfinishe
         await asyncio.to_thread(pg.close)
 
 
+async def test_a_frozen_postgres_gets_503_with_retry_after_within_the_timeout_not_a_hang(scratch: Path) -> None:
+    """PostgreSQL stopped dead (SIGSTOP: connections open, nothing answers, as on a hung host): every request is
+    answered 503 with ``Retry-After`` once ``DELIGHT_DB_TIMEOUT`` has passed, and all is well once it thaws."""
+    pg = await asyncio.to_thread(Postgres, scratch / "pg")
+    redis: EmbeddedRedis | None = None
+    served: Served | None = None
+    frozen: list[psutil.Process] = []
+    try:
+        redis = await asyncio.to_thread(start_redis, scratch / "redis")
+        env = _env(scratch / "data", database_url=pg.url, redis_url=redis.url, rate_limit="0", db_timeout="2")
+        served, key = await _serve_with_key(env, scratch / "serve.log")
+        reader = await asyncio.to_thread(_create_key, env, "customers:read")
+        async with asyncio.timeout(90), _client(served.base, key, seconds=30) as client:
+            first = await _post(client, "/v1/events", purchase("before"), "before")
+            assert first.status == 201, first
+
+            postmaster = pg.postmaster()
+            assert postmaster is not None
+            frozen = [postmaster, *postmaster.children(recursive=True)]
+            for process in frozen:
+                process.suspend()
+
+            async def timed(method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+                sent = time.monotonic()
+                response = await client.request(method, path, **kwargs)
+                return response, time.monotonic() - sent
+
+            answers = await asyncio.gather(
+                timed("POST", "/v1/events", json=purchase("during")),
+                timed("GET", "/v1/customers/c-1", headers={"Authorization": f"Bearer {reader}"}),
+            )
+            for process in frozen:
+                process.resume()
+            frozen = []
+            for response, seconds in answers:
+                assert response.status_code == 503, response.text[:300]
+                assert response.headers["content-type"].startswith(PROBLEM)
+                assert response.headers["retry-after"] == "1"
+                assert seconds < 2 * 2 + FAST, seconds  # a pooled connection's wait, then the statement's
+
+            retried: list[Outcome] = []
+
+            async def stored() -> bool:
+                retried.append(await _post(client, "/v1/events", purchase("during"), "during"))
+                return retried[-1].status == 201
+
+            assert await _eventually(stored, RECOVERY + 4), retried[-3:]
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+        if served is not None:
+            served.kill()
+        if redis is not None:
+            await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(pg.close)
+
+
 # --- 2. Redis stopped: PostgreSQL stays the truth -------------------------------------------------------------------
 
 

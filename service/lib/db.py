@@ -88,10 +88,18 @@ ischema_names["pg_snapshot"] = PgSnapshot
 
 def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEngine:
     settings = settings or DatabaseSettings()
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": "delight"}}
+    timeouts: dict[str, Any] = {}
+    if settings.timeout is not None:
+        # Bounded waits, enforced by the client: a server that has stopped answering (frozen, a network that
+        # drops packets) cannot enforce a statement_timeout of its own. Past them the request is a 503.
+        connect_args |= {"timeout": settings.timeout, "command_timeout": settings.timeout}
+        timeouts = {"pool_timeout": settings.timeout}
     return create_async_engine(
         url,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
+        **timeouts,
         # No ping before each checkout: it costs a round trip per request. A
         # connection the server dropped fails its statement instead, which is a
         # 503 the client retries, and SQLAlchemy then replaces every pooled
@@ -99,7 +107,7 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
         pool_pre_ping=False,
         hide_parameters=True,  # parameters hold personal data; keep them out of errors and logs
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "delight"}},
+        connect_args=connect_args,
         json_serializer=json_text,
         json_deserializer=msgspec.json.decode,
     )

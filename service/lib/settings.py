@@ -30,6 +30,9 @@ class DatabaseSettings:
     """Connections each worker keeps open; requests beyond them wait for one."""
     max_overflow: int = 0
     """Extra connections a worker may open under a burst, and close again after each use."""
+    timeout: float | None = None
+    """Seconds a request may wait on the database for each step (a pooled connection, a new connection, a
+    statement) before it is answered 503; ``None`` (the command line's tools) waits as long as it takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Settings:
                 url=db_url,
                 pool_size=_int(env, "DELIGHT_DB_POOL_SIZE", 20),
                 max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 0),
+                timeout=float(_int(env, "DELIGHT_DB_TIMEOUT", 10)) or None,
             ),
             redis=RedisSettings(url=env.get("DELIGHT_REDIS_URL") or None),
         )
