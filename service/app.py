@@ -7,6 +7,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from litestar import Litestar
@@ -143,9 +144,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         background = [asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current))]
         if settings.app.projector:
             background.append(asyncio.create_task(run_projector(database_url)))
+        jobs_engine = None
         if settings.app.jobs_every > 0:
+            # Its own connection, without the requests' time bound: an expiry run over every customer may take
+            # longer than any request should.
+            jobs_engine = create_engine(database_url, replace(settings.db, pool_size=1, max_overflow=0, timeout=None))
+            jobs = create_sessionmaker(jobs_engine)
             background.append(
-                asyncio.create_task(run_periodically(sessionmaker, lambda: registry.current, settings.app.jobs_every))
+                asyncio.create_task(run_periodically(jobs, lambda: registry.current, settings.app.jobs_every))
             )
         # What start-up built (modules, the rule set, SQL compiled once) lives as
         # long as the process: keep it out of the garbage collector's full passes,
@@ -168,6 +174,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if lean_redis is not None:
                 await lean_redis.close()
             await engine.dispose()
+            if jobs_engine is not None:
+                await jobs_engine.dispose()
 
     app = DelightApp(
         route_handlers=[
