@@ -30,7 +30,7 @@ from service.health.controller import HealthController
 from service.health.metrics import MetricsController
 from service.keys.controller import KeysController
 from service.keys.limits import RateLimiter
-from service.keys.service import KeyVerifier
+from service.keys.service import KeyVerifier, keep_revocations
 from service.lib.db import create_engine, create_sessionmaker, transaction
 from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
@@ -141,7 +141,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             registry=registry,
         )
         await registry.start()
-        background = [asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current))]
+        background = [
+            asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current)),
+            asyncio.create_task(keep_revocations(sessionmaker, redis, app.state.key_verifier)),
+        ]
         if settings.app.projector:
             background.append(asyncio.create_task(run_projector(database_url)))
         jobs_engine = None

@@ -189,7 +189,7 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"Key {args.key_id} {outcome}.")
     if outcome == "revoked" and not settings.redis.url:
-        print("Servers on an embedded Redis refuse it within 30 seconds (at once when revoked over HTTP).")
+        print("Running servers refuse it within a second or two (at once when revoked over HTTP).")
     return 0
 
 

@@ -789,6 +789,48 @@ async def test_a_frozen_postgres_gets_503_with_retry_after_within_the_timeout_no
         await asyncio.to_thread(pg.close)
 
 
+async def test_a_key_revoked_while_redis_stalls_stays_revoked_when_redis_comes_back(scratch: Path) -> None:
+    """The revocation's cache marker cannot be written while Redis is frozen; the key's cached entry from before
+    must not admit it again once Redis answers."""
+    pg = await asyncio.to_thread(Postgres, scratch / "pg")
+    redis: EmbeddedRedis | None = None
+    served: Served | None = None
+    frozen: psutil.Process | None = None
+    try:
+        redis = await asyncio.to_thread(start_redis, scratch / "redis")
+        env = _env(scratch / "data", database_url=pg.url, redis_url=redis.url, rate_limit="0")
+        served, victim = await _serve_with_key(env, scratch / "serve.log")
+        admin = await asyncio.to_thread(_create_key, env, "keys:admin")
+        victim_id = victim.split("_")[1]
+        async with asyncio.timeout(60), _client(served.base, victim) as client:
+            before = await _post(client, "/v1/events", purchase("before"), "before")
+            assert before.status == 201, before  # the key is now in the shared cache
+
+            frozen = psutil.Process(redis.client.pid)
+            frozen.suspend()
+            revoked = await client.delete(f"/v1/keys/{victim_id}", headers={"Authorization": f"Bearer {admin}"})
+            assert revoked.status_code == 200, revoked.text
+            during = await _post(client, "/v1/events", purchase("during"), "during")
+            frozen.resume()
+            frozen = None
+
+            after = []
+            for i in range(12):  # three seconds after Redis is back; the cached entry had up to 30 s left
+                after.append(await _post(client, "/v1/events", purchase(f"after-{i}"), f"after-{i}"))
+                await asyncio.sleep(0.25)
+        assert during.status == 401, during
+        assert [o.status for o in after] == [401] * len(after), after
+    finally:
+        if frozen is not None:
+            with contextlib.suppress(psutil.Error):
+                frozen.resume()
+        if served is not None:
+            served.kill()
+        if redis is not None:
+            await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(pg.close)
+
+
 # --- 2. Redis stopped: PostgreSQL stays the truth -------------------------------------------------------------------
 
 

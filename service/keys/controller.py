@@ -109,7 +109,9 @@ class KeysController(Controller):
             revoked = await revoke_key(session, key_id, actor=actor_of(request))
             if not revoked and not await repository.known(session, key_id):
                 raise NotFoundError(f"no key {key_id!r}")
-        await forget(request.app.state.redis, key_id)  # after commit: a reload of the cache sees the revocation
+        # after commit: a reload of the cache sees the revocation
+        if not await forget(request.app.state.redis, key_id):
+            request.app.state.key_verifier.distrust_cache()
         async with sessionmaker() as session:
             row = next(r for r in await repository.all_keys(session) if r.key_id == key_id)
         return _out(row)

@@ -31,6 +31,9 @@ REVOKE = text(
     """
 )
 EXISTS = text("SELECT revoked_at FROM api_keys WHERE key_id = :key_id")
+RECENTLY_REVOKED = text(
+    "SELECT key_id FROM api_keys WHERE revoked_at > clock_timestamp() - make_interval(secs => :seconds)"
+)
 TOUCH = text("UPDATE api_keys SET last_used_at = clock_timestamp() WHERE key_id = :key_id")
 
 
@@ -49,3 +52,8 @@ async def known(session: AsyncSession, key_id: str) -> bool:
 
 async def touch(session: AsyncSession, key_id: str) -> None:
     await session.execute(TOUCH, {"key_id": key_id})
+
+
+async def recently_revoked(session: AsyncSession, seconds: float) -> list[str]:
+    """The keys revoked in the last ``seconds``."""
+    return list((await session.execute(RECENTLY_REVOKED, {"seconds": seconds})).scalars())

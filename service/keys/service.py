@@ -9,6 +9,7 @@ PostgreSQL, which stays the truth.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -95,16 +96,53 @@ async def revoke_key(session: AsyncSession, key_id: str, actor: str = "cli") -> 
 REVOKED = b"revoked"
 
 
-async def forget(redis: Redis | None, key_id: str) -> None:
-    """Mark a key revoked in the shared cache, so the revocation holds at once on every replica.
+async def forget(redis: Redis | None, key_id: str) -> bool:
+    """Mark a key revoked in the shared cache, so the revocation holds at once on every replica; ``False`` when
+    Redis did not take the mark.
 
     A marker rather than a deletion: a check that read the key from PostgreSQL
     just before the revocation committed only caches what it read if nothing
     is cached (``SET NX``), so it cannot bring the key back.
     """
-    if redis is not None:
-        with contextlib.suppress(RedisError, OSError):
-            await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
+    if redis is None:
+        return True
+    try:
+        await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
+    except (RedisError, OSError):
+        return False
+    return True
+
+
+RESYNC_SECONDS = 1.0
+
+
+async def keep_revocations(sessions: async_sessionmaker[AsyncSession], redis: Redis, verifier: KeyVerifier) -> None:
+    """Every second, mark the keys revoked within the cache's reach as revoked in the shared cache again.
+
+    ``forget`` marks a key at once, but when Redis does not answer then (it
+    stalls, or it is restarting), a cache entry written before the revocation
+    would come back with Redis and admit the key until it expired. So a worker
+    that finds Redis not answering (here, every second, or in a key check)
+    stops trusting the cache for as long as an entry lives, checking keys in
+    PostgreSQL meanwhile; and every worker of every replica copies the
+    revocations PostgreSQL holds into the cache, within a second of Redis
+    answering again, for revocations over HTTP and from the command line
+    alike. A live entry lasts ``CACHE_SECONDS`` at most, so marking a
+    revocation for twice as long covers every entry written before it.
+    """
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        try:
+            async with sessions() as session:
+                revoked = await repository.recently_revoked(session, 2 * CACHE_SECONDS)
+        except DATABASE_ERRORS:  # the next round tries again
+            continue
+        try:
+            await redis.ping()
+            for key_id in revoked:
+                await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
+        except (RedisError, OSError):
+            verifier.distrust_cache()
 
 
 # Reads the shared key cache and, when the cached entry is a live key whose
@@ -141,6 +179,7 @@ class KeyVerifier:
         self._redis = redis
         self._limiter = limiter
         self._touched: dict[str, float] = {}
+        self._distrust_until = 0.0
         self._lookup = redis.register_script(_LOOKUP_AND_COUNT) if redis is not None else None
         self._lean = lean if redis is not None else None
 
@@ -192,8 +231,12 @@ class KeyVerifier:
         except DATABASE_ERRORS as exc:  # bookkeeping: never the reason a request fails
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
 
+    def distrust_cache(self) -> None:
+        """Redis missed a write or an answer: a revocation may be missing from it for as long as an entry lives."""
+        self._distrust_until = time.monotonic() + 2 * CACHE_SECONDS
+
     async def _cached(self, key_id: str, secret_hash: str, now: float) -> tuple[_Cached | bytes | None, int]:
-        if self._lookup is None:
+        if self._lookup is None or time.monotonic() < self._distrust_until:
             return None, -1
         limiter = self._limiter
         lifetime = WINDOW_SECONDS + 5 if limiter is not None and limiter.enabled else 0
@@ -205,6 +248,7 @@ class KeyVerifier:
             else:
                 raw, counted = await self._lookup(keys=keys, args=args)
         except (RedisError, OSError):
+            self.distrust_cache()
             return None, -1
         if raw is None or raw == REVOKED:
             return raw, -1
