@@ -301,7 +301,10 @@ def rules_app(tmp_path: Path, database_url: str, redis_url: str) -> Callable[...
         directory = tmp_path / f"rules-{next(counter)}"
         directory.mkdir()
         (directory / "catalog.yaml").write_text(PACK_CATALOG)
-        (directory / "settings.yaml").write_text(textwrap.dedent(settings))
+        settings = textwrap.dedent(settings)
+        if "offline_redemptions" not in settings:  # the tests redeem awards as of March 2026, as tills back online
+            settings += "offline_redemptions: 1000d\n"
+        (directory / "settings.yaml").write_text(settings)
         for i, campaign in enumerate(campaigns):
             (directory / f"c{i}.yaml").write_text(textwrap.dedent(campaign))
         app = create_app(make_settings(database_url, redis_url, directory))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 from litestar import Litestar
@@ -185,3 +186,65 @@ async def test_the_wallet_shows_the_ledger_newest_first_a_page_at_a_time(client:
     assert [e["delta"] for e in rest["entries"]] == [-10, -10, 200]
     assert rest["next"] is None
     assert sum(e["delta"] for e in first["entries"] + rest["entries"]) == first["points_balance"]
+
+
+# --- how far back (and forward) a till's own redeemed_at may go --------------------------------------------------
+
+BOUNDED = """\
+campaign: bounded
+rules:
+  - id: mug
+    when: type == "purchase" and order.total >= 100
+    award: {gift: mug}
+    valid_days: 1
+"""
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_redeemed_at_is_bounded_so_an_expired_award_cannot_be_redeemed_by_sending_an_earlier_time(
+    rules_app: Any, keys: dict[str, Any]
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    async with rules_app(BOUNDED, settings="seed: bounds\noffline_redemptions: 3d\n") as client:
+        won = await client.post(
+            "/v1/events",
+            json=purchase("e-old", "c-1", 150.0, occurred_at=_iso(now - dt.timedelta(days=10))),
+            headers=keys["events:write"],
+        )
+        [expired_code] = [a["code"] for a in won.json()["awards"]]  # issued 10 days ago, valid for 1
+        won = await client.post(
+            "/v1/events",
+            json=purchase("e-new", "c-2", 150.0, occurred_at=_iso(now - dt.timedelta(hours=1))),
+            headers=keys["events:write"],
+        )
+        [code] = [a["code"] for a in won.json()["awards"]]
+
+        async def redeem_at(award: str, at: dt.datetime, order: str) -> Any:
+            body = {"order_id": order, "redeemed_at": _iso(at)}
+            return await client.post(f"/v1/awards/{award}/redeem", json=body, headers=keys["awards:redeem"])
+
+        backdated = await redeem_at(expired_code, now - dt.timedelta(days=9, hours=12), "o-1")
+        future = await redeem_at(code, now + dt.timedelta(hours=1), "o-2")
+        before_issue = await redeem_at(code, now - dt.timedelta(hours=2), "o-3")
+        spend = await client.post(
+            "/v1/customers/c-1/points/redeem",
+            json={"points": 1, "order_id": "o-4", "redeemed_at": _iso(now + dt.timedelta(days=1))},
+            headers=keys["awards:redeem"],
+        )
+        offline = await redeem_at(code, now - dt.timedelta(minutes=30), "o-5")
+
+    def complaint(response: Any) -> str:
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == "redeemed_at"
+        return str(error["message"])
+
+    assert complaint(backdated) == "is further back than offline redemptions may go (`offline_redemptions: 3d`)"
+    assert complaint(future).startswith("is in the future")
+    assert complaint(before_issue).startswith("is before the award was issued")
+    assert complaint(spend).startswith("is in the future")
+    assert offline.status_code == 200, offline.text  # a till back online within the window redeems as it did
+    assert offline.json()["award"]["status"] == "redeemed"

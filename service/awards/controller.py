@@ -16,6 +16,7 @@ from service.awards.redemption import (
     RedeemIn,
     RedemptionOut,
     redeem_award,
+    redemption_time,
     spend_points,
 )
 from service.keys.guards import requires
@@ -60,7 +61,7 @@ class RedemptionController(Controller):
         rule_set: NamedDependency[RuleSet],
     ) -> RedemptionOut:
         body = strict_body(request, RedeemIn)
-        when = body.redeemed_at or dt.datetime.now(dt.UTC)
+        when = redemption_time(body.redeemed_at, dt.datetime.now(dt.UTC), rule_set.settings.offline_redemptions)
         return await redeem_award(db_session, code, body.order_id, when, rule_set.settings.webhooks)
 
     @post(
@@ -81,7 +82,8 @@ class RedemptionController(Controller):
         customer_id: CustomerId,
         data: JSONBody[PointsRedeemIn],
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        rule_set: NamedDependency[RuleSet],
     ) -> PointsRedemptionOut:
         body = strict_body(request, PointsRedeemIn)
-        when = body.redeemed_at or dt.datetime.now(dt.UTC)
+        when = redemption_time(body.redeemed_at, dt.datetime.now(dt.UTC), rule_set.settings.offline_redemptions)
         return await spend_points(sessionmaker, customer_id, body.points, body.order_id, when)

@@ -23,20 +23,51 @@ from service.lib.errors import (
     AwardAlreadyRedeemedError,
     AwardExpiredError,
     AwardNotRedeemableError,
+    FieldError,
     InsufficientPointsError,
     NotFoundError,
     PointsOrderConflictError,
+    ValidationError,
 )
+from service.rules.ruleset import duration_seconds
 from service.rules.spec import WebhookSpec
 from service.webhooks import outbox
 
 OrderId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
 
+CLOCK_SKEW = dt.timedelta(minutes=5)
+"""How far a till's clock may run ahead of the server's, and of the clock of the till whose event issued the award."""
+
 RedeemedAt = Annotated[
     dt.datetime,
-    Meta(tz=True, description="When the till redeemed it, for a till syncing after being offline; default: now."),
+    Meta(
+        tz=True,
+        description="When the till redeemed it, for a till syncing after being offline: not in the future (5 "
+        "minutes of clock skew allowed), not before the award was issued, and at most `offline_redemptions` ago "
+        "(rules/settings.yaml, 3 days unless set); default: now.",
+    ),
 ]
+
+
+def redemption_time(redeemed_at: dt.datetime | None, now: dt.datetime, window: str) -> dt.datetime:
+    """The moment a redemption is judged at: the till's ``redeemed_at`` within the bounds it may have (``window``
+    is ``offline_redemptions``), or now.
+
+    Expiry is judged at that moment, so an unbounded one would let any expired award be redeemed by sending an
+    earlier time.
+    """
+    if redeemed_at is None:
+        return now
+    if redeemed_at > now + CLOCK_SKEW:
+        raise _bad_time(f"is in the future (the server's time is {now:%Y-%m-%dT%H:%M:%SZ})")
+    if redeemed_at < now - dt.timedelta(seconds=duration_seconds(window)):
+        raise _bad_time(f"is further back than offline redemptions may go (`offline_redemptions: {window}`)")
+    return redeemed_at
+
+
+def _bad_time(why: str) -> ValidationError:
+    return ValidationError(f"redeemed_at {why}", errors=[FieldError(field="redeemed_at", message=why)])
 
 
 class RedeemIn(Struct, forbid_unknown_fields=True):
@@ -91,6 +122,8 @@ async def redeem_award(
         raise AwardNotRedeemableError("points awards are credited to the balance; spend them as points")
     if row.status == "reversed":
         raise AwardNotRedeemableError(f"award {canonical} was reversed (its order was returned)")
+    if row.issued_at > now + CLOCK_SKEW:
+        raise _bad_time(f"is before the award was issued ({row.issued_at:%Y-%m-%dT%H:%M:%SZ})")
     expired = row.status == "expired" or (row.expires_at is not None and row.expires_at <= now)
     if expired:
         raise AwardExpiredError(f"award {canonical} expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")

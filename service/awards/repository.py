@@ -156,7 +156,7 @@ REDEEM = text(
     f"""
     UPDATE awards a SET status = 'redeemed', redeemed_order_id = :order_id, status_changed_at = :now
     WHERE a.code = :code AND a.status = 'issued' AND a.kind <> 'points'
-      AND (a.expires_at IS NULL OR a.expires_at > :now)
+      AND (a.expires_at IS NULL OR a.expires_at > :now) AND a.issued_at <= :now + interval '5 minutes'
     RETURNING {AWARD_COLUMNS}, a.redeemed_order_id, a.status_changed_at
     """
 )

@@ -164,3 +164,7 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """When unspent points expire; never, when not set."""
     webhooks: list[WebhookSpec] = []
     """Systems to tell about awards issued, redeemed, expired and reversed."""
+    offline_redemptions: Duration = "3d"
+    """How long after the fact a till that was offline may send a redemption with its own ``redeemed_at`` (whether
+    an award had expired is judged at that time, so the longer this is, the longer an expired award can be
+    redeemed by sending an earlier time)."""
