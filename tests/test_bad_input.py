@@ -491,6 +491,44 @@ async def test_a_nul_anywhere_in_the_url_is_a_400_before_any_route_runs(
     assert "\x00" not in response.text
 
 
+@pytest.mark.parametrize("path", EVENT_ROUTES)
+async def test_an_attribute_longer_than_1000_characters_is_refused_naming_it(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine, path: str
+) -> None:
+    event = purchase("e-note", "c-1", 50.0, attributes={"note": "x" * 1001, "ok": "y" * 1000})
+    response = await client.post(path, json=as_route_body(path, event), headers=keys["events:write"])
+    body = assert_problem(response, 422)
+    assert error_fields(body) == {field_prefix(path) + "attributes.note"}
+    await assert_nothing_written(engine)
+    event["attributes"]["note"] = "x" * 1000
+    accepted = await client.post(path, json=as_route_body(path, event), headers=keys["events:write"])
+    assert accepted.status_code in (200, 201), accepted.text
+
+
+async def test_a_profile_keeps_at_most_100_categories_however_many_an_event_brings(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    def many(event_id: str, prefix: str) -> dict[str, Any]:
+        event = purchase(event_id, "c-wide", 1000.0)
+        event["order"]["items"] = [
+            {"sku": f"s{i}", "category": f"{prefix}{i:04d}", "quantity": 1, "unit_price": 1.0} for i in range(1000)
+        ]
+        return event
+
+    for event_id, prefix in (("wide-1", "b"), ("wide-2", "a")):
+        response = await client.post("/v1/events", json=many(event_id, prefix), headers=keys["events:write"])
+        assert response.status_code == 201, response.text
+    async with engine.connect() as connection:
+        kept = (
+            await connection.execute(
+                text(
+                    "SELECT array(SELECT jsonb_object_keys(category_spend)) FROM customers WHERE customer_id = 'c-wide'"
+                )
+            )
+        ).scalar_one()
+    assert sorted(kept) == [f"b{i:04d}" for i in range(100)]  # the first event's first 100; none of the second's
+
+
 async def test_overlong_customer_id_in_the_path_is_a_client_error(client: Client, keys: dict[str, Any]) -> None:
     response = await client.get("/v1/customers/" + "c" * 201, headers=keys["customers:read"])
     assert response.status_code in (400, 404, 422), response.text

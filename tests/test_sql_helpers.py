@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.customers.profile import favourite
+from service.customers.profile import MAX_PROFILE_KEYS, add_counts, favourite
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 CASES = 400
@@ -163,3 +163,32 @@ async def test_the_event_paths_favourite_category_is_the_one_sql_picks(db: Async
             )
         ).one()
         assert favourite(spend) == top, (a, b, spend)
+
+
+def names(n: int, prefix: str, value: float = 1) -> dict[str, float]:
+    return {f"{prefix}{i:03d}": value for i in range(n)}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "kept"),
+    [
+        (names(99, "a"), names(5, "b"), 100),  # room for one new key: the first in code point order
+        (names(100, "a"), {"b": 1, "a001": 2}, 100),  # full: a known key still counts, a new one is left out
+        (names(150, "a"), names(3, "0"), 150),  # a profile over the cap from before keeps all it has
+        ({}, names(120, "c"), 100),
+        (names(60, "k"), names(60, "j"), 100),  # new keys that sort before the known ones: the first 40
+        (names(3, "k"), names(3, "k", 2.5), 3),
+    ],
+)
+async def test_a_profile_map_keeps_its_keys_and_takes_new_ones_while_it_holds_fewer_than_100(
+    db: AsyncConnection, a: dict[str, float], b: dict[str, float], kept: int
+) -> None:
+    row = await db.execute(
+        text("SELECT delight_jsonb_add(CAST(:a AS jsonb), CAST(:b AS jsonb))"), {"a": json.dumps(a), "b": json.dumps(b)}
+    )
+    in_sql = {k: float(v) for k, v in row.scalar_one().items()}
+    in_python = {k: float(v) for k, v in add_counts(a, b).items()}
+    assert in_sql == in_python
+    assert len(in_sql) == kept
+    assert set(a) <= set(in_sql)
+    assert MAX_PROFILE_KEYS == 100

@@ -10,6 +10,10 @@ from typing import Any
 
 from service.events.schemas import EventIn
 
+MAX_PROFILE_KEYS = 100
+"""Categories, and interaction names, a profile keeps: those it has, then new ones in code point order while it
+holds fewer (``delight_jsonb_add``, migration 0016), so that one customer's profile cannot grow without end."""
+
 
 def money(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal("0.01"))
@@ -44,7 +48,7 @@ def delta_for(event: EventIn, attributes: dict[str, Any]) -> ProfileDelta:
         returns=1 if event.type == "return" else 0,
         spend=spend,
         purchase_at=event.occurred_at if event.type == "purchase" else None,
-        category_spend={k: float(v) for k, v in categories.items()},
+        category_spend={k: float(categories[k]) for k in sorted(categories)[:MAX_PROFILE_KEYS]},
         interactions={event.name: 1} if event.type == "interaction" and event.name else {},
         attributes=attributes,
     )
@@ -82,8 +86,8 @@ def apply_delta(profile: dict[str, Any], delta: ProfileDelta) -> dict[str, Any]:
     after["last_purchase_at"] = _greatest(profile["last_purchase_at"], delta.purchase_at)
     newer = profile["last_event_at"] is None or delta.occurred_at >= profile["last_event_at"]
     after["last_event_at"] = _greatest(profile["last_event_at"], delta.occurred_at)
-    after["category_spend"] = _add(profile.get("category_spend") or {}, delta.category_spend)
-    after["interaction_counts"] = _add(profile.get("interaction_counts") or {}, delta.interactions)
+    after["category_spend"] = add_counts(profile.get("category_spend") or {}, delta.category_spend)
+    after["interaction_counts"] = add_counts(profile.get("interaction_counts") or {}, delta.interactions)
     after["attributes"] = merge_attributes(profile.get("attributes") or {}, delta.attributes, newer=newer)
     after["favourite_category"] = favourite(after["category_spend"])
     return after
@@ -111,10 +115,12 @@ def favourite(category_spend: dict[str, Any]) -> str | None:
     return best
 
 
-def _add(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def add_counts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` plus ``extra`` key by key, as ``delight_jsonb_add`` adds them (at most ``MAX_PROFILE_KEYS``)."""
     total = {k: Decimal(str(v)) for k, v in base.items()}
-    for k, v in extra.items():
-        total[k] = total.get(k, Decimal(0)) + Decimal(str(v))
+    for k in sorted(extra):  # new keys in code point order, as the C collation orders them, while there is room
+        if k in total or len(total) < MAX_PROFILE_KEYS:
+            total[k] = total.get(k, Decimal(0)) + Decimal(str(extra[k]))
     return {k: int(v) if v == v.to_integral_value() else v for k, v in total.items()}
 
 

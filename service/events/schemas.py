@@ -23,7 +23,8 @@ CustomerIdIn = Annotated[
 ]
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
-AttributeValue = str | int | float | bool | None
+MAX_ATTRIBUTE_TEXT = 1000
+AttributeValue = Annotated[str, Meta(max_length=MAX_ATTRIBUTE_TEXT)] | int | float | bool | None
 
 EventType = Literal["purchase", "return", "interaction"]
 
