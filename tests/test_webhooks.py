@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -211,3 +212,78 @@ async def test_redemption_expiry_and_reversal_are_told_too(
         ("award.redeemed", "e-0"),
         ("award.reversed", "e-1"),
     ]
+
+
+class Dripper:
+    """A receiver on loopback that takes a request and answers one byte a second: a peer that is slow, not dead."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = int(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if self.stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+async def test_a_slow_receiver_costs_its_own_delivery_five_seconds_and_holds_no_lock_meanwhile(
+    rules_app: AppFactory, keys: dict[str, Any], receiver: Receiver, deliver: Deliver, engine: AsyncEngine
+) -> None:
+    dripper = Dripper()
+    both = (
+        "seed: hooks\nwebhooks:\n"
+        f"  - {{id: crm, url: 'http://127.0.0.1:{receiver.port}/hooks', secret_env: DELIGHT_TEST_HOOK_SECRET,\n"
+        "     events: [award.issued]}\n"
+        f"  - {{id: slow, url: 'http://127.0.0.1:{dripper.port}/hooks', secret_env: DELIGHT_TEST_HOOK_SECRET,\n"
+        "     events: [award.issued]}\n"
+    )
+    try:
+        async with rules_app(MUG, settings=both) as client:
+            await client.post("/v1/events", json=purchase("e-1", "c-1", 150.0), headers=keys["events:write"])
+            started = asyncio.get_running_loop().time()
+            delivering = asyncio.create_task(deliver(client, soon()))
+            await asyncio.sleep(2.0)  # both sends are under way; the slow one has sent two bytes
+            async with engine.connect() as connection:
+                locked = (
+                    await connection.execute(
+                        text("SELECT count(*) FROM (SELECT 1 FROM outbox FOR UPDATE SKIP LOCKED) AS free")
+                    )
+                ).scalar_one()
+                await connection.rollback()
+            delivered = await delivering
+            seconds = asyncio.get_running_loop().time() - started
+            state = {
+                s["id"]: s
+                for s in (await client.get("/v1/webhooks", headers=keys["rules:admin"])).json()["subscriptions"]
+            }
+    finally:
+        dripper.close()
+    assert locked == 2  # no row of the outbox was held by a transaction while the receivers answered
+    assert delivered == 1
+    assert len(receiver.messages()) == 1
+    assert seconds < 5.0 + 2.0, seconds  # one deadline for the whole delivery, however often the peer sends a byte
+    assert (state["slow"]["pending"], state["slow"]["failing"]) == (1, 1)
+    assert state["slow"]["last_error"] == "no answer within 5 s"

@@ -1,10 +1,12 @@
 """Delivering outbox messages: at least once, signed, with exponential back-off.
 
-Each run claims due messages with ``FOR UPDATE SKIP LOCKED`` (replicas share
-the work without sending one message twice at once), POSTs them, and records
-the outcome: delivered, or the attempt count, status and error with the next
-attempt 1, 2, 4 … seconds later, at most ``MAX_BACKOFF`` — so a receiver that
-was down for an hour has everything within minutes of coming back.
+Each run claims due messages with ``FOR UPDATE SKIP LOCKED`` and leases them
+for a minute (replicas share the work without sending one message twice at
+once, and no transaction is open while receivers answer), POSTs them, each
+within ``TIMEOUT`` seconds in all, and records the outcome: delivered, or the
+attempt count, status and error with the next attempt 1, 2, 4 … seconds
+later, at most ``MAX_BACKOFF`` — so a receiver that was down for an hour has
+everything within minutes of coming back.
 
 A request carries ``X-Delight-Id`` (the message id, the same on every retry:
 deduplicate on it), ``X-Delight-Event``, ``X-Delight-Timestamp`` and
@@ -36,15 +38,24 @@ log = get_logger(__name__)
 
 MAX_BACKOFF = 300
 TIMEOUT = 5.0
+"""Seconds one delivery may take in all, connecting and the receiver's answer included."""
+LEASE = dt.timedelta(seconds=60)
 BATCH = 50
 
+# Claimed messages are leased, not locked: the claim commits at once, so no transaction waits on a receiver. A
+# message whose sender died mid-way is claimed again when its lease runs out (delivered at least once).
 CLAIM = text(
     """
-    SELECT message_id, subscription, type, payload, attempts FROM outbox
-    WHERE delivered_at IS NULL AND next_attempt_at <= :now
-    ORDER BY created_at
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    UPDATE outbox o SET next_attempt_at = :lease_until
+    FROM (
+        SELECT message_id, subscription FROM outbox
+        WHERE delivered_at IS NULL AND next_attempt_at <= :now
+        ORDER BY created_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE o.message_id = due.message_id AND o.subscription = due.subscription
+    RETURNING o.message_id, o.subscription, o.type, o.payload, o.attempts
     """
 )
 RECORD = text(
@@ -85,12 +96,18 @@ async def _send(
         "X-Delight-Signature": sign(secret, timestamp, body),
     }
     try:
-        response = await client.post(hook.url, content=body, headers=headers, timeout=TIMEOUT)
+        # A deadline for the whole delivery (httpx's own timeouts start again with every byte a receiver sends),
+        # and only the status is read: whatever body a receiver sends back is dropped unread with the connection.
+        async with asyncio.timeout(TIMEOUT):
+            async with client.stream("POST", hook.url, content=body, headers=headers, timeout=TIMEOUT) as response:
+                status = response.status_code
+    except TimeoutError:
+        return None, f"no answer within {TIMEOUT:g} s"
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
-    if 200 <= response.status_code < 300:
-        return response.status_code, None
-    return response.status_code, f"the receiver answered {response.status_code}"
+    if 200 <= status < 300:
+        return status, None
+    return status, f"the receiver answered {status}"
 
 
 async def deliver_due(
@@ -106,23 +123,24 @@ async def deliver_due(
     env = os.environ if env is None else env
     hooks = {w.id: w for w in webhooks}
     async with transaction(sessions) as session:
-        rows = (await session.execute(CLAIM, {"now": now, "limit": BATCH})).all()
-        if not rows:
-            return 0
-        outcomes = await asyncio.gather(*(_send(client, row, hooks, env, now) for row in rows))
-        records = []
-        for row, (status, error) in zip(rows, outcomes, strict=True):
-            delivered = error is None
-            records.append(
-                {
-                    "message_id": row.message_id,
-                    "subscription": row.subscription,
-                    "delivered_at": now if delivered else None,
-                    "next_attempt_at": now if delivered else now + backoff(row.attempts + 1),
-                    "status": status,
-                    "error": error,
-                }
-            )
+        rows = (await session.execute(CLAIM, {"now": now, "lease_until": now + LEASE, "limit": BATCH})).all()
+    if not rows:
+        return 0
+    outcomes = await asyncio.gather(*(_send(client, row, hooks, env, now) for row in rows))
+    records = []
+    for row, (status, error) in zip(rows, outcomes, strict=True):
+        delivered = error is None
+        records.append(
+            {
+                "message_id": row.message_id,
+                "subscription": row.subscription,
+                "delivered_at": now if delivered else None,
+                "next_attempt_at": now if delivered else now + backoff(row.attempts + 1),
+                "status": status,
+                "error": error,
+            }
+        )
+    async with transaction(sessions) as session:
         await session.execute(RECORD, records)
     delivered_count = sum(1 for r in records if r["delivered_at"] is not None)
     if delivered_count < len(records):
