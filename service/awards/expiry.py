@@ -22,6 +22,7 @@ from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
 from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
+from service.lib.tasks import stop_if_cancelled
 from service.rules.ruleset import RuleSet, duration_seconds
 from service.rules.spec import WebhookSpec
 from service.webhooks import outbox
@@ -108,4 +109,5 @@ async def run_periodically(
             if report.ran:
                 log.info("expiry_job", **msgspec.structs.asdict(report))
         except DATABASE_ERRORS as exc:
+            stop_if_cancelled()
             log.warning("expiry_job_failed", error=type(exc).__name__)

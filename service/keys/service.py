@@ -31,6 +31,7 @@ from service.keys.scopes import ALL
 from service.lib.db import DATABASE_ERRORS
 from service.lib.logging import get_logger
 from service.lib.resp import LeanRedis, Script
+from service.lib.tasks import stop_if_cancelled
 
 log = get_logger(__name__)
 
@@ -136,12 +137,14 @@ async def keep_revocations(sessions: async_sessionmaker[AsyncSession], redis: Re
             async with sessions() as session:
                 revoked = await repository.recently_revoked(session, 2 * CACHE_SECONDS)
         except DATABASE_ERRORS:  # the next round tries again
+            stop_if_cancelled()
             continue
         try:
             await redis.ping()
             for key_id in revoked:
                 await redis.set(f"delight:key:{key_id}", REVOKED, ex=CACHE_SECONDS * 2)
         except (RedisError, OSError):
+            stop_if_cancelled()
             verifier.distrust_cache()
 
 

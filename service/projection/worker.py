@@ -22,6 +22,7 @@ import asyncpg  # type: ignore[import-untyped]
 from service.lib.db import DATABASE_ERRORS
 from service.lib.logging import get_logger
 from service.lib.pg import CONNECTION_LOST
+from service.lib.tasks import stop_if_cancelled
 from service.projection.apply import LEADER_LOCK, NotBuilt, apply_page, batch_lock, build, projector_connection
 
 log = get_logger(__name__)
@@ -38,8 +39,10 @@ async def run_projector(database_url: str) -> None:
         try:
             await _serve_while_connected(database_url)
         except (*DATABASE_ERRORS, *CONNECTION_LOST, asyncpg.PostgresError, TimeoutError) as exc:
+            stop_if_cancelled()
             log.warning("projector_interrupted", error=type(exc).__name__)
         except Exception:  # a bug: say so loudly, and keep the projection going (its lag shows on /metrics)
+            stop_if_cancelled()
             log.exception("projector_failed")
         await asyncio.sleep(RETRY)
 

@@ -193,35 +193,18 @@ Limit = Annotated[
 async def stream_csv(
     sessionmaker: async_sessionmaker[AsyncSession], sql: str, columns: Sequence[str], params: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    """Rows of ``sql`` as CSV, read through a server-side cursor a chunk at a time.
-
-    The first part (the header with the first chunk of rows) comes only once the query has run, so that a
-    database that cannot answer fails the request (``_export`` reads that part before answering) rather than
-    a stream already under way.
-    """
+    """Rows of ``sql`` as CSV, read through a server-side cursor a chunk at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
+    yield buffer.getvalue().encode()
     async with sessionmaker() as session, session.begin():
         result = await session.stream(text(sql), params)
         async for chunk in result.partitions(CHUNK):
+            buffer.seek(0)
+            buffer.truncate()
             writer.writerows([cell(v) for v in row] for row in chunk)
-            yield _drain(buffer)
-    if buffer.tell():  # no rows: the header alone
-        yield _drain(buffer)
-
-
-def _drain(buffer: io.StringIO) -> bytes:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text.encode()
-
-
-async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for part in rest:
-        yield part
+            yield buffer.getvalue().encode()
 
 
 CampaignFilter = Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")]
@@ -235,10 +218,12 @@ async def _export(
     params: dict[str, Any],
 ) -> Stream:
     _period(params["since"], params["until"])
-    rows = stream_csv(sessionmaker, sql, columns, params)
-    first = await anext(rows)  # a query that cannot run is an error answer, not a stream cut short (503, 400)
+    # A database that cannot answer is an error answer (503), not a stream cut short after its header. The stream
+    # reads on a session of its own, opened only once the answer is under way.
+    async with sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
     return Stream(
-        _then(first, rows),
+        stream_csv(sessionmaker, sql, columns, params),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
+from service.lib.tasks import stop_if_cancelled
 from service.rules import repository
 from service.rules.loader import RuleSetError, load_rule_set, load_rule_set_texts
 from service.rules.ruleset import RuleSet
@@ -136,6 +137,7 @@ class RuleRegistry:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, SQLAlchemyError) as exc:
+                stop_if_cancelled()
                 log.warning("rules_listen_interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
@@ -145,6 +147,7 @@ class RuleRegistry:
             try:
                 await self.follow()
             except DATABASE_ERRORS as exc:
+                stop_if_cancelled()
                 log.warning("rules_poll_failed", error=type(exc).__name__)
 
     async def _watch(self) -> None:
@@ -159,6 +162,7 @@ class RuleRegistry:
             except RuleSetError as exc:
                 log.error("rules_reload_refused", errors=[str(e) for e in exc.errors])
             except DATABASE_ERRORS as exc:
+                stop_if_cancelled()
                 log.warning("rules_reload_failed", error=type(exc).__name__)
             except Exception:  # a defect in loading must not end the watching: the next edit is tried again
                 log.exception("rules_reload_failed", error="unexpected")
