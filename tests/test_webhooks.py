@@ -39,7 +39,7 @@ def settings(port: int) -> str:
     return (
         "seed: hooks\n"
         "webhooks:\n"
-        f"  - {{id: crm, url: 'http://127.0.0.1:{port}/hooks', secret_env: DELIGHT_TEST_HOOK_SECRET,\n"
+        f"  - {{id: crm, url: 'http://127.0.0.1:{port}/hooks', secret_env: WEBHOOK_SECRET_TEST,\n"
         "     events: [award.issued, award.redeemed, award.expired, award.reversed]}\n"
     )
 
@@ -82,7 +82,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    monkeypatch.setenv("DELIGHT_TEST_HOOK_SECRET", SECRET)
+    monkeypatch.setenv("WEBHOOK_SECRET_TEST", SECRET)
+    monkeypatch.setenv("DELIGHT_WEBHOOK_ALLOW", "127.0.0.1")  # the receivers here are on loopback
     server = Receiver()
     server.start()
     yield server
@@ -255,9 +256,9 @@ async def test_a_slow_receiver_costs_its_own_delivery_five_seconds_and_holds_no_
     dripper = Dripper()
     both = (
         "seed: hooks\nwebhooks:\n"
-        f"  - {{id: crm, url: 'http://127.0.0.1:{receiver.port}/hooks', secret_env: DELIGHT_TEST_HOOK_SECRET,\n"
+        f"  - {{id: crm, url: 'http://127.0.0.1:{receiver.port}/hooks', secret_env: WEBHOOK_SECRET_TEST,\n"
         "     events: [award.issued]}\n"
-        f"  - {{id: slow, url: 'http://127.0.0.1:{dripper.port}/hooks', secret_env: DELIGHT_TEST_HOOK_SECRET,\n"
+        f"  - {{id: slow, url: 'http://127.0.0.1:{dripper.port}/hooks', secret_env: WEBHOOK_SECRET_TEST,\n"
         "     events: [award.issued]}\n"
     )
     try:
@@ -287,3 +288,27 @@ async def test_a_slow_receiver_costs_its_own_delivery_five_seconds_and_holds_no_
     assert seconds < 5.0 + 2.0, seconds  # one deadline for the whole delivery, however often the peer sends a byte
     assert (state["slow"]["pending"], state["slow"]["failing"]) == (1, 1)
     assert state["slow"]["last_error"] == "no answer within 5 s"
+
+
+async def test_a_name_that_resolves_to_an_internal_address_is_not_sent_to_unless_allowed(
+    rules_app: AppFactory,
+    keys: dict[str, Any],
+    receiver: Receiver,
+    deliver: Deliver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The URL names the machine (this passes the check of the URL alone); the address it resolves to is judged at
+    delivery, and the request goes to that address, not to a second lookup."""
+    name = socket.gethostname()
+    assert {info[4][0] for info in socket.getaddrinfo(name, 80)} == {"127.0.0.1"}, "the receiver listens there"
+    monkeypatch.delenv("DELIGHT_WEBHOOK_ALLOW")
+    hooked = settings(receiver.port).replace("127.0.0.1", name)
+    async with rules_app(MUG, settings=hooked) as client:
+        await client.post("/v1/events", json=purchase("e-1", "c-1", 150.0), headers=keys["events:write"])
+        assert await deliver(client, soon()) == 0
+        state = (await client.get("/v1/webhooks", headers=keys["rules:admin"])).json()["subscriptions"][0]
+        monkeypatch.setenv("DELIGHT_WEBHOOK_ALLOW", "127.0.0.0/8")
+        assert await deliver(client, soon() + backoff(1)) == 1
+    assert state["last_error"].startswith("refused: 127.0.0.1 is a loopback address")
+    [(headers, _)] = receiver.received
+    assert headers["host"] == f"{name}:{receiver.port}"

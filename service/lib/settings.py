@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,15 @@ class Settings:
         db_url = env.get("DELIGHT_DATABASE_URL") or None
         if db_url is not None and not db_url.startswith("postgresql+asyncpg://"):
             raise SettingsError("DELIGHT_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        for part in (env.get("DELIGHT_WEBHOOK_ALLOW") or "").split(","):
+            try:
+                if part.strip():
+                    ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"DELIGHT_WEBHOOK_ALLOW must list addresses or CIDR ranges, comma-separated; {part.strip()!r} is "
+                    "neither"
+                ) from None
         log_json_raw = env.get("DELIGHT_LOG_JSON")
         log_json = None if not log_json_raw else log_json_raw.lower() in {"1", "true", "yes"}
         return cls(

@@ -29,6 +29,7 @@ from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, Ru
 from service.rules.source import Located, SourceError, read_yaml
 from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
 from service.rules.template import Template, TemplateError
+from service.webhooks import destinations
 
 CATALOG_FILE = "catalog.yaml"
 SETTINGS_FILE = "settings.yaml"
@@ -148,7 +149,14 @@ def _read_settings(text: str, path: str, errors: list[RuleError]) -> SettingsSpe
     except (ZoneInfoNotFoundError, ValueError):
         errors.append(RuleError(path, located.line(("timezone",)), f"unknown time zone `{settings.timezone}`"))
         return None
-    return settings
+    refused = []
+    for i, hook in enumerate(settings.webhooks):
+        try:
+            destinations.check_url(hook.url, destinations.allowed_networks())
+        except (destinations.Refused, ValueError) as exc:
+            refused.append(RuleError(path, located.line(("webhooks", i, "url")), f"webhook `{hook.id}`: {exc}"))
+    errors.extend(refused)
+    return None if refused else settings
 
 
 def _read_catalog(text: str | None, path: str, errors: list[RuleError]) -> dict[str, Gift] | None:

@@ -58,7 +58,14 @@ class WebhookSpec(Struct, forbid_unknown_fields=True):
     id: Identifier
     url: Annotated[str, Meta(pattern=r"^https?://", max_length=2000)]
     events: Annotated[list[WebhookEvent], Meta(min_length=1)]
-    secret_env: Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=100)]
+    secret_env: Annotated[
+        str,
+        Meta(
+            pattern=r"^WEBHOOK_SECRET_[A-Z0-9_]+$",
+            max_length=100,
+            description="the environment variable holding the signing secret; its name starts with WEBHOOK_SECRET_",
+        ),
+    ]
 
 
 class FatigueSpec(Struct, forbid_unknown_fields=True):

@@ -17,12 +17,14 @@ with the subscriber's secret. Receivers should refuse stale timestamps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -31,8 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
+from service.lib.tasks import stop_if_cancelled
 from service.rules.ruleset import RuleSet
 from service.rules.spec import WebhookSpec
+from service.webhooks import destinations
 
 log = get_logger(__name__)
 
@@ -78,7 +82,12 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 async def _send(
-    client: httpx.AsyncClient, row: Any, hooks: Mapping[str, WebhookSpec], env: Mapping[str, str], now: dt.datetime
+    client: httpx.AsyncClient,
+    row: Any,
+    hooks: Mapping[str, WebhookSpec],
+    env: Mapping[str, str],
+    allow: list[destinations.Network],
+    now: dt.datetime,
 ) -> tuple[int | None, str | None]:
     hook = hooks.get(row.subscription)
     if hook is None:
@@ -96,10 +105,19 @@ async def _send(
         "X-Delight-Signature": sign(secret, timestamp, body),
     }
     try:
+        target, host = await destinations.resolve(hook.url, allow)
+    except destinations.Refused as exc:
+        return None, f"refused: {exc}"
+    headers["Host"] = host if urlsplit(hook.url).port is None else f"{host}:{urlsplit(hook.url).port}"
+    extensions = {"sni_hostname": host} if target.startswith("https:") else {}
+    try:
         # A deadline for the whole delivery (httpx's own timeouts start again with every byte a receiver sends),
         # and only the status is read: whatever body a receiver sends back is dropped unread with the connection.
         async with asyncio.timeout(TIMEOUT):
-            async with client.stream("POST", hook.url, content=body, headers=headers, timeout=TIMEOUT) as response:
+            request = client.build_request(
+                "POST", target, content=body, headers=headers, timeout=TIMEOUT, extensions=extensions
+            )
+            async with contextlib.aclosing(await client.send(request, stream=True)) as response:
                 status = response.status_code
     except TimeoutError:
         return None, f"no answer within {TIMEOUT:g} s"
@@ -126,7 +144,11 @@ async def deliver_due(
         rows = (await session.execute(CLAIM, {"now": now, "lease_until": now + LEASE, "limit": BATCH})).all()
     if not rows:
         return 0
-    outcomes = await asyncio.gather(*(_send(client, row, hooks, env, now) for row in rows))
+    try:
+        allow = destinations.allowed_networks(env)
+    except ValueError:
+        allow = []  # refused at start-up already (``Settings.from_env``); nothing internal is allowed meanwhile
+    outcomes = await asyncio.gather(*(_send(client, row, hooks, env, allow, now) for row in rows))
     records = []
     for row, (status, error) in zip(rows, outcomes, strict=True):
         delivered = error is None
@@ -162,4 +184,5 @@ async def run_delivery(
                 while await deliver_due(sessions, webhooks, client) >= BATCH:
                     pass
             except DATABASE_ERRORS as exc:
+                stop_if_cancelled()
                 log.warning("webhook_delivery_failed", error=type(exc).__name__)
