@@ -181,7 +181,7 @@ async def test_customers_erase_reaches_an_id_no_url_can_hold(
     legacy = "shop/42"  # accepted before ids with `/` were refused; no /v1/customers/{id} route addresses it
     async with sessionmaker() as session, session.begin():
         await session.execute(
-            text("INSERT INTO customers (customer_id, attributes) VALUES (:id, '{\"first_name\": \"Ada\"}')"),
+            text('INSERT INTO customers (customer_id, attributes) VALUES (:id, \'{"first_name": "Ada"}\')'),
             {"id": legacy},
         )
     env = {name: value for name, value in os.environ.items() if not name.startswith("DELIGHT_")}
