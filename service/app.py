@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +48,7 @@ from service.webhooks.controller import WebhooksController
 from service.webhooks.delivery import run_delivery
 
 log = get_logger(__name__)
+SHUTDOWN_WAIT = 10.0  # seconds shutdown waits for the background loops to end once cancelled
 
 API_VERSION = "1.0.0"
 
@@ -142,11 +142,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         await registry.start()
         background = [
-            asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current)),
-            asyncio.create_task(keep_revocations(sessionmaker, redis, app.state.key_verifier)),
+            asyncio.create_task(run_delivery(sessionmaker, lambda: registry.current), name="webhook-delivery"),
+            asyncio.create_task(keep_revocations(sessionmaker, redis, app.state.key_verifier), name="revocations"),
         ]
         if settings.app.projector:
-            background.append(asyncio.create_task(run_projector(database_url)))
+            background.append(asyncio.create_task(run_projector(database_url), name="projector"))
         jobs_engine = None
         if settings.app.jobs_every > 0:
             # Its own connection, without the requests' time bound: an expiry run over every customer may take
@@ -154,7 +154,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             jobs_engine = create_engine(database_url, replace(settings.db, pool_size=1, max_overflow=0, timeout=None))
             jobs = create_sessionmaker(jobs_engine)
             background.append(
-                asyncio.create_task(run_periodically(jobs, lambda: registry.current, settings.app.jobs_every))
+                asyncio.create_task(
+                    run_periodically(jobs, lambda: registry.current, settings.app.jobs_every), name="expiry-job"
+                )
             )
         # What start-up built (modules, the rule set, SQL compiled once) lives as
         # long as the process: keep it out of the garbage collector's full passes,
@@ -169,9 +171,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             for task in background:
                 task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Each loop ends at its next step once cancelled (``service.lib.tasks``); should one not, shutdown goes on
+            # without it rather than wait for ever.
+            _, stuck = await asyncio.wait(background, timeout=SHUTDOWN_WAIT)
+            for task in stuck:
+                log.error("background_task_did_not_stop", task=task.get_name())
             await registry.stop()
             await redis.aclose()
             if lean_redis is not None:

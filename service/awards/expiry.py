@@ -100,6 +100,7 @@ async def run_periodically(
 ) -> None:
     """The expiry job inside the service; replicas take turns through the job lock."""
     while True:
+        stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
         await asyncio.sleep(every)
         try:
             async with transaction(sessions) as session:

@@ -132,6 +132,7 @@ async def keep_revocations(sessions: async_sessionmaker[AsyncSession], redis: Re
     revocation for twice as long covers every entry written before it.
     """
     while True:
+        stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
         await asyncio.sleep(RESYNC_SECONDS)
         try:
             async with sessions() as session:

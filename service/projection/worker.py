@@ -36,6 +36,7 @@ RETRY = 2.0
 async def run_projector(database_url: str) -> None:
     """Apply committed events for as long as the service runs, whenever this process holds the leader lock."""
     while True:
+        stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
         try:
             await _serve_while_connected(database_url)
         except (*DATABASE_ERRORS, *CONNECTION_LOST, asyncpg.PostgresError, TimeoutError) as exc:
@@ -53,6 +54,7 @@ async def _serve_while_connected(database_url: str) -> None:
             await asyncio.sleep(STANDBY_POLL)
         log.info("projector_leading")
         while True:
+            stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
             async with batch_lock(conn):
                 try:
                     progress = await apply_page(conn)

@@ -128,6 +128,7 @@ class RuleRegistry:
 
     async def _listen(self, redis: Redis) -> None:
         while True:
+            stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
             try:
                 async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
@@ -143,6 +144,7 @@ class RuleRegistry:
 
     async def _poll(self) -> None:
         while True:
+            stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
             await asyncio.sleep(POLL_SECONDS)
             try:
                 await self.follow()
@@ -152,6 +154,7 @@ class RuleRegistry:
 
     async def _watch(self) -> None:
         while True:
+            stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
             await asyncio.sleep(WATCH_SECONDS)
             current = await asyncio.to_thread(snapshot, self.rules_dir)
             if current == self._snapshot:

@@ -176,6 +176,7 @@ async def run_delivery(
     """Deliver due messages every ``every`` seconds, inside the service."""
     async with httpx.AsyncClient() as client:
         while True:
+            stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
             await asyncio.sleep(every)
             webhooks = current().settings.webhooks
             if not webhooks:
