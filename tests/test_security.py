@@ -845,6 +845,51 @@ async def test_erasure_drops_personal_data_everywhere_and_keeps_the_numbers(
     assert bystander["purchase_count"] == 2
 
 
+async def test_after_erasure_no_retry_of_an_event_tells_whose_it_was_and_none_awards_again(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    await erasure_story(client, keys)
+    profile = {
+        "first_name": FIRST_NAME,
+        "last_name": LAST_NAME,
+        "email": EMAIL,
+        "birthday": BIRTHDAY,
+        "segments": [SEGMENT],
+        "language": "es",
+    }  # as the story sent it
+    original = purchase("ev-a1", ERASED_ID, 150.0, occurred_at="2026-03-01T10:00:00Z", customer=profile)
+    complaint = interaction("ev-a5", ERASED_ID, name="complaint", note=f"{FIRST_NAME} {LAST_NAME} was kept waiting")
+    await post_event(client, keys, complaint)
+    before = await client.post("/v1/events", json=original, headers=keys["events:write"])
+    assert before.status_code == 200
+    assert before.json()["awards"], "before erasure a replay answers with the event's awards"
+    awards_before = await scalar(engine, "SELECT count(*) FROM awards")
+
+    erased = await client.delete(f"/v1/customers/{ERASED_ID}", headers=keys["customers:erase"])
+    assert erased.status_code == 204, erased.text
+
+    other_mail = {**original, "customer": {**profile, "email": "someone-else@example.org"}}
+    answers = [
+        await client.post("/v1/events", json=body, headers=keys["events:write"])
+        for body in (original, other_mail, complaint, {**complaint, "attributes": {"note": "another text"}})
+    ]
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"event_id": body["event_id"], "duplicate": True, "awards": []})
+        for body in (original, other_mail, complaint, complaint)
+    ]
+    assert await scalar(engine, "SELECT count(*) FROM awards") == awards_before  # never awarded twice
+    leaks = {needle: found for needle in PERSONAL if (found := await rows_mentioning(engine, needle))}
+    assert leaks == {}, f"personal data left after erasure: {leaks}"
+    async with engine.connect() as connection:
+        hashes = {
+            bytes(r.content_hash)
+            for r in await connection.execute(
+                text("SELECT content_hash FROM events WHERE event_id IN ('ev-a1', 'ev-a2', 'ev-a3', 'ev-a4', 'ev-a5')")
+            )
+        }
+    assert hashes == {bytes(32)}  # no hash of the original event is left to check a guess against
+
+
 async def test_erasing_an_unknown_customer_is_a_404(client: Client, keys: dict[str, Any], engine: AsyncEngine) -> None:
     body = assert_problem(await client.delete("/v1/customers/c-never-seen", headers=keys["customers:erase"]), 404)
     assert body["type"] == "urn:delight:problem:not-found"

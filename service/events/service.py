@@ -28,6 +28,7 @@ from service.awards.returns import reverse_order
 from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
 from service.controls import plan as controls
 from service.controls.plan import LogEntry, Take
+from service.customers.erasure import ERASED_HASH
 from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
@@ -136,6 +137,8 @@ async def record_event(
     )
     if profile is None:
         stored_digest, rows = await events_repo.stored(conn, event.event_id)
+        if stored_digest == ERASED_HASH:  # whatever it says now: neither its awards nor a conflict tell whose it was
+            return EventResult(event_id=event.event_id, duplicate=True, awards=[]), False, 0
         if stored_digest != digest:
             raise EventConflictError(
                 f"event {event.event_id!r} was already received with different content; "
