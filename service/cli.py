@@ -8,21 +8,25 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.lib.logging import get_logger
 from service.lib.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from service.rules.ruleset import RuleSet
+
+log = get_logger("delight.serve")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.lib.db import upgrade_database
-    from service.lib.embedded import embedded_servers
+    from service.lib.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_servers, watch
 
     if _load_or_report(settings.app.rules_dir) is None:  # refuse to start before anything listens
         return 1
@@ -33,7 +37,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=settings.redis.url) as (
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    stopping = threading.Event()
+    with embedded_servers(
+        settings.app.data_dir, database_url=settings.db.url, redis_url=settings.redis.url, started=started
+    ) as (
         database_url,
         redis_url,
     ):
@@ -54,18 +62,32 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # normal exit so the embedded servers above are stopped on the way out.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_cleanly)
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=20,
-        )
-    return 0
+        watch(started, _embedded_server_died, stopping)
+        try:
+            uvicorn.run(
+                "service.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_config=None,
+                access_log=False,
+                proxy_headers=False,
+                timeout_graceful_shutdown=20,
+            )
+        finally:
+            stopping.set()  # the embedded servers are stopped on purpose from here on
+    return 1 if _died else 0
+
+
+_died: list[str] = []
+
+
+def _embedded_server_died(name: str) -> None:
+    """An embedded server is gone and nothing here can bring it back: stop, as on SIGTERM, and exit with 1."""
+    log.error("embedded_server_died", server=name, action="stopping; start delight serve again")
+    _died.append(name)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 _held_locks: list[object] = []
@@ -87,7 +109,7 @@ def _lock_data_dir(data_dir: Path) -> bool:
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    raise SystemExit(1 if _died else 0)
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:

