@@ -544,3 +544,36 @@ def test_a_long_but_shallow_when_still_loads(tmp_path: Path) -> None:
     pack(tmp_path, c_yaml=rule_file(when="'" + 'type == "a" or ' * 60 + "true'"))
     campaign = load_rule_set(tmp_path).by_name["c"]
     assert [r.id for r in campaign.rules] == ["r"]
+
+
+# --- conditions whose cost has no bound ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "complaint"),
+    [
+        ("'[x for x in $range(1000000)] == []'", "calls `$range` with bounds"),
+        ("'$range(order.total).length > 1'", "calls `$range` with bounds"),
+        ("'[[i for i in order.items] for j in order.items] == []'", "puts a comprehension inside another"),
+        (
+            "'[[[i for i in order.items] for j in order.items] for k in order.items].length > 0'",
+            "puts a comprehension inside another",
+        ),
+    ],
+    ids=["range-million", "range-of-a-field", "nested-twice", "nested-three-deep"],
+)
+def test_a_when_whose_cost_has_no_bound_is_refused_at_its_line(tmp_path: Path, when: str, complaint: str) -> None:
+    pack(tmp_path, c_yaml=rule_file(when=when))
+    error = only_error(tmp_path)
+    assert error.line == 4
+    assert error.message.startswith(f"`when` {complaint}"), error.message
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["'$range(10).length == 10'", "'[i for i in order.items if i.quantity > 1].length > 0'"],
+    ids=["small-range", "one-comprehension"],
+)
+def test_a_when_of_bounded_cost_still_loads(tmp_path: Path, when: str) -> None:
+    pack(tmp_path, c_yaml=rule_file(when=when))
+    assert [r.id for r in load_rule_set(tmp_path).by_name["c"].rules] == ["r"]

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import rule_engine
+from rule_engine import ast
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
 from service.rules import facts
@@ -379,6 +380,10 @@ def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> tuple[Any, 
         rule = rule_engine.Rule(text, context=f.context)
         if expression_depth(rule.statement.expression) > MAX_WHEN_DEPTH:
             raise RecursionError
+        costly = unbounded(rule.statement.expression)
+        if costly is not None:
+            f.error(at, f"`when` {costly}")
+            return None
         compiled = compile_clauses(text, rule)  # parses the clauses again, each on its own
     except RecursionError:  # rule-engine builds and checks the tree recursively; so do the compiler and evaluation
         f.error(at, f"`when` is nested more than {MAX_WHEN_DEPTH} levels deep; split it into simpler conditions")
@@ -398,6 +403,32 @@ def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> tuple[Any, 
             "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
             "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
         )
+    return None
+
+
+MAX_RANGE = 1000
+
+
+def unbounded(node: Any) -> str | None:
+    """What makes a condition's cost grow without bound (then the rest of the sentence saying so), or ``None``.
+
+    A comprehension costs the length of its list times its body, so one inside another multiplies: three deep over
+    an order's items (up to 1,000) is a billion steps. ``$range`` makes a list as long as it is told to.
+    """
+    stack = [(node, False)]
+    while stack:
+        node, inside_comprehension = stack.pop()
+        if isinstance(node, ast.ComprehensionExpression):
+            if inside_comprehension:
+                return "puts a comprehension inside another; their costs multiply: use one, or `in`, `.length`"
+            stack.extend((child, True) for child in children(node))
+            continue
+        if isinstance(node, ast.FunctionCallExpression) and getattr(node.function, "name", None) == "range":
+            arguments = node.arguments or ()
+            literal = all(isinstance(a, ast.FloatExpression) for a in arguments)
+            if not literal or any(abs(a.value) > MAX_RANGE for a in arguments):
+                return f"calls `$range` with bounds that are not numbers written out, or are beyond {MAX_RANGE}"
+        stack.extend((child, inside_comprehension) for child in children(node))
     return None
 
 
