@@ -184,7 +184,8 @@ async def test_a_profile_map_keeps_its_keys_and_takes_new_ones_while_it_holds_fe
     db: AsyncConnection, a: dict[str, float], b: dict[str, float], kept: int
 ) -> None:
     row = await db.execute(
-        text("SELECT delight_jsonb_add(CAST(:a AS jsonb), CAST(:b AS jsonb))"), {"a": json.dumps(a), "b": json.dumps(b)}
+        text("SELECT delight_jsonb_add_capped(CAST(:a AS jsonb), CAST(:b AS jsonb))"),
+        {"a": json.dumps(a), "b": json.dumps(b)},
     )
     in_sql = {k: float(v) for k, v in row.scalar_one().items()}
     in_python = {k: float(v) for k, v in add_counts(a, b).items()}

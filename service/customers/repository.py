@@ -33,9 +33,15 @@ UPSERT_CONFLICT = """
         last_purchase_at = GREATEST(c.last_purchase_at, EXCLUDED.last_purchase_at),
         last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at),
         category_spend = CASE WHEN EXCLUDED.category_spend = '{}' THEN c.category_spend
-                              ELSE delight_jsonb_add(c.category_spend, EXCLUDED.category_spend) END,
+                              WHEN (SELECT count(*) FROM jsonb_object_keys(c.category_spend))
+                                   + (SELECT count(*) FROM jsonb_object_keys(EXCLUDED.category_spend)) <= 100
+                              THEN delight_jsonb_add(c.category_spend, EXCLUDED.category_spend)
+                              ELSE delight_jsonb_add_capped(c.category_spend, EXCLUDED.category_spend) END,
         interaction_counts = CASE WHEN EXCLUDED.interaction_counts = '{}' THEN c.interaction_counts
-                                  ELSE delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts) END,
+                                  WHEN (SELECT count(*) FROM jsonb_object_keys(c.interaction_counts))
+                                       + (SELECT count(*) FROM jsonb_object_keys(EXCLUDED.interaction_counts)) <= 100
+                                  THEN delight_jsonb_add(c.interaction_counts, EXCLUDED.interaction_counts)
+                                  ELSE delight_jsonb_add_capped(c.interaction_counts, EXCLUDED.interaction_counts) END,
         attributes = delight_merge_attributes(
             c.attributes, EXCLUDED.attributes, EXCLUDED.last_event_at >= c.last_event_at
         ),
