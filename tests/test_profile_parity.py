@@ -1,9 +1,10 @@
 """The pure ``apply_delta`` (what ``simulate`` and ``backtest`` use) computes exactly what the SQL upsert stores.
 
 Seeded random histories are posted through ``POST /v1/events`` and, alongside,
-folded with ``delta_for`` + ``apply_delta`` from ``empty_profile``; after every
-event the stored profile (``customers.repository.get_profile``) and the pure
-one must agree field by field.
+folded with ``delta_for`` + ``apply_delta`` (and ``count_into_order`` for what
+a return takes off its order) from ``empty_profile``; after every event the
+stored profile (``customers.repository.get_profile``) and the pure one must
+agree field by field.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.customers.profile import apply_delta, delta_for, empty_profile
+from service.customers.profile import apply_delta, count_into_order, delta_for, empty_profile, refunds_by_order
 from service.customers.repository import get_profile
 from service.events.schemas import EventIn
 
@@ -40,6 +41,7 @@ COMPARED = (
     "interaction_counts",
     "category_spend",
     "attributes",
+    "refunds_ahead",
 )
 
 
@@ -72,7 +74,9 @@ def random_event(rng: random.Random, customer_id: str, n: int) -> dict[str, Any]
         total = float(sum(Decimal(repr(i["unit_price"])) * Decimal(repr(i["quantity"])) for i in items))
         if kind == "return" and rng.random() < 0.3:
             total = round(total + rng.choice([15.0, 80.0]), 2)  # a refund larger than the items: spend hits 0
-        event["order"] = {"order_id": f"o-{customer_id}-{n}", "total": total, "currency": "EUR", "items": items}
+        # few orders, so that returns meet their purchases, before and after them
+        order_id = f"o-{customer_id}-{rng.randrange(4)}"
+        event["order"] = {"order_id": order_id, "total": total, "currency": "EUR", "items": items}
     if rng.random() < 0.5:
         attributes: dict[str, Any] = {}
         if rng.random() < 0.6:
@@ -86,18 +90,19 @@ def random_event(rng: random.Random, customer_id: str, n: int) -> dict[str, Any]
     return event
 
 
-def pure_step(profile: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+def pure_step(profile: dict[str, Any], orders: dict[str, list[Decimal]], raw: dict[str, Any]) -> dict[str, Any]:
     """One event folded into the profile the way ``record_event`` counts it, without SQL."""
     event = msgspec.json.decode(msgspec.json.encode(raw), type=EventIn)
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
     attributes = msgspec.to_builtins(event.customer) if event.customer else {}
-    return apply_delta(profile, delta_for(event, attributes))
+    return count_into_order(apply_delta(profile, delta_for(event, attributes)), orders, event)
 
 
 def normalised(profile: dict[str, Any]) -> dict[str, Any]:
     """The compared fields, with numbers as exact decimals (JSON gives 10.0 where Python keeps 10)."""
     shown = {k: profile[k] for k in COMPARED}
     shown["lifetime_spend"] = Decimal(profile["lifetime_spend"])
+    shown["refunds_ahead"] = refunds_by_order(profile["refunds_ahead"])
     for name in ("category_spend", "interaction_counts"):
         shown[name] = {k: Decimal(str(v)) for k, v in (profile[name] or {}).items()}
     return shown
@@ -112,11 +117,12 @@ async def post_and_compare(
     """Post each event and fold it purely; returns the pure profiles, asserting after each event."""
     customer_id = events[0]["customer_id"]
     pure = empty_profile(customer_id)
+    orders: dict[str, list[Decimal]] = {}
     seen = []
     for n, raw in enumerate(events):
         response = await client.post("/v1/events", json=raw, headers=keys["events:write"])
         assert response.status_code == 201, response.text
-        pure = pure_step(pure, raw)
+        pure = pure_step(pure, orders, raw)
         async with sessionmaker() as session:
             stored = await get_profile(session, customer_id)
         assert stored is not None
@@ -139,6 +145,8 @@ async def test_apply_delta_matches_the_sql_upsert_after_every_event_of_20_random
     # the histories really reached the cases the upsert treats specially
     assert len(profiles) == SEQUENCES * EVENTS_PER_SEQUENCE
     assert any(p["return_count"] and p["lifetime_spend"] == 0 for p in profiles)  # spend floored at 0
+    assert any(any(p["refunds_ahead"].values()) for p in profiles if p["refunds_ahead"])  # a return came first
+    assert any(0 in p["refunds_ahead"].values() for p in profiles if p["refunds_ahead"])  # ... and its purchase
     assert any(Decimal(str(v)) < 0 for p in profiles for v in p["category_spend"].values())
     assert {p["favourite_category"] for p in profiles} >= {None, *CATEGORIES}
     assert any(len(p["attributes"].get("consent", {})) >= 2 for p in profiles)  # consent merged across events
@@ -172,26 +180,41 @@ async def test_a_late_event_fills_missing_attributes_but_never_overwrites_newer_
     }
 
 
-async def test_returns_never_take_lifetime_spend_below_zero_in_either(
+async def test_a_return_takes_off_at_most_what_its_own_order_paid_in_either(
     client: Client, keys: dict[str, Any], sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    def event(n: int, kind: str, total: float) -> dict[str, Any]:
+    def event(n: int, kind: str, order: str, total: float) -> dict[str, Any]:
         return {
             "event_id": f"floor-{n}",
             "type": kind,
             "customer_id": "floor",
             "occurred_at": f"2026-03-0{n + 1}T10:00:00Z",
             "order": {
-                "order_id": f"o-{n}",
+                "order_id": order,
                 "total": total,
                 "items": [{"sku": "S", "category": "art", "unit_price": total}],
             },
         }
 
-    events = [event(0, "return", 30.0), event(1, "purchase", 20.0), event(2, "return", 50.0), event(3, "purchase", 7.5)]
+    events = [
+        event(0, "return", "o-early", 30.0),  # before its purchase: nothing to take off yet
+        event(1, "purchase", "o-1", 20.0),
+        event(2, "return", "o-1", 50.0),  # more than o-1 paid: o-1 counts 0, o-early's refund is not touched
+        event(3, "purchase", "o-2", 40.0),
+        event(4, "purchase", "o-early", 7.5),  # nets off 7.50 of the 30 refunded ahead
+        event(5, "purchase", "o-early", 30.0),  # the rest: o-early counts 37.50 - 30
+    ]
     profiles = await post_and_compare(client, keys, sessionmaker, events)
-    assert [p["lifetime_spend"] for p in profiles] == [0, 20, 0, Decimal("7.50")]
-    assert [p["favourite_category"] for p in profiles] == [None, None, None, None]  # art stays at or below 0
+    assert [p["lifetime_spend"] for p in profiles] == [0, 20, 0, 40, 40, Decimal("47.50")]
+    assert [p["refunds_ahead"] for p in profiles] == [
+        {"o-early": 30},
+        {"o-early": 30},
+        {"o-early": 30, "o-1": 30},  # o-1 refunded 30 more than paid, should a second payment come
+        {"o-early": 30, "o-1": 30},
+        {"o-early": Decimal("22.50"), "o-1": 30},
+        {"o-early": 0, "o-1": 30},
+    ]
+    assert [p["favourite_category"] for p in profiles][:3] == [None, None, None]  # art stays at or below 0
 
 
 async def test_favourite_category_ties_go_to_the_same_name_in_both(

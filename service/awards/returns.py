@@ -1,12 +1,15 @@
-"""What a return takes back: points in proportion to the refund, gifts and offers when all is returned.
+"""What a return takes back: spend, points in proportion to the refund, gifts and offers when all is returned.
 
 Runs inside the return event's transaction, after the profile upsert has
 locked the customer, so two returns of one order are judged one after the
 other. Points are taken back cumulatively: each return brings the reversed
 share of an award up to the refunded share of the order. The balance never
 goes below zero; what could not be taken back (already spent) is recorded on
-the ledger entry as ``shortfall``. A return of an order Delight never saw
-changes nothing.
+the ledger entry as ``shortfall``. A return of an order Delight has not seen
+takes nothing back, and is remembered: when the purchase arrives, its awards
+are given and at once taken back as they would have been had the purchase
+come first (``reverse_order`` after the purchase's awards), so that the
+outcome does not depend on which of the two arrived first.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
+from service.customers.profile import refund_effect, refunds_by_order
 from service.lib.pg import Connection, Sql
 from service.rules.spec import WebhookSpec
 from service.webhooks import outbox
@@ -31,6 +35,7 @@ ORDER_STATE = Sql(
         (SELECT sum(amount) FROM events
          WHERE customer_id = :customer_id AND order_id = :order_id AND type = 'return') AS refunded,
         (SELECT points_balance FROM customers WHERE customer_id = :customer_id) AS balance,
+        (SELECT refunds_ahead FROM customers WHERE customer_id = :customer_id) AS refunds_ahead,
         (SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'award_id', a.award_id, 'kind', a.kind, 'points', a.points, 'status', a.status,
                     'reversed', coalesce((SELECT -sum(l.delta - l.shortfall) FROM points_ledger l
@@ -53,7 +58,8 @@ APPLY = Sql(
         WHERE a.award_id = ANY(CAST(:voided AS uuid[])) AND a.status = 'issued'
         RETURNING {AWARD_COLUMNS}, a.position
     ), balance AS (
-        UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries)
+        UPDATE customers SET points_balance = points_balance + (SELECT coalesce(sum(delta), 0) FROM entries),
+                             lifetime_spend = lifetime_spend + :spend, refunds_ahead = CAST(:refunds_ahead AS jsonb)
         WHERE customer_id = :customer_id
     )
     SELECT * FROM voided ORDER BY issued_at, position
@@ -90,19 +96,35 @@ async def reverse_order(
     event_id: str,
     occurred_at: dt.datetime,
     webhooks: list[WebhookSpec],
-) -> None:
+    refund: Decimal,
+) -> set[str]:
+    """Count a return of ``refund`` into the order (0: recount it after a purchase that a return came before)
+    and take back what the refunded share of the order earned; the ids of the awards voided."""
     params = {"customer_id": customer_id, "order_id": order_id}
     state = await ORDER_STATE.fetchrow(conn, params)
-    if state is None or state["paid"] is None or not state["awards"]:
-        return
-    entries, voided = plan_reversal(
-        Decimal(state["paid"]), Decimal(state["refunded"] or 0), int(state["balance"]), list(state["awards"])
-    )
-    if not entries and not voided:
-        return
+    assert state is not None  # one row of subqueries
+    paid, refunded = Decimal(state["paid"] or 0), Decimal(state["refunded"] or 0)
+    spend, ahead = refund_effect(paid, refunded, refund, order_id, state["refunds_ahead"])
+    entries: list[dict[str, Any]] = []
+    voided: list[str] = []
+    if paid > 0 and state["awards"]:
+        entries, voided = plan_reversal(paid, refunded, int(state["balance"]), list(state["awards"]))
+    if not entries and not voided and not spend and ahead == refunds_by_order(state["refunds_ahead"]):
+        return set()
     reversed_awards = await APPLY.fetch(
-        conn, {**params, "event_id": event_id, "occurred_at": occurred_at, "entries": entries, "voided": voided}
+        conn,
+        {
+            **params,
+            "event_id": event_id,
+            "occurred_at": occurred_at,
+            "entries": entries,
+            "voided": voided,
+            "spend": spend,
+            "refunds_ahead": ahead,
+        },
     )
-    messages = outbox.messages(webhooks, "award.reversed", [award_from_row(r) for r in reversed_awards], occurred_at)
+    awards = [award_from_row(r) for r in reversed_awards]
+    messages = outbox.messages(webhooks, "award.reversed", awards, occurred_at)
     if messages:
         await outbox.INSERT.execute(conn, {"rows": messages})
+    return {a.award_id for a in awards}

@@ -30,5 +30,8 @@ class Customer(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     award_log: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
     """Recent surprises, real or held out, as ``[epoch seconds, campaign, rule]``: what limits are judged on."""
+    refunds_ahead: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """Per order returned before it was paid in full, what was refunded beyond what was paid (0 once a purchase
+    netted it off); ``NULL`` for almost everyone. See ``service.customers.profile.refund_effect``."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

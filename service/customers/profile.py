@@ -23,6 +23,7 @@ def money(value: float) -> Decimal:
 class ProfileDelta:
     customer_id: str
     occurred_at: dt.datetime
+    order_id: str | None = None
     purchases: int = 0
     returns: int = 0
     spend: Decimal = Decimal(0)
@@ -33,17 +34,23 @@ class ProfileDelta:
 
 
 def delta_for(event: EventIn, attributes: dict[str, Any]) -> ProfileDelta:
-    """Purchases add spend by category; returns take refunded spend away; interactions count by name."""
+    """Purchases add spend, by category too; returns take refunded spend away by category; interactions count
+    by name.
+
+    A return's effect on lifetime spend depends on what its order was paid, so it is not in the delta: it is
+    counted once the order is read, after the profile is locked (``refund_effect``).
+    """
     categories: dict[str, Decimal] = defaultdict(Decimal)
     sign = -1 if event.type == "return" else 1
     if event.order is not None:
         for item in event.order.items:
             if item.category:
                 categories[item.category] += sign * money(item.unit_price) * Decimal(repr(item.quantity))
-    spend = money(event.order.total) * sign if event.order is not None and event.type != "interaction" else Decimal(0)
+    spend = money(event.order.total) if event.order is not None and event.type == "purchase" else Decimal(0)
     return ProfileDelta(
         customer_id=event.customer_id,
         occurred_at=event.occurred_at,
+        order_id=event.order.order_id if event.order is not None else None,
         purchases=1 if event.type == "purchase" else 0,
         returns=1 if event.type == "return" else 0,
         spend=spend,
@@ -69,6 +76,7 @@ def empty_profile(customer_id: str) -> dict[str, Any]:
         "points_balance": 0,
         "attributes": {},
         "award_log": [],
+        "refunds_ahead": None,
         "favourite_category": None,
     }
 
@@ -81,7 +89,12 @@ def apply_delta(profile: dict[str, Any], delta: ProfileDelta) -> dict[str, Any]:
     after = dict(profile)
     after["purchase_count"] = profile["purchase_count"] + delta.purchases
     after["return_count"] = profile["return_count"] + delta.returns
-    after["lifetime_spend"] = max(Decimal(profile["lifetime_spend"]) + delta.spend, Decimal(0))
+    after["lifetime_spend"] = Decimal(profile["lifetime_spend"]) + delta.spend
+    ahead = profile.get("refunds_ahead")
+    if delta.order_id is not None and ahead and delta.order_id in ahead:  # a return came first: net it off
+        refunded_beyond = Decimal(str(ahead[delta.order_id]))
+        after["lifetime_spend"] = Decimal(profile["lifetime_spend"]) + max(delta.spend - refunded_beyond, Decimal(0))
+        after["refunds_ahead"] = {**ahead, delta.order_id: max(refunded_beyond - delta.spend, Decimal(0))}
     after["first_purchase_at"] = _least(profile["first_purchase_at"], delta.purchase_at)
     after["last_purchase_at"] = _greatest(profile["last_purchase_at"], delta.purchase_at)
     newer = profile["last_event_at"] is None or delta.occurred_at >= profile["last_event_at"]
@@ -91,6 +104,49 @@ def apply_delta(profile: dict[str, Any], delta: ProfileDelta) -> dict[str, Any]:
     after["attributes"] = merge_attributes(profile.get("attributes") or {}, delta.attributes, newer=newer)
     after["favourite_category"] = favourite(after["category_spend"])
     return after
+
+
+def refund_effect(
+    paid: Decimal, refunded: Decimal, amount: Decimal, order_id: str, refunds_ahead: dict[str, Any] | None
+) -> tuple[Decimal, dict[str, Any] | None]:
+    """How a return of ``amount`` changes lifetime spend, and the profile's ``refunds_ahead`` after it.
+
+    ``paid`` and ``refunded`` are the order's totals so far, this return
+    included. An order counts what was paid for it less what was refunded,
+    never below zero, so the result does not depend on the order in which its
+    purchase and returns arrive: a refund beyond what was paid (all of it, for
+    an order not yet seen) is kept in ``refunds_ahead`` for the purchase to net
+    off when it comes (``delight``'s profile upsert; ``apply_delta``). A
+    profile keeps at most ``MAX_PROFILE_KEYS`` such orders. ``amount`` 0
+    recounts the order after a purchase without changing the spend.
+    """
+    change = max(paid - refunded, Decimal(0)) - max(paid - refunded + amount, Decimal(0))
+    beyond = max(refunded - paid, Decimal(0))
+    ahead = refunds_by_order(refunds_ahead) or {}
+    if order_id in ahead or (beyond > 0 and len(ahead) < MAX_PROFILE_KEYS):
+        ahead[order_id] = beyond
+    return change, ahead or None
+
+
+def count_into_order(profile: dict[str, Any], orders: dict[str, list[Decimal]], event: EventIn) -> dict[str, Any]:
+    """The profile once a purchase or return is counted into its order's totals (``orders``: the customer's
+    order id to ``[paid, refunded]``), as the return's statement counts it after the event's own rules have
+    judged it: for what replays events without a database."""
+    if event.order is None or event.type == "interaction":
+        return profile
+    totals = orders.setdefault(event.order.order_id, [Decimal(0), Decimal(0)])
+    amount = money(event.order.total)
+    if event.type == "purchase":
+        totals[0] += amount
+        return profile
+    totals[1] += amount
+    change, ahead = refund_effect(totals[0], totals[1], amount, event.order.order_id, profile.get("refunds_ahead"))
+    return {**profile, "lifetime_spend": Decimal(profile["lifetime_spend"]) + change, "refunds_ahead": ahead}
+
+
+def refunds_by_order(refunds_ahead: dict[str, Any] | None) -> dict[str, Decimal] | None:
+    """``refunds_ahead`` as stored (JSON numbers) in exact decimals."""
+    return None if refunds_ahead is None else {k: Decimal(str(v)) for k, v in refunds_ahead.items()}
 
 
 def merge_attributes(old: dict[str, Any], new: dict[str, Any], *, newer: bool) -> dict[str, Any]:

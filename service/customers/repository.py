@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # RETURNING, a function call per event.
 PROFILE_FIELDS = """
     customer_id, purchase_count, return_count, lifetime_spend, first_purchase_at, last_purchase_at,
-    last_event_at, category_spend, interaction_counts, points_balance, attributes, award_log, created_at, updated_at
+    last_event_at, category_spend, interaction_counts, points_balance, attributes, award_log, refunds_ahead,
+    created_at, updated_at
 """
 PROFILE_COLUMNS = f"{PROFILE_FIELDS}, delight_jsonb_top_key(category_spend) AS favourite_category"
 
@@ -21,14 +22,26 @@ PROFILE_COLUMNS = f"{PROFILE_FIELDS}, delight_jsonb_top_key(category_spend) AS f
 # (a late event fills gaps but never overwrites what a newer one said). The
 # row lock it takes also orders concurrent events of one customer. Counters
 # reflect arrival order: a late purchase is judged on the profile as it stands
-# when it arrives. An event adds to one of the two counter objects at most (a
-# purchase to the categories, an interaction to the counts); the other is kept
-# as it is rather than passed through a PL/pgSQL call that would return it.
+# when it arrives. Lifetime spend counts each order's payments less its
+# refunds, never below zero: a purchase adds its total, less what a return
+# that came before it refunded beyond what was paid (``refunds_ahead``, kept on
+# the row so that the lock orders it); a return counts in the statement after
+# this one, which knows its order (``service.awards.returns``). An event adds
+# to one of the two counter objects at most (a purchase to the categories, an
+# interaction to the counts); the other is kept as it is rather than passed
+# through a PL/pgSQL call that would return it.
 UPSERT_CONFLICT = """
     ON CONFLICT (customer_id) DO UPDATE SET
         purchase_count = c.purchase_count + EXCLUDED.purchase_count,
         return_count = c.return_count + EXCLUDED.return_count,
-        lifetime_spend = GREATEST(c.lifetime_spend + :spend, 0),
+        lifetime_spend = CASE WHEN c.refunds_ahead ? :order_id
+                              THEN c.lifetime_spend
+                                   + GREATEST(:spend - CAST(c.refunds_ahead ->> :order_id AS numeric), 0)
+                              ELSE c.lifetime_spend + :spend END,
+        refunds_ahead = CASE WHEN c.refunds_ahead ? :order_id
+                             THEN jsonb_set(c.refunds_ahead, ARRAY[CAST(:order_id AS text)], to_jsonb(
+                                 GREATEST(CAST(c.refunds_ahead ->> :order_id AS numeric) - :spend, 0)))
+                             ELSE c.refunds_ahead END,
         first_purchase_at = LEAST(c.first_purchase_at, EXCLUDED.first_purchase_at),
         last_purchase_at = GREATEST(c.last_purchase_at, EXCLUDED.last_purchase_at),
         last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at),

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import time
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -155,6 +156,7 @@ async def record_event(
             event_id=event.event_id,
             occurred_at=event.occurred_at,
             webhooks=rule_set.settings.webhooks,
+            refund=money(order.total),
         )
     if not won:  # no rule drew this event: nothing to evaluate, plan or write
         metrics.RULE_EVALUATION.observe(drawing)
@@ -219,6 +221,18 @@ async def record_event(
         ],
     )
     given = [offered[p] for p in positions if p in offered]
+    if given and order is not None and order.order_id in (profile["refunds_ahead"] or {}):
+        # A return of this order came first: what it would have taken back from these awards goes now.
+        voided = await reverse_order(
+            conn,
+            customer_id=event.customer_id,
+            order_id=order.order_id,
+            event_id=event.event_id,
+            occurred_at=event.occurred_at,
+            webhooks=rule_set.settings.webhooks,
+            refund=Decimal(0),
+        )
+        given = [msgspec.structs.replace(a, status="reversed") if a.award_id in voided else a for a in given]
     return EventResult(event_id=event.event_id, duplicate=False, awards=given), True, len(positions) - len(given)
 
 

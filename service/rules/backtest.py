@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.controls import plan as controls
 from service.controls.plan import LogEntry, MemoryCounters
-from service.customers.profile import apply_delta, delta_for, empty_profile
+from service.customers.profile import apply_delta, count_into_order, delta_for, empty_profile
 from service.events.schemas import EventIn
 from service.rules import engine
 from service.rules.facts import build_facts
@@ -86,6 +86,7 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
     """Replay ``events`` (in arrival order); rules judge those with ``start <= occurred_at < end``."""
     tallies = {(c.name, r.id): RuleTally(c.name, r.id) for c in rule_set.campaigns for r in c.rules}
     profiles: dict[str, dict[str, Any]] = {}
+    orders: dict[str, dict[str, list[Decimal]]] = {}  # per customer, per order: paid, refunded
     counters = MemoryCounters()
     read = in_period = 0
     zone = rule_set.zone
@@ -93,7 +94,9 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         read += 1
         attributes = msgspec.to_builtins(event.customer) if event.customer else {}
         before = profiles.get(event.customer_id) or empty_profile(event.customer_id)
-        profile = profiles[event.customer_id] = apply_delta(before, delta_for(event, attributes))
+        profile = apply_delta(before, delta_for(event, attributes))
+        # A return's refund counts into lifetime spend after its own rules judged it, as on the event path.
+        profiles[event.customer_id] = count_into_order(profile, orders.setdefault(event.customer_id, {}), event)
         if not start <= event.occurred_at < end:
             continue
         in_period += 1
@@ -118,7 +121,7 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
             tally.awards += 1
             tally.cost += decision.cost
             tally.customers.add(event.customer_id)
-        profile["award_log"] = controls.log_after(
+        profiles[event.customer_id]["award_log"] = controls.log_after(
             history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
         )
     return Report(rule_set.version, start, end, read, in_period, list(tallies.values()))
