@@ -627,3 +627,34 @@ def test_offer_whose_category_renders_empty_is_not_awarded(tmp_path: Path) -> No
     assert found.matched
     assert found.decision is None
     assert found.reason == "offer category renders empty for this customer"
+
+
+# --- the time limit ---------------------------------------------------------------------------------------------------
+
+
+def test_conditions_still_untested_when_the_events_time_is_up_do_not_hold_and_the_rest_is_judged(
+    tmp_path: Path,
+) -> None:
+    """Each rule's condition passes once over the order's 1,000 items, cheap alone and bounded by the loader, but
+    500 of them take longer than the time limit: those left when it runs out fail, the event is still judged."""
+    rules = "".join(
+        f"  - id: r{n}\n"
+        f'    when: type == "purchase" and [i for i in order.items if i.quantity > {n}].length > 999\n'
+        "    award: {points: 1}\n"
+        for n in range(500)
+    )
+    rule_set = load(
+        tmp_path, "campaign: c\nrules:\n" + rules + "  - id: cheap\n    when: order.total > 1\n    award: {gift: mug}\n"
+    )
+    event = purchase()
+    event["order"]["items"] = [{"sku": f"S-{k}", "quantity": 1000, "unit_price": 0.1} for k in range(1000)]
+    outcomes = {o.rule_id: o for o in evaluate(rule_set, facts(event))}
+
+    timed_out = [r for r, o in outcomes.items() if o.reason.startswith("not evaluated: the event's conditions took")]
+    judged = [r for r, o in outcomes.items() if o.matched]
+    assert timed_out, "500 passes over 1,000 items fit in the time limit: make the rules heavier"
+    assert judged, "the time limit ran out before the first rule was tested"
+    assert set(timed_out) | set(judged) == set(outcomes)
+    assert timed_out == [f"r{n}" for n in range(500 - len(timed_out) + 1, 500)] + ["cheap"]  # all after the limit
+    assert all(outcomes[r].decision is not None for r in judged)
+    assert engine.clock.deadline == float("inf")  # nothing left behind for the next caller

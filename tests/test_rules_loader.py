@@ -559,8 +559,10 @@ def test_a_long_but_shallow_when_still_loads(tmp_path: Path) -> None:
             "'[[[i for i in order.items] for j in order.items] for k in order.items].length > 0'",
             "puts a comprehension inside another",
         ),
+        ("'[i for i in order.items if $range(1000).length > 0] == []'", "calls `$range` inside a comprehension"),
+        ("'[i for i in order.items if $split(i.sku).length > 0] == []'", "calls `$split` inside a comprehension"),
     ],
-    ids=["range-million", "range-of-a-field", "nested-twice", "nested-three-deep"],
+    ids=["range-million", "range-of-a-field", "nested-twice", "nested-three-deep", "range-per-item", "split-per-item"],
 )
 def test_a_when_whose_cost_has_no_bound_is_refused_at_its_line(tmp_path: Path, when: str, complaint: str) -> None:
     pack(tmp_path, c_yaml=rule_file(when=when))

@@ -18,9 +18,12 @@ import collections.abc
 import datetime as dt
 import functools
 import itertools
+import math
 import operator
+import threading
 from collections.abc import Callable
 from decimal import Decimal
+from time import perf_counter
 from typing import Any
 
 import rule_engine
@@ -38,6 +41,18 @@ class Unsupported(Exception):
 
 class EvaluationFailed(Exception):
     """The condition cannot be evaluated on these facts (``rule-engine`` would raise too)."""
+
+
+class TimeLimitExceeded(EvaluationFailed):
+    """The event's conditions ran past their time limit (``engine.TIME_LIMIT``): this one does not hold."""
+
+
+class _Clock(threading.local):
+    deadline = math.inf
+    """``time.perf_counter()`` past which conditions stop; set by the engine for each event."""
+
+
+clock = _Clock()
 
 
 Clause = tuple[int, Callable[[dict[str, Any]], bool]]
@@ -319,7 +334,10 @@ def _compile(node: Any) -> Fn:
 
         def comprehension(env: Env) -> tuple[Any, ...]:
             out = []
+            deadline = clock.deadline
             for item in iterable(env):
+                if perf_counter() > deadline:
+                    raise TimeLimitExceeded
                 scope = {**env, variable: item}
                 if keep is None or keep(scope):
                     out.append(result(scope))

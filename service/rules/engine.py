@@ -8,13 +8,36 @@ same decisions. The HTTP layer, ``simulate`` and ``backtest`` all call this.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from time import perf_counter
 from typing import Any
 
-from service.rules.compiled import ERRORS
+from service.lib.logging import get_logger
+from service.rules.compiled import ERRORS, TimeLimitExceeded, clock
 from service.rules.ruleset import Rule, RuleSet, draw_from, draw_prefix
+
+log = get_logger(__name__)
+
+TIME_LIMIT = 0.1
+"""Seconds an event's conditions may take in all. The rule files cannot say anything whose cost has no bound
+(``loader.unbounded``), so this is a backstop: conditions not decided by then do not hold, and are logged."""
+
+
+@contextmanager
+def time_limit(event_id: str) -> Iterator[dict[int, bool | Exception]]:
+    """The clause results of one event's evaluation, tested until ``TIME_LIMIT`` from now."""
+    tested: dict[int, bool | Exception] = {}
+    clock.deadline = perf_counter() + TIME_LIMIT
+    try:
+        yield tested
+    finally:
+        clock.deadline = math.inf
+        if any(isinstance(v, TimeLimitExceeded) for v in tested.values()):
+            log.warning("rule_time_limit", event_id=event_id, limit_ms=int(TIME_LIMIT * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +81,14 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
     evaluated; without it every rule is, with its reason, for ``simulate``.
     Either way a clause several rules share is tested once.
     """
+    with time_limit(facts["event_id"]) as tested:
+        return _evaluate(rule_set, facts, tested, matched_only=matched_only)
+
+
+def _evaluate(
+    rule_set: RuleSet, facts: dict[str, Any], tested: dict[int, bool | Exception], *, matched_only: bool
+) -> list[Outcome]:
     occurred_at: dt.datetime = facts["occurred_at"]
-    tested: dict[int, bool | Exception] = {}
     if matched_only:
         return [
             _matched(rule_set, rule, facts)
@@ -81,11 +110,12 @@ def evaluate(rule_set: RuleSet, facts: dict[str, Any], *, matched_only: bool = F
             else:
                 # A field the event does not carry (``attributes.rating`` on an event
                 # without a rating) means the condition does not hold.
-                reason = (
-                    "condition is false"
-                    if holds is False
-                    else f"condition could not be evaluated: {type(holds).__name__}"
-                )
+                if holds is False:
+                    reason = "condition is false"
+                elif isinstance(holds, TimeLimitExceeded):
+                    reason = f"not evaluated: the event's conditions took more than {TIME_LIMIT * 1000:.0f} ms"
+                else:
+                    reason = f"condition could not be evaluated: {type(holds).__name__}"
                 outcomes.append(Outcome(rule.campaign, rule.id, False, reason, None, None))
     return outcomes
 
@@ -125,14 +155,14 @@ def awarding(
     """
     if won is None:
         won = drawn(rule_set, facts["event_id"], (facts["type"], facts["channel"], facts["name"]), facts["occurred_at"])
-    tested: dict[int, bool | Exception] = {}
     awarded = []
-    for rule, value in won:
-        if _holds(rule, facts, tested) is not True:
-            continue
-        decision = _decide(rule_set, rule, facts)
-        if decision is not None:
-            awarded.append(Outcome(rule.campaign, rule.id, True, "awarded", value, decision))
+    with time_limit(facts["event_id"]) as tested:
+        for rule, value in won:
+            if _holds(rule, facts, tested) is not True:
+                continue
+            decision = _decide(rule_set, rule, facts)
+            if decision is not None:
+                awarded.append(Outcome(rule.campaign, rule.id, True, "awarded", value, decision))
     return awarded
 
 
@@ -155,9 +185,12 @@ def decisions(rule_set: RuleSet, facts: dict[str, Any]) -> list[Decision]:
 def _holds(rule: Rule, facts: dict[str, Any], tested: dict[int, bool | Exception]) -> bool | Exception:
     """Whether the condition holds: its clauses in order, each tested once per event (``tested``).
 
-    ``True``, ``False``, or the error that kept a clause from being evaluated.
+    ``True``, ``False``, or the error that kept a clause from being evaluated; ``TimeLimitExceeded`` for
+    every clause not yet tested once the event's time is up.
     """
     if not rule.clauses:
+        if perf_counter() > clock.deadline:
+            return TimeLimitExceeded()
         try:
             return bool(rule.condition.matches(facts))
         except ERRORS as exc:
@@ -165,10 +198,13 @@ def _holds(rule: Rule, facts: dict[str, Any], tested: dict[int, bool | Exception
     for clause_id, test in rule.clauses:
         value = tested.get(clause_id)
         if value is None:
-            try:
-                value = test(facts)
-            except ERRORS as exc:
-                value = exc
+            if perf_counter() > clock.deadline:
+                value = TimeLimitExceeded()
+            else:
+                try:
+                    value = test(facts)
+                except ERRORS as exc:
+                    value = exc
             tested[clause_id] = value
         if value is not True:
             return value

@@ -407,13 +407,17 @@ def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> tuple[Any, 
 
 
 MAX_RANGE = 1000
+LIST_FUNCTIONS = frozenset({"range", "split", "map", "filter"})
+"""Built-in functions that make a list as long as their input: inside a comprehension, a list per item."""
 
 
 def unbounded(node: Any) -> str | None:
     """What makes a condition's cost grow without bound (then the rest of the sentence saying so), or ``None``.
 
     A comprehension costs the length of its list times its body, so one inside another multiplies: three deep over
-    an order's items (up to 1,000) is a billion steps. ``$range`` makes a list as long as it is told to.
+    an order's items (up to 1,000) is a billion steps; so does a function that makes a list, called for each item.
+    ``$range`` makes a list as long as it is told to. What is left costs at most a pass over a list of at most
+    1,000 per clause, and evaluation stops at ``engine.TIME_LIMIT`` per event in any case.
     """
     stack = [(node, False)]
     while stack:
@@ -421,9 +425,13 @@ def unbounded(node: Any) -> str | None:
         if isinstance(node, ast.ComprehensionExpression):
             if inside_comprehension:
                 return "puts a comprehension inside another; their costs multiply: use one, or `in`, `.length`"
-            stack.extend((child, True) for child in children(node))
+            stack.append((node.iterable, inside_comprehension))  # made once
+            stack.extend((child, True) for child in (node.result, node.condition) if child is not None)
             continue
-        if isinstance(node, ast.FunctionCallExpression) and getattr(node.function, "name", None) == "range":
+        name = getattr(node.function, "name", None) if isinstance(node, ast.FunctionCallExpression) else None
+        if inside_comprehension and name in LIST_FUNCTIONS:
+            return f"calls `${name}` inside a comprehension; their costs multiply: make the list once, outside it"
+        if name == "range":
             arguments = node.arguments or ()
             literal = all(isinstance(a, ast.FloatExpression) for a in arguments)
             if not literal or any(abs(a.value) > MAX_RANGE for a in arguments):
