@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.lib.db import upgrade_database
     from service.lib.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_servers, watch
+    from service.lib.server import LimitedHttpProtocol, raise_open_files_limit
 
     if _load_or_report(settings.app.rules_dir) is None:  # refuse to start before anything listens
         return 1
@@ -63,6 +64,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_cleanly)
         watch(started, _embedded_server_died, stopping)
+        # Room for the connections allowed, the database pool, and the embedded servers' sockets.
+        raise_open_files_limit(2 * settings.app.max_connections + 1024)
         try:
             uvicorn.run(
                 "service.app:create_app",
@@ -74,6 +77,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 access_log=False,
                 proxy_headers=False,
                 timeout_graceful_shutdown=20,
+                http=LimitedHttpProtocol,
             )
         finally:
             stopping.set()  # the embedded servers are stopped on purpose from here on

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from service.lib.embedded import EmbeddedPostgres, memory_available, shared_buff
 ROOT = Path(__file__).resolve().parent.parent
 DELIGHT = str(Path(sys.executable).parent / "delight")
 START_TIMEOUT = 90
+CONNECTIONS = 20  # per worker
 
 
 def _free_port() -> int:
@@ -57,6 +60,8 @@ def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, subprocess.Popen[bytes], Path]]:
     data_dir = tmp_path_factory.mktemp("delight-data")
     env = _env(data_dir)
+    # short limits on slow clients, so that the tests of them take seconds
+    env.update(DELIGHT_HEADER_TIMEOUT="2", DELIGHT_BODY_TIMEOUT="2", DELIGHT_MAX_CONNECTIONS=str(CONNECTIONS))
     created = subprocess.run(
         [DELIGHT, "keys", "create", "--name", "e2e", "--scopes", "events:write,customers:read,rules:admin"],
         env=env,
@@ -132,6 +137,99 @@ def test_logs_are_json_lines_with_a_request_id(served: tuple[str, str, subproces
     assert requests, "no canonical request line carried the incoming request id"
     assert requests[0]["route"] == "/health/live"
     assert requests[0]["status"] == 200
+
+
+# --- slow and greedy clients ------------------------------------------------------------------------------------------
+
+
+def _connect(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _answer(sock: socket.socket) -> tuple[bytes, dict[str, object]]:
+    """The status line and problem body the server sent before closing."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+def test_a_client_that_drips_its_headers_gets_408_and_is_closed(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    base = served[0]
+    with _connect(base) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes while headers are still coming
+            for n in range(40):
+                sock.sendall(b"X-Slow-%d: 1\r\n" % n)
+                time.sleep(0.25)
+        status, problem = _answer(sock)
+    assert time.monotonic() - started < 8
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert problem["detail"] == "the request line and headers did not arrive within 2 s"
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    with _connect(served[0]) as sock:
+        status, _ = _answer(sock)
+    assert status == b"HTTP/1.1 408 Request Timeout"
+
+
+def test_a_body_that_does_not_arrive_gets_408_and_stores_nothing(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, key, _, _ = served
+    event = json.dumps({**readme_purchase(), "event_id": "slow-body-1"}).encode()
+    with _connect(base) as sock:
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (key.encode(), len(event))
+        )
+        sock.sendall(event[:10])
+        status, problem = _answer(sock)
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert problem["detail"] == "the request body did not arrive within 2 s"
+    headers = {"Authorization": f"Bearer {key}"}
+    stored = httpx.get(f"{base}/v1/customers/{readme_purchase()['customer_id']}", headers=headers, timeout=10)
+    assert stored.status_code in (200, 404)
+    fresh = httpx.post(f"{base}/v1/events", content=event, headers={**headers, "Content-Type": "application/json"})
+    assert fresh.status_code == 201, fresh.text  # the slow one left nothing under its id
+
+
+def test_headers_past_64_kb_get_431(served: tuple[str, str, subprocess.Popen[bytes], Path]) -> None:
+    with _connect(served[0]) as sock:
+        # one endless header, in one piece and then nothing more (data the server has not read when it closes
+        # would reset the connection)
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
+        status, problem = _answer(sock)
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert problem["detail"] == "the request line and headers exceed 65536 bytes"
+
+
+def test_connections_past_the_cap_get_503_at_once_and_readiness_recovers_when_they_go(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    base = served[0]
+    idle = [_connect(base) for _ in range(3 * CONNECTIONS)]  # two workers hold 2 * CONNECTIONS at most
+    try:
+        time.sleep(0.5)  # well within the header timeout: whoever was held is still waiting for its headers
+        answered, _, _ = select.select(idle, [], [], 0)
+        refused = [sock.recv(65536).split(b"\r\n")[0] for sock in answered]
+        assert len(refused) >= CONNECTIONS
+        assert set(refused) == {b"HTTP/1.1 503 Service Unavailable"}
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{base}/health/ready", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def test_a_second_serve_on_the_same_data_dir_is_refused_and_leaves_the_first_running(

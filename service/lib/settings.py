@@ -62,6 +62,12 @@ class AppSettings:
     """The largest request body accepted (413 above it); a full batch of 1000 events fits easily."""
     projector: bool = True
     """Apply committed events to the uplift projection from this process (one process at a time does)."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's line and headers (``service.lib.server``)."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request's body once its headers are in."""
+    max_connections: int = 1000
+    """Connections one server process holds at once; more are answered 503 at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,9 @@ class Settings:
                 rate_limit=_int(env, "DELIGHT_RATE_LIMIT", 6000),
                 max_body_bytes=_int(env, "DELIGHT_MAX_BODY_BYTES", 5 * 1024 * 1024),
                 projector=(env.get("DELIGHT_PROJECTOR") or "true").lower() not in {"0", "false", "no"},
+                header_timeout=float(_int(env, "DELIGHT_HEADER_TIMEOUT", 10)),
+                body_timeout=float(_int(env, "DELIGHT_BODY_TIMEOUT", 30)),
+                max_connections=_int(env, "DELIGHT_MAX_CONNECTIONS", 1000),
             ),
             db=DatabaseSettings(
                 url=db_url,
