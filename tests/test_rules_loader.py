@@ -350,7 +350,7 @@ def test_award_with_zero_or_two_kinds_is_refused_at_the_award(tmp_path: Path, aw
     text = rule_file(award=award)
     pack(tmp_path, c_yaml=text)
     error = only_error(tmp_path)
-    assert (error.line, error.message) == (5, "`award` needs exactly one of `points`, `gift` or `offer`")
+    assert (error.line, error.message) == (5, "`award` needs exactly one of `points`, `gift`, `offer` or `one_of`")
 
 
 def test_offer_with_both_percent_and_amount_is_refused(tmp_path: Path) -> None:

@@ -174,6 +174,7 @@ async def test_simulate_renders_the_message_and_shows_the_award_it_would_give(
         "message": "Enjoy your mug, Lucía!",
         "expires_at": "2026-04-15T10:15:00Z",  # occurred_at + default_valid_days (45)
         "cost": 3.1,
+        "variant": None,  # a rule with one award
     }
     assert mug["award"] == expected
     assert result["awards"] == [expected]

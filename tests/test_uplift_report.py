@@ -820,6 +820,8 @@ EXPOSURE_HEADER = [
     "award_id",
     "holdout",
     "rule_set_version",
+    "variant",
+    "variant_drawn",
 ]
 AWARD_HEADER = [
     "award_id",
@@ -837,6 +839,7 @@ AWARD_HEADER = [
     "status_changed_at",
     "redeemed_order_id",
     "rule_set_version",
+    "variant",
 ]
 
 
@@ -882,6 +885,8 @@ async def test_exports_stream_every_exposure_and_award_as_posted_with_filters(
             "award_id": award_of[(b.event_id, rule)]["award_id"] if b.customer in treated else "",
             "holdout": "0.5",
             "rule_set_version": version,
+            "variant": "",  # rules with one award
+            "variant_drawn": "",
         }
         for b in buys
         for rule in ("mug", "points")
@@ -921,6 +926,7 @@ async def test_exports_stream_every_exposure_and_award_as_posted_with_filters(
                 "status_changed_at": "",
                 "redeemed_order_id": "",
                 "rule_set_version": version,
+                "variant": "",
             }
             for a in awards
         ),

@@ -61,6 +61,8 @@ class Award(Base):
     status: Mapped[str] = mapped_column(String(10), server_default="issued")
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     redeemed_order_id: Mapped[str | None] = mapped_column(String(200))
+    variant: Mapped[str | None] = mapped_column(String(100))
+    """The reward variant given, for a rule with several (``award: {one_of: ...}``)."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -14,7 +14,7 @@ from service.lib.pg import Connection, Sql
 
 AWARD_COLUMNS = """
     a.award_id, a.code, a.event_id, a.campaign, a.rule_id, a.kind, a.points, a.gift_id, a.gift_name, a.offer,
-    a.message, a.issued_at, a.expires_at, a.status, a.rule_set_version
+    a.message, a.issued_at, a.expires_at, a.status, a.rule_set_version, a.variant
 """
 
 # One round trip whatever the number of awards, counters included: draw the
@@ -34,14 +34,16 @@ ISSUE = Sql(
     ), new_awards AS (
         INSERT INTO awards (
             award_id, code, event_id, customer_id, campaign, rule_id, position, rule_set_version, kind, points,
-            gift_id, gift_name, offer, message, cost, issued_at, expires_at, status
+            gift_id, gift_name, offer, message, cost, issued_at, expires_at, status, variant
         )
         SELECT a.award_id, a.code, :event_id, :customer_id, a.campaign, a.rule_id,
                row_number() OVER (ORDER BY a.candidate) - 1, :version, a.kind,
-               a.points, a.gift_id, a.gift_name, a.offer, a.message, a.cost, :issued_at, a.expires_at, 'issued'
+               a.points, a.gift_id, a.gift_name, a.offer, a.message, a.cost, :issued_at, a.expires_at, 'issued',
+               a.variant
         FROM chosen, jsonb_to_recordset(CAST(:awards AS jsonb)) AS a(
             candidate integer, award_id uuid, code text, campaign text, rule_id text, kind text, points integer,
-            gift_id text, gift_name text, offer jsonb, message text, cost numeric, expires_at timestamptz
+            gift_id text, gift_name text, offer jsonb, message text, cost numeric, expires_at timestamptz,
+            variant text
         )
         WHERE a.candidate = ANY (chosen.positions)
         RETURNING award_id, points
@@ -52,11 +54,14 @@ ISSUE = Sql(
         RETURNING delta
     ), exposed AS (
         INSERT INTO exposures (
-            event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout
+            event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout,
+            variant, variant_drawn
         )
-        SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version, x.holdout
+        SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version, x.holdout,
+               x.variant, x.variant_drawn
         FROM chosen, jsonb_to_recordset(CAST(:exposures AS jsonb)) AS x(
-            candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8
+            candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8,
+            variant text, variant_drawn text
         )
         WHERE x.candidate = ANY (chosen.positions)
     ), outboxed AS (

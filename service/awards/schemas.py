@@ -39,6 +39,8 @@ class AwardOut(Struct):
     status: AwardStatus
     rule_set_version: str
     event_id: str
+    variant: str | None = None
+    """Which of the rule's reward variants this is (``award: {one_of: ...}``); ``null`` for a rule with one award."""
 
 
 def award_from_row(row: Any) -> AwardOut:
@@ -60,4 +62,5 @@ def award_from_row(row: Any) -> AwardOut:
         status=row["status"],
         rule_set_version=row["rule_set_version"],
         event_id=row["event_id"],
+        variant=row["variant"],
     )

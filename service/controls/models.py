@@ -43,3 +43,8 @@ class Exposure(Base):
     award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
     rule_set_version: Mapped[str] = mapped_column(String(64))
     holdout: Mapped[float | None] = mapped_column(Float)
+    variant: Mapped[str | None] = mapped_column(String(100))
+    """The reward variant given, or that a held-out customer would have been given; ``NULL`` for a rule with one
+    award."""
+    variant_drawn: Mapped[str | None] = mapped_column(String(100))
+    """The variant drawn for the customer, when it was out of stock and ``variant`` was given instead."""

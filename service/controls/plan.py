@@ -16,6 +16,7 @@ groups stay comparable.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from service.rules.engine import Outcome, draw
+from service.rules.engine import Outcome, decide, draw
 from service.rules.ruleset import Campaign, Limit, Rule, RuleSet
 
 Group = Literal["treatment", "control"]
@@ -65,6 +66,11 @@ class Candidate:
     group: Group
     takes: tuple[Take, ...]
     priority: int
+    chain: int | None = None
+    """The variants of one rule, in the order the customer is offered them, share a chain: one is tried only
+    when every one before it failed on its counters (out of stock, say), and at most one is given."""
+    drawn: str | None = None
+    """The variant drawn for the customer, on every candidate of its chain."""
 
     @property
     def campaign(self) -> str:
@@ -163,7 +169,24 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
             notes[(campaign.name, rule.id)] = "rule limit reached for this customer"
             continue
         group = holdout_group(rule_set, campaign, customer_id)
-        candidates.append(Candidate(outcome, group, takes_for(rule, campaign, occurred_at.date()), rule.priority))
+        if not rule.variants:
+            candidates.append(Candidate(outcome, group, takes_for(rule, campaign, occurred_at.date()), rule.priority))
+            continue
+        order = rule.variant_order(rule_set.settings.seed, customer_id)
+        for variant in order:
+            decision = outcome.decision if variant is order[0] else decide(rule_set, variant, facts)
+            if decision is None:  # an offer whose category renders empty for this customer
+                continue
+            candidates.append(
+                Candidate(
+                    dataclasses.replace(outcome, decision=decision),
+                    group,
+                    takes_for(variant, campaign, occurred_at.date()),
+                    rule.priority,
+                    chain=len(candidates) if variant is order[0] else candidates[-1].chain,
+                    drawn=order[0].variant,
+                )
+            )
     candidates.sort(key=lambda c: -c.priority)  # stable: otherwise campaign and file order
     slots = {
         c.name: c.limit.count - used(log, at, c.limit, campaign=c.name)
@@ -187,7 +210,12 @@ def accept(
     accepted = []
     fatigue = plan.fatigue_slots
     slots = dict(plan.campaign_slots)
+    closed: set[int] = set()  # chains given a variant, or stopped by a limit
     for position, candidate in enumerate(plan.candidates):
+        if candidate.chain is not None:
+            if candidate.chain in closed:
+                continue
+            closed.add(candidate.chain)  # opened again below when its counters are what failed
         if fatigue is not None and fatigue <= 0:
             plan.notes.setdefault(_key(candidate), "fatigue cap reached for this customer")
             continue
@@ -208,7 +236,11 @@ def accept(
                     give_back(t)
         if not ok:
             plan.notes.setdefault(_key(candidate), "budget, daily pacing or stock spent")
+            if candidate.chain is not None:
+                closed.discard(candidate.chain)  # the next variant may be in stock
             continue
+        if candidate.chain is not None:
+            plan.notes.pop(_key(candidate), None)
         accepted.append(position)
         if fatigue is not None:
             fatigue -= 1
@@ -255,6 +287,7 @@ def reserve_payload(plan: Plan, event_id: str) -> dict[str, Any]:
             {
                 "campaign": c.campaign,
                 "group": c.group,
+                "chain": c.chain,
                 "takes": [
                     {"key": t.key, "home": home, "cap_n": t.cap_n, "cap_cents": t.cap_cents, "cents": t.cents}
                     for t in c.takes

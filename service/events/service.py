@@ -200,6 +200,8 @@ async def record_event(
                 "group": c.group,
                 "award_id": offered[p].award_id if p in offered else None,
                 "holdout": rule_set.by_name[c.campaign].holdout,
+                "variant": c.outcome.decision.variant if c.outcome.decision else None,
+                "variant_drawn": c.drawn if c.outcome.decision and c.drawn != c.outcome.decision.variant else None,
             }
             for p, c in candidates
         ],
@@ -260,6 +262,7 @@ def _award(decision: Decision, event: EventIn, version: str) -> AwardOut:
         status="issued",
         rule_set_version=version,
         event_id=event.event_id,
+        variant=decision.variant,
     )
 
 
@@ -277,4 +280,5 @@ def _award_row(award: AwardOut, decision: Decision) -> dict[str, Any]:
         "message": decision.message,
         "cost": str(decision.cost),
         "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
+        "variant": decision.variant,
     }

@@ -131,7 +131,8 @@ class UpliftController(Controller):
 
 
 EXPOSURES = """
-    SELECT event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, holdout, rule_set_version
+    SELECT event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, holdout, rule_set_version,
+           variant, variant_drawn
     FROM exposures
     WHERE (CAST(:campaign AS text) IS NULL OR campaign = :campaign)
       AND occurred_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
@@ -149,11 +150,13 @@ EXPOSURE_COLUMNS = (
     "award_id",
     "holdout",
     "rule_set_version",
+    "variant",
+    "variant_drawn",
 )
 # Codes are left out on purpose: they are bearer tokens for a gift.
 AWARDS = """
     SELECT award_id, event_id, customer_id, campaign, rule_id, kind, points, gift_id, cost, issued_at, expires_at,
-           status, status_changed_at, redeemed_order_id, rule_set_version
+           status, status_changed_at, redeemed_order_id, rule_set_version, variant
     FROM awards
     WHERE (CAST(:campaign AS text) IS NULL OR campaign = :campaign)
       AND issued_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
@@ -177,6 +180,7 @@ AWARD_COLUMNS = (
     "status_changed_at",
     "redeemed_order_id",
     "rule_set_version",
+    "variant",
 )
 CHUNK = 2000
 MAX_EXPORT_ROWS = 1_000_000

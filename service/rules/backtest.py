@@ -41,9 +41,11 @@ class RuleTally:
     held_out: int = 0
     cost: Decimal = Decimal(0)
     customers: set[str] = field(default_factory=set)
+    variants: dict[str, int] = field(default_factory=dict)
+    """Awards by reward variant, for a rule with ``one_of``."""
 
     def as_row(self) -> dict[str, Any]:
-        return {
+        row: dict[str, Any] = {
             "campaign": self.campaign,
             "rule_id": self.rule_id,
             "matches": self.matches,
@@ -52,6 +54,9 @@ class RuleTally:
             "customers": len(self.customers),
             "cost": float(self.cost),
         }
+        if self.variants:
+            row["variants"] = dict(sorted(self.variants.items()))
+        return row
 
 
 @dataclass(slots=True)
@@ -121,6 +126,8 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
             tally.awards += 1
             tally.cost += decision.cost
             tally.customers.add(event.customer_id)
+            if decision.variant is not None:
+                tally.variants[decision.variant] = tally.variants.get(decision.variant, 0) + 1
         profiles[event.customer_id]["award_log"] = controls.log_after(
             history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
         )
@@ -142,4 +149,5 @@ def render_table(report: Report) -> str:
             f"{t.campaign:<20} {t.rule_id:<28} {t.matches:>8} {t.awards:>7} {t.held_out:>8} "
             f"{len(t.customers):>9} {t.cost:>11.2f}"
         )
+        lines.extend(f"{'':<20}   variant {name:<18} {'':>8} {n:>7}" for name, n in sorted(t.variants.items()))
     return "\n".join(lines)

@@ -32,16 +32,26 @@ class LimitOut(Struct):
     every_seconds: int
 
 
+class VariantOut(Struct):
+    id: str
+    kind: str
+    weight: float
+    cost: float
+
+
 class RuleOut(Struct):
     id: str
     when: str
     kind: str
+    """``points``, ``gift``, ``offer``, or ``one_of`` for a rule with reward variants (``variants``)."""
     chance: float
     priority: int
     cost: float
+    """What one award costs; for a rule with variants, its first variant's."""
     limit: LimitOut | None
     source: str
     line: int
+    variants: list[VariantOut] | None = None
 
 
 class BudgetOut(Struct):
@@ -163,7 +173,16 @@ class RulesController(Controller):
                     source=c.source,
                     rules=[
                         RuleOut(
-                            r.id, r.when, r.kind, r.chance, r.priority, float(r.cost), _limit(r.limit), r.source, r.line
+                            r.id,
+                            r.when,
+                            r.kind,
+                            r.chance,
+                            r.priority,
+                            float(r.cost),
+                            _limit(r.limit),
+                            r.source,
+                            r.line,
+                            [VariantOut(v.variant or "", v.kind, v.weight, float(v.cost)) for v in r.variants] or None,
                         )
                         for r in c.rules
                     ],

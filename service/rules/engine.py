@@ -54,6 +54,8 @@ class Decision:
     message: str | None
     expires_at: dt.datetime | None
     cost: Decimal
+    variant: str | None = None
+    """The reward variant given, for a rule with ``award: {one_of: ...}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,16 @@ def _matched(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Outcome:
 
 
 def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | None:
-    """The award a rule gives, or ``None`` when a templated offer category comes out empty.
+    """The award a rule gives this customer (the variant drawn for them, when it has several), or ``None`` when a
+    templated offer category comes out empty."""
+    if rule.variants:
+        rule = rule.variant_order(rule_set.settings.seed, facts["customer_id"])[0]
+    return decide(rule_set, rule, facts)
+
+
+def decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | None:
+    """The award of a rule with one award, or of one of a rule's variants; ``None`` when a templated offer
+    category comes out empty.
 
     An offer meant for "your favourite category" must never turn into a
     discount on everything for a customer without one.
@@ -266,4 +277,5 @@ def _decide(rule_set: RuleSet, rule: Rule, facts: dict[str, Any]) -> Decision | 
         message=rule.message.render(facts) if rule.message else None,
         expires_at=expires_at,
         cost=rule.cost,
+        variant=rule.variant,
     )

@@ -7,6 +7,7 @@ Campaign files are ``*.yaml`` / ``*.yml`` in the directory; ``catalog.yaml``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import types
@@ -28,7 +29,16 @@ from service.rules.compiled import Clause, children, compile_clauses
 from service.rules.index import requirements
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
 from service.rules.source import Located, SourceError, read_yaml
-from service.rules.spec import AwardSpec, BudgetSpec, CampaignSpec, CatalogSpec, LimitSpec, RuleSpec, SettingsSpec
+from service.rules.spec import (
+    AwardSpec,
+    BudgetSpec,
+    CampaignSpec,
+    CatalogSpec,
+    LimitSpec,
+    RuleSpec,
+    SettingsSpec,
+    VariantSpec,
+)
 from service.rules.template import Template, TemplateError
 from service.webhooks import destinations
 
@@ -480,47 +490,81 @@ def _compile_rule(campaign: str, spec: RuleSpec, at: tuple[str | int, ...], f: _
     before = len(f.errors)
     when = _compile_when(spec.when, (*at, "when"), f)
     award = spec.award
-    if sum(getattr(award, k) is not None for k in ("points", "gift", "offer")) != 1:
-        f.error((*at, "award"), "`award` needs exactly one of `points`, `gift` or `offer`")
-    gift = None if award.gift is None else _find_gift(award.gift, (*at, "award", "gift"), f)
-    offer = None
-    if award.offer is not None:
-        o = award.offer
-        if (o.percent is None) == (o.amount is None):
-            f.error((*at, "award", "offer"), "an offer needs exactly one of `percent` or `amount`")
-        offer = Offer(
-            percent=None if o.percent is None else Decimal(repr(o.percent)),
-            amount=None if o.amount is None else Decimal(repr(o.amount)),
-            category=_template(o.category, (*at, "award", "offer", "category"), f),
-            description=_template(o.description, (*at, "award", "offer", "description"), f),
-            valid_days=o.valid_days,
-        )
+    given = [k for k in ("points", "gift", "offer", "one_of") if getattr(award, k) is not None]
+    if len(given) != 1:
+        f.error((*at, "award"), "`award` needs exactly one of `points`, `gift`, `offer` or `one_of`")
+    variants: list[tuple[AwardSpec | VariantSpec, tuple[str | int, ...]]]
+    if award.one_of is not None:
+        variants = [(v, (*at, "award", "one_of", i)) for i, v in enumerate(award.one_of)]
+    else:
+        variants = [(award, (*at, "award"))]
+    compiled = [_compile_award(v, v_at, f) for v, v_at in variants]
     message = _template(spec.message, (*at, "message"), f)
-    if len(f.errors) > before or when is None or (award.gift is not None and gift is None):
+    if len(f.errors) > before or when is None or any(c is None for c in compiled):
         return None
     condition, clauses = when
-    return Rule(
+    rule = Rule(
         id=spec.id,
         campaign=campaign,
         when=spec.when,
         condition=condition,
         chance=spec.chance,
-        points=award.points,
-        gift=gift,
-        offer=offer,
+        points=None,
+        gift=None,
+        offer=None,
         message=message,
         valid_days=spec.valid_days,
         source=f.path,
         line=f.located.line(at),
         limit=_limit(spec.limit),
         priority=spec.priority,
-        cost=_award_cost(award, gift, f.settings),
         requires=requirements(condition.statement.expression),
         clauses=clauses,
     )
+    awards = [
+        dataclasses.replace(rule, points=c[0], gift=c[1], offer=c[2], cost=c[3]) for c in compiled if c is not None
+    ]
+    if award.one_of is None:
+        return awards[0]
+    names: dict[str, int] = {}
+    for i, ((v, v_at), a) in enumerate(zip(variants, awards, strict=True)):
+        assert isinstance(v, VariantSpec)
+        name = v.id or (a.gift.id if a.gift else f"points-{a.points}" if a.points is not None else f"offer-{i + 1}")
+        if name in names:
+            f.error(v_at, f"two variants of this rule are named `{name}`; give each its own `id`")
+        names[name] = i
+        awards[i] = dataclasses.replace(a, variant=name, weight=v.weight)
+    if len(f.errors) > before:
+        return None
+    return dataclasses.replace(awards[0], variant=None, weight=1.0, variants=tuple(awards))
 
 
-def _award_cost(award: AwardSpec, gift: Gift | None, settings: SettingsSpec) -> Decimal:
+def _compile_award(
+    award: AwardSpec | VariantSpec, at: tuple[str | int, ...], f: _File
+) -> tuple[int | None, Gift | None, Offer | None, Decimal] | None:
+    """One award's points, gift or offer, and its cost; ``None`` after reporting what is wrong."""
+    before = len(f.errors)
+    if isinstance(award, VariantSpec) and sum(getattr(award, k) is not None for k in ("points", "gift", "offer")) != 1:
+        f.error(at, "a variant needs exactly one of `points`, `gift` or `offer`")
+    gift = None if award.gift is None else _find_gift(award.gift, (*at, "gift"), f)
+    offer = None
+    if award.offer is not None:
+        o = award.offer
+        if (o.percent is None) == (o.amount is None):
+            f.error((*at, "offer"), "an offer needs exactly one of `percent` or `amount`")
+        offer = Offer(
+            percent=None if o.percent is None else Decimal(repr(o.percent)),
+            amount=None if o.amount is None else Decimal(repr(o.amount)),
+            category=_template(o.category, (*at, "offer", "category"), f),
+            description=_template(o.description, (*at, "offer", "description"), f),
+            valid_days=o.valid_days,
+        )
+    if len(f.errors) > before or (award.gift is not None and gift is None):
+        return None
+    return award.points, gift, offer, _award_cost(award, gift, f.settings)
+
+
+def _award_cost(award: AwardSpec | VariantSpec, gift: Gift | None, settings: SettingsSpec) -> Decimal:
     """What one award costs the shop: the gift's unit cost, points at ``point_value``, an offer's ``cost``."""
     if gift is not None:
         return gift.unit_cost

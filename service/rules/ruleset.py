@@ -102,10 +102,36 @@ class Rule:
     clauses: tuple[tuple[int, Callable[[dict[str, Any]], bool]], ...] = ()
     """The condition compiled to Python as shared top-level ``and`` clauses (``compiled.compile_clauses``);
     ``condition.matches`` when empty."""
+    variants: tuple[Rule, ...] = ()
+    """A rule with ``award: {one_of: [...]}``: the rule once per variant, each with its own award, ``variant``
+    and ``weight`` (the rule's own award fields are its first variant's); empty for a rule with one award."""
+    variant: str | None = None
+    """The variant's name, on each of ``variants``."""
+    weight: float = 1.0
+    """The variant's relative chance in the customer's draw (``variant_order``)."""
 
     @property
     def kind(self) -> str:
+        if self.variants:
+            return "one_of"
         return "points" if self.points is not None else "gift" if self.gift is not None else "offer"
+
+    def variant_order(self, seed: str, customer_id: str) -> tuple[Rule, ...]:
+        """The variants in the order a customer is offered them: the one drawn for this customer and rule (by
+        weight, the same at every event), then those after it in the file's order, round to the start; what a
+        customer gets when the one before is out of stock. ``(self,)`` for a rule with one award."""
+        if not self.variants:
+            return (self,)
+        point = draw_from(draw_prefix(seed, self.campaign, f"{self.id}\x1fvariant"), customer_id)
+        total = sum(v.weight for v in self.variants)
+        reached = 0.0
+        drawn = len(self.variants) - 1
+        for i, variant in enumerate(self.variants):
+            reached += variant.weight / total
+            if point < reached:
+                drawn = i
+                break
+        return self.variants[drawn:] + self.variants[:drawn]
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,9 @@ class AwardPreview(Struct):
     message: str | None
     expires_at: dt.datetime | None
     cost: float
+    variant: str | None = None
+    """The reward variant this customer is given (for a rule with ``one_of``; the next in stock when the drawn one
+    is not)."""
 
 
 class RuleExplanation(Struct):
@@ -164,7 +167,9 @@ def simulate(
             operator, parts = clauses.split(rule.when)
             evaluated = [ClauseOut(text, *_jsonable(clauses.evaluate(text, facts))) for text in parts]
             chosen = accepted.get((campaign.name, rule.id))
-            preview = _preview(outcome.decision) if outcome.decision else None
+            decision = chosen.outcome.decision if chosen is not None else outcome.decision  # a variant in stock
+            preview = _preview(decision) if decision else None
+            drawn = rule.variant_order(rule_set.settings.seed, event.customer_id)[0]
             if chosen is not None and chosen.group == "treatment" and preview is not None:
                 awards.append(preview)
             explanations.append(
@@ -181,7 +186,7 @@ def simulate(
                     limit=_limit(rule.limit, history, at, campaign=campaign.name, rule_id=rule.id),
                     campaign_limit=_limit(campaign.limit, history, at, campaign=campaign.name),
                     fatigue=_limit(rule_set.fatigue, history, at),
-                    counters=[_counter(t, usage) for t in controls.takes_for(rule, campaign, local_day)],
+                    counters=[_counter(t, usage) for t in controls.takes_for(drawn, campaign, local_day)],
                     outcome=_verdict(outcome, chosen, plan.notes.get((campaign.name, rule.id))),
                     award=preview,
                 )
@@ -244,6 +249,7 @@ def _preview(decision: engine.Decision) -> AwardPreview:
         message=decision.message,
         expires_at=decision.expires_at,
         cost=float(decision.cost),
+        variant=decision.variant,
     )
 
 

@@ -92,10 +92,41 @@ class OfferSpec(Struct, forbid_unknown_fields=True):
     valid_days: ValidDays | None = None
 
 
+class VariantSpec(Struct, forbid_unknown_fields=True):
+    """One of a rule's reward variants: an award, its name in reports and its weight in the draw."""
+
+    points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    gift: Identifier | None = None
+    offer: OfferSpec | None = None
+    id: (
+        Annotated[
+            Identifier,
+            Meta(
+                description="The variant's name in awards and reports; default: the gift's id, "
+                "points-N, or offer-K for the K-th variant"
+            ),
+        ]
+        | None
+    ) = None
+    weight: Annotated[float, Meta(gt=0, le=1_000_000, description="Relative chance of being drawn; default 1.")] = 1.0
+
+
 class AwardSpec(Struct, forbid_unknown_fields=True):
     points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
     gift: Identifier | None = None
     offer: OfferSpec | None = None
+    one_of: (
+        Annotated[
+            list[VariantSpec],
+            Meta(
+                min_length=2,
+                max_length=20,
+                description="Reward variants: each customer is given one, the same every time for this rule, drawn "
+                "by weight; when the drawn gift is out of stock, the next in this list that is not.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RuleSpec(Struct, forbid_unknown_fields=True):
