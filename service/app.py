@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Response
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import HttpMethod, MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 from litestar.types import Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -213,4 +215,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     finish_openapi(app.openapi_schema)
+    allow_every_method(app)
     return app
+
+
+def allow_every_method(app: Litestar) -> None:
+    """Answer ``OPTIONS`` with every method of the path.
+
+    Litestar 2 builds a path's ``OPTIONS`` handler with the first handler
+    registered on it and keeps it when the others join, so ``OPTIONS
+    /v1/keys`` said ``POST`` alone (https://github.com/litestar-org/litestar/issues/4169,
+    fixed in Litestar 3). Each such handler is pointed at its route's own methods.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.handler_name == "options_handler" and HttpMethod.OPTIONS in handler.http_methods:
+                handler._fn = _options_handler(", ".join(sorted(route.methods)))  # type: ignore[assignment]
+
+
+def _options_handler(allow: str) -> Callable[[Scope], Response[None]]:
+    def options_handler(scope: Scope) -> Response[None]:
+        return Response(content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT)
+
+    return options_handler

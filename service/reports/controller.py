@@ -19,6 +19,7 @@ from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, NotFoundError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.validation import date_time_query
 from service.projection.freshness import catch_up_to_now
 from service.reports.cells import cell
 from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
@@ -64,6 +65,7 @@ class UpliftController(Controller):
     tags = ["reports"]
     security = [API_KEY]
     guards = [requires(REPORTS_READ)]
+    before_request = staticmethod(date_time_query)
 
     @get(
         "/uplift",
@@ -238,6 +240,7 @@ class ExportsController(Controller):
     tags = ["reports"]
     security = [API_KEY]
     guards = [requires(REPORTS_READ)]
+    before_request = staticmethod(date_time_query)
 
     @get(
         "/exposures.csv",

@@ -24,6 +24,7 @@ from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.validation import date_time_query
 from service.reports.cells import cell
 
 QUERY = text(
@@ -108,6 +109,7 @@ class ReportsController(Controller):
     tags = ["reports"]
     security = [API_KEY]
     guards = [requires(REPORTS_READ)]
+    before_request = staticmethod(date_time_query)
 
     @get(
         "/redemptions",
