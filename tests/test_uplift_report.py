@@ -668,10 +668,12 @@ CSV_TO_JSON = {
     "uplift_relative_ci95_low": "uplift.relative_ci95.0",
     "uplift_relative_ci95_high": "uplift.relative_ci95.1",
     "uplift_p_value": "uplift.p_value",
+    "uplift_p_adjusted": "uplift.p_adjusted",
     "revenue_uplift_absolute": "revenue_uplift.absolute",
     "revenue_uplift_ci95_low": "revenue_uplift.ci95.0",
     "revenue_uplift_ci95_high": "revenue_uplift.ci95.1",
     "revenue_uplift_p_value": "revenue_uplift.p_value",
+    "revenue_uplift_p_adjusted": "revenue_uplift.p_adjusted",
     "revenue_uplift_cuped_absolute": "revenue_uplift_cuped.absolute",
     "revenue_uplift_cuped_ci95_low": "revenue_uplift_cuped.ci95.0",
     "revenue_uplift_cuped_ci95_high": "revenue_uplift_cuped.ci95.1",
@@ -680,6 +682,7 @@ CSV_TO_JSON = {
     "award_cost": "award_cost",
     "incremental_revenue": "incremental_revenue",
     "return_on_cost": "return_on_cost",
+    "variant": "variant",
 }
 HTML_FIELDS = {
     f"{group}.{name}"
@@ -769,6 +772,8 @@ async def test_csv_and_html_carry_the_same_numbers_as_the_json(rules_app: AppFac
         "notes",
         "as_of",
         "complete_until",
+        "fallbacks",  # on a variant's row (these rules have one award each)
+        "winner",  # on the row of a rule with variants
         *CSV_TO_JSON,
     }
     lines = list(reader)
@@ -777,6 +782,7 @@ async def test_csv_and_html_carry_the_same_numbers_as_the_json(rules_app: AppFac
         row = rows[line["rule_id"]]
         assert (line["campaign"], line["window_days"], line["status"]) == ("thanks", "30", row["status"])
         assert line["notes"] == "; ".join(row["notes"])
+        assert (line["fallbacks"], line["winner"]) == ("", "")
         assert dt.datetime.fromisoformat(line["as_of"]) == dt.datetime.fromisoformat(body["as_of"])
         assert line["complete_until"] >= body["complete_until"].replace("Z", "+00:00")
         for column, path in CSV_TO_JSON.items():

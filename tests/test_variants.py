@@ -3,9 +3,11 @@ the next one in the list when the drawn gift is out of stock; and every record o
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
+import random
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -17,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events.schemas import EventIn
+from service.reports import stats
 from service.rules.backtest import backtest
 from service.rules.loader import RuleSetError, load_rule_set
 from tests.conftest import PACK_CATALOG, AppFactory, post_all, purchase
@@ -222,3 +225,123 @@ async def test_the_back_test_counts_awards_per_variant(tmp_path: Path) -> None:
     expected = Counter(rule.variant_order(rule_set.settings.seed, f"c-{n}")[0].variant for n in range(300))
     assert row["variants"] == dict(sorted(expected.items()))
     assert row["awards"] == 300
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+
+def test_benjamini_hochberg_agrees_with_statsmodels() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = random.Random(7)
+    for size in (1, 2, 3, 6, 15):
+        p_values = [rng.random() ** 3 for _ in range(size)]
+        expected = multipletests(p_values, method="fdr_bh")[1]
+        assert stats.benjamini_hochberg(p_values) == pytest.approx(list(expected), abs=1e-12)
+
+
+HELD_OUT = VARIANTS.replace("campaign: thanks\n", "campaign: thanks\nholdout: 0.3\n")
+
+
+async def run_variants(
+    rules_app: AppFactory, keys: dict[str, Any], tmp_path: Path, repeat_chance: dict[str, float], seed: int
+) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[int, int]]]:
+    """900 customers buy on 1 March; each comes back on 10 March with the chance of their variant (or of the
+    holdout, ``"control"``). The report's rule row, and the true (customers, repeaters) per (group, variant)."""
+    rule = load_rule_set(pack(tmp_path / "p", HELD_OUT)).by_name["thanks"].rules[0]
+    rng = random.Random(seed)
+    customers = [f"v-{n}" for n in range(900)]
+    truth: dict[tuple[str, str], list[int]] = {}
+    async with rules_app(HELD_OUT, settings="seed: variant-tests\n") as client:
+        first = [purchase(f"{c}-a", c, 50.0, occurred_at="2026-03-01T10:00:00Z") for c in customers]
+        answers = await asyncio.gather(
+            *(client.post("/v1/events", json=e, headers=keys["events:write"]) for e in first)
+        )
+        again = []
+        for c, answer in zip(customers, answers, strict=True):
+            given = answer.json()["awards"]
+            group = "treatment" if given else "control"
+            variant = given[0]["variant"] if given else rule.variant_order("variant-tests", c)[0].variant
+            comes_back = rng.random() < repeat_chance["control" if group == "control" else variant]
+            tally = truth.setdefault((group, variant), [0, 0])
+            tally[0] += 1
+            tally[1] += comes_back
+            if comes_back:
+                again.append(purchase(f"{c}-b", c, 80.0, occurred_at="2026-03-10T10:00:00Z"))
+        again.append(purchase("clock", "clock", 10.0, occurred_at="2026-05-01T10:00:00Z"))  # the windows close
+        await post_all(client, keys, again)
+        report = await client.get(
+            "/v1/reports/uplift", params={"campaign": "thanks", "window_days": 30}, headers=keys["reports:read"]
+        )
+    assert report.status_code == 200, report.text
+    [row] = report.json()["rules"]
+    return row, {k: (v[0], v[1]) for k, v in truth.items()}
+
+
+async def test_the_report_gives_each_variant_against_the_holdout_and_names_the_true_winner(
+    rules_app: AppFactory, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    chance = {"control": 0.3, "mug": 0.3, "points-150": 0.3, "vase": 0.7}
+    row, truth = await run_variants(rules_app, keys, tmp_path, chance, seed=1)
+    results = row["variants"]
+    shown = {v["variant"]: (v["treated"]["customers"], v["treated"]["repeaters"]) for v in results["variants"]}
+    assert shown == {v: n for (g, v), n in truth.items() if g == "treatment"}
+    control = [
+        sum(n for (g, _), (n, _) in truth.items() if g == "control"),
+        sum(r for (g, _), (_, r) in truth.items() if g == "control"),
+    ]
+    assert all([v["control"]["customers"], v["control"]["repeaters"]] == control for v in results["variants"])
+    assert [row["treated"]["customers"], row["control"]["customers"]] == [
+        sum(n for (g, _), (n, _) in truth.items() if g == "treatment"),
+        control[0],
+    ]
+    assert results["winner"] == "vase"
+    assert results["verdict"].startswith("vase brings customers back more often than every other variant")
+    # one family: each variant against the holdout, then every pair
+    raw = [v["uplift"]["p_value"] for v in results["variants"]] + [c["p_value"] for c in results["comparisons"]]
+    adjusted = [v["uplift"]["p_adjusted"] for v in results["variants"]] + [
+        c["p_adjusted"] for c in results["comparisons"]
+    ]
+    assert adjusted == pytest.approx(stats.benjamini_hochberg(raw), abs=1e-7)
+    assert {(c["variant"], c["against"]) for c in results["comparisons"]} == {
+        ("vase", "mug"),
+        ("vase", "points-150"),
+        tuple(sorted(("mug", "points-150"), key=lambda v: -truth[("treatment", v)][1] / truth[("treatment", v)][0])),
+    }
+
+
+async def test_the_report_names_no_winner_when_the_variants_do_the_same(
+    rules_app: AppFactory, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    chance = {"control": 0.3, "mug": 0.4, "points-150": 0.4, "vase": 0.4}
+    row, _ = await run_variants(rules_app, keys, tmp_path, chance, seed=2)
+    results = row["variants"]
+    assert results["winner"] is None
+    assert results["verdict"].startswith("no winner:")
+    assert all(c["p_adjusted"] >= 0.05 for c in results["comparisons"])
+
+
+async def test_the_report_counts_the_customers_given_a_variant_because_theirs_ran_out(
+    rules_app: AppFactory, keys: dict[str, Any]
+) -> None:
+    async with rules_app(LAMP_FIRST) as client:
+        await post_all(client, keys, [purchase(f"e-{n}", f"c-{n}", 50.0) for n in range(30)])
+        await post_all(client, keys, [purchase("clock", "clock", 10.0, occurred_at="2026-05-01T10:00:00Z")])
+        report = await client.get(
+            "/v1/reports/uplift", params={"campaign": "lamps", "window_days": 30}, headers=keys["reports:read"]
+        )
+        as_csv = await client.get(
+            "/v1/reports/uplift",
+            params={"campaign": "lamps", "window_days": 30, "format": "csv"},
+            headers=keys["reports:read"],
+        )
+    [row] = report.json()["rules"]
+    variants = {v["variant"]: (v["treated"]["customers"], v["fallbacks"]) for v in row["variants"]["variants"]}
+    assert variants == {"lamp": (10, 0), "mug": (20, 20)}
+    lines = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [(r["rule_id"], r["variant"], r["fallbacks"]) for r in lines] == [
+        ("lamp", "", ""),
+        ("lamp", "lamp", "0"),
+        ("lamp", "mug", "20"),
+        ("*", "", ""),
+    ]

@@ -4,7 +4,9 @@
 held-out customer, the one they would have been given); ``exposures.variant_drawn``
 the one drawn for the customer when it was out of stock and the next was
 given instead (``NULL`` otherwise). All three are ``NULL`` for a rule with one
-award. ``delight_reserve`` learns chains: the candidates of one rule's
+award; ``first_exposures`` keeps the two of each customer's first exposure to
+a rule, for the report's per-variant results (existing rows have none: no
+rule had variants before). ``delight_reserve`` learns chains: the candidates of one rule's
 variants, tried in order while their counters are what fails, at most one
 given (``service.controls.plan.accept`` is the same walk in Python).
 
@@ -93,11 +95,15 @@ def upgrade() -> None:
     op.add_column("awards", sa.Column("variant", sa.String(length=100), nullable=True))
     op.add_column("exposures", sa.Column("variant", sa.String(length=100), nullable=True))
     op.add_column("exposures", sa.Column("variant_drawn", sa.String(length=100), nullable=True))
+    op.add_column("first_exposures", sa.Column("variant", sa.String(length=100), nullable=True))
+    op.add_column("first_exposures", sa.Column("variant_drawn", sa.String(length=100), nullable=True))
     op.execute(RESERVE)
 
 
 def downgrade() -> None:
     # delight_reserve stays: a plan without chains is walked as before.
+    op.drop_column("first_exposures", "variant_drawn")
+    op.drop_column("first_exposures", "variant")
     op.drop_column("exposures", "variant_drawn")
     op.drop_column("exposures", "variant")
     op.drop_column("awards", "variant")

@@ -34,6 +34,11 @@ class FirstExposure(Base):
     store_id: Mapped[str | None] = mapped_column(String(100))
     cost_s: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
     cost_cents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    variant: Mapped[str | None] = mapped_column(String(100))
+    """The reward variant of the first exposure (given, or that a held-out customer would have had); ``NULL`` for
+    a rule with one award and for the campaign row."""
+    variant_drawn: Mapped[str | None] = mapped_column(String(100))
+    """The variant drawn for the customer, when it was out of stock and ``variant`` was given instead."""
 
 
 class CustomerTimeline(Base):

@@ -119,12 +119,12 @@ def first_exposures(events: str) -> Sql:
     return Sql(
         f"""
         WITH exposed AS (
-            SELECT campaign, rule_id, customer_id, occurred_at AS t0, event_id, "group", holdout
+            SELECT campaign, rule_id, customer_id, occurred_at AS t0, event_id, "group", holdout, variant, variant_drawn
             FROM exposures WHERE {events}
         ), keyed AS (
             SELECT * FROM exposed
             UNION ALL
-            SELECT campaign, '*', customer_id, t0, event_id, min("group"), min(holdout)
+            SELECT campaign, '*', customer_id, t0, event_id, min("group"), min(holdout), NULL, NULL
             FROM exposed GROUP BY campaign, customer_id, t0, event_id
         ), firsts AS (
             SELECT DISTINCT ON (campaign, rule_id, customer_id) *
@@ -159,11 +159,13 @@ def first_exposures(events: str) -> Sql:
             GROUP BY campaign, rule_id, customer_id
         )
         INSERT INTO first_exposures AS f (
-            campaign, rule_id, customer_id, event_id, t0, "group", holdout, channel, store_id, cost_s, cost_cents
+            campaign, rule_id, customer_id, event_id, t0, "group", holdout, channel, store_id, cost_s, cost_cents,
+            variant, variant_drawn
         )
         SELECT c.campaign, c.rule_id, c.customer_id, c.event_id, c.t0, c."group", c.holdout, e.channel, e.store_id,
                coalesce(CASE WHEN c.replacing THEN recomputed.s ELSE n.s END, '{{}}'),
-               coalesce(CASE WHEN c.replacing THEN recomputed.cents ELSE n.cents END, '{{}}')
+               coalesce(CASE WHEN c.replacing THEN recomputed.cents ELSE n.cents END, '{{}}'),
+               c.variant, c.variant_drawn
         FROM candidates c
         JOIN events e ON e.event_id = c.event_id
         LEFT JOIN new_costs n ON n.campaign = c.campaign AND n.rule_id = c.rule_id AND n.customer_id = c.customer_id
@@ -185,7 +187,8 @@ def first_exposures(events: str) -> Sql:
         ON CONFLICT (campaign, rule_id, customer_id) DO UPDATE SET
             event_id = EXCLUDED.event_id, t0 = EXCLUDED.t0, "group" = EXCLUDED."group",
             holdout = EXCLUDED.holdout, channel = EXCLUDED.channel, store_id = EXCLUDED.store_id,
-            cost_s = EXCLUDED.cost_s, cost_cents = EXCLUDED.cost_cents
+            cost_s = EXCLUDED.cost_s, cost_cents = EXCLUDED.cost_cents, variant = EXCLUDED.variant,
+            variant_drawn = EXCLUDED.variant_drawn
         """
     )
 

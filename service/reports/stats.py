@@ -23,6 +23,7 @@ regularised incomplete beta function (a Lentz continued fraction).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -42,6 +43,17 @@ class Moments:
     @property
     def mean(self) -> float:
         return self.sum_y / self.n
+
+    def __add__(self, other: Moments) -> Moments:
+        """The sums of two groups together."""
+        return Moments(
+            self.n + other.n,
+            self.sum_y + other.sum_y,
+            self.sum_y2 + other.sum_y2,
+            self.sum_x + other.sum_x,
+            self.sum_x2 + other.sum_x2,
+            self.sum_xy + other.sum_xy,
+        )
 
     @property
     def variance(self) -> float:
@@ -209,3 +221,20 @@ def sample_ratio_p(treated: int, control: int, expected_control: float) -> float
         return None  # the chi-square approximation needs at least 5 expected in each cell
     chi2 = (control - expected_control) ** 2 / expected_control + (treated - expected_treated) ** 2 / expected_treated
     return math.erfc(math.sqrt(chi2 / 2.0))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (the false discovery rate over the family), in the order given.
+
+    The ``i``-th smallest of ``m`` becomes ``min over j >= i of m·p(j)/j``, at
+    most 1, as ``statsmodels.stats.multitest.multipletests(method="fdr_bh")``.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p_values[i] * m / rank)
+        adjusted[i] = running
+    return adjusted

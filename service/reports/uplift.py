@@ -55,7 +55,9 @@ CAMPAIGN_ROW = "*"
 # of seconds, never of calendar days, which would move by an hour across a change to summer time.
 QUERY = text(
     """
-    SELECT s.rule_id, s.grp, count(*) AS exposed, coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
+    SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
+           coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
+           count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
            count(*) FILTER (WHERE s.closed) AS n,
            coalesce(regr_avgy(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_y,
            coalesce(regr_avgx(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_x,
@@ -65,7 +67,8 @@ QUERY = text(
            coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
            array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
     FROM (
-        SELECT f.rule_id, f."group" AS grp, f.holdout, f.t0 <= :cutoff AS closed,
+        SELECT f.rule_id, f."group" AS grp, f.variant, f.variant_drawn IS NOT NULL AS fallback, f.holdout,
+               f.t0 <= :cutoff AS closed,
                CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
                     THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
                (coalesce(t.cum[width_bucket(b.window_end, t.at)], 0) - coalesce(t.cum[b.upto_t0], 0))
@@ -85,7 +88,7 @@ QUERY = text(
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
     ) AS s
-    GROUP BY 1, 2
+    GROUP BY 1, 2, 3
     """
 )
 # For the report's own transaction: the customers' timelines of a large campaign hashed in memory, not in batches
@@ -110,6 +113,8 @@ class Uplift(Struct):
     ci95: list[float]
     relative_ci95: list[float] | None
     p_value: float
+    p_adjusted: float | None = None
+    """For a reward variant: ``p_value`` adjusted for the rule's comparisons (Benjamini-Hochberg)."""
 
 
 class RevenueUplift(Struct):
@@ -119,6 +124,8 @@ class RevenueUplift(Struct):
     relative_ci95: list[float] | None
     p_value: float
     df: float | None
+    p_adjusted: float | None = None
+    """For a reward variant: ``p_value`` adjusted for the rule's comparisons (Benjamini-Hochberg)."""
 
 
 class CupedUplift(Struct):
@@ -150,6 +157,37 @@ class RuleUplift(Struct):
     incremental_revenue_ci95: list[float] | None
     return_on_cost: float | None  # (incremental revenue - award cost) / award cost
     repeat_curve: RepeatCurve
+    variant: str | None = None
+    """On a variant's row: the variant, its treated customers against the rule's whole holdout."""
+    fallbacks: int = 0
+    """On a variant's row: treated customers given this variant because the one drawn for them was out of stock."""
+    variants: VariantResults | None = None
+    """For a rule with reward variants: each against the holdout, and against each other."""
+
+
+class VariantComparison(Struct):
+    """One variant's treated customers against another's."""
+
+    variant: str
+    against: str
+    repeat_rate_difference: float
+    ci95: list[float]
+    p_value: float
+    p_adjusted: float
+    revenue_difference: float
+    revenue_ci95: list[float]
+    revenue_p_value: float
+    revenue_p_adjusted: float
+
+
+class VariantResults(Struct):
+    variants: list[RuleUplift]
+    comparisons: list[VariantComparison]
+    """Every pair of variants with enough data, the better repeat rate first."""
+    winner: str | None
+    """The variant whose repeat rate beats every other's with an adjusted p below 0.05; ``null`` otherwise."""
+    verdict: str
+    adjustment: str = "Benjamini-Hochberg over the rule's comparisons: each variant against the holdout and every pair"
 
 
 class UpliftReport(Struct):
@@ -172,6 +210,19 @@ class _Group:
     cost: float = 0.0
     expected_control: float = 0.0
     days: dict[int, int] = dataclass_field(default_factory=dict)  # day of first repeat -> customers
+    fallbacks: int = 0
+
+    def add(self, other: _Group) -> None:
+        """Count ``other``'s customers in too (the variants of a rule make up its groups)."""
+        self.exposed += other.exposed
+        self.repeaters += other.repeaters
+        self.cost += other.cost
+        self.expected_control += other.expected_control
+        self.fallbacks += other.fallbacks
+        for day, n in other.days.items():
+            self.days[day] = self.days.get(day, 0) + n
+        if other.moments is not None:
+            self.moments = other.moments if self.moments is None else self.moments + other.moments
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -207,12 +258,14 @@ def _curve(g: _Group, days: int) -> list[float]:
     return out
 
 
-def _judge(rule_id: str, treated: _Group, control: _Group, days: int) -> RuleUplift:
+def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant: str | None = None) -> RuleUplift:
+    """A rule (or the campaign) against its holdout; with ``variant``, that variant's treated customers against
+    the rule's whole holdout (no sample-ratio check: the split is the rule's)."""
     t, c = treated.moments, control.moments
     nt, nc = (t.n if t else 0), (c.n if c else 0)
     exposed = treated.exposed + control.exposed
     expected_control = treated.expected_control + control.expected_control
-    srm = stats.sample_ratio_p(treated.exposed, control.exposed, expected_control) if exposed else None
+    srm = stats.sample_ratio_p(treated.exposed, control.exposed, expected_control) if exposed and not variant else None
     notes: list[str] = []
     status: Literal["ok", "insufficient_data", "no_control", "no_treated", "no_customers"] = "ok"
     if exposed == 0:
@@ -287,13 +340,92 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int) -> RuleUpl
         revenue_uplift_cuped=cuped,
         srm_p_value=_r(srm, 8),
         srm_mismatch=srm is not None and srm < SRM_ALPHA,
-        expected_control_share=_r(expected_control / exposed) if exposed else None,
+        expected_control_share=_r(expected_control / exposed) if exposed and not variant else None,
         award_cost=round(cost, 2),
         incremental_revenue=incremental,
         incremental_revenue_ci95=incremental_ci,
         return_on_cost=roc,
         repeat_curve=RepeatCurve(treated=_curve(treated, days), control=_curve(control, days)),
+        variant=variant,
+        fallbacks=treated.fallbacks if variant else 0,
     )
+
+
+ALPHA = 0.05
+
+
+def _enough(g: _Group) -> bool:
+    n = g.moments.n if g.moments else 0
+    return n >= MIN_CUSTOMERS and min(g.repeaters, n - g.repeaters) >= MIN_OUTCOMES
+
+
+def _rate(g: _Group) -> float:
+    n = g.moments.n if g.moments else 0
+    return g.repeaters / n if n else 0.0
+
+
+def _variant_results(rule_id: str, treated: dict[str, _Group], control: _Group, days: int) -> VariantResults:
+    """Each variant against the rule's holdout, every pair against each other, adjusted together (one family for
+    the repeat rate, one for revenue), and a winner only when the adjusted evidence says so."""
+    names = sorted(treated)
+    rows = [_judge(rule_id, treated[v], control, days, variant=v) for v in names]
+    pairs = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = sorted((first, second), key=lambda v: -_rate(treated[v]))  # the better repeat rate first
+            ga, gb = treated[a], treated[b]
+            if not (_enough(ga) and _enough(gb)) or ga.moments is None or gb.moments is None:
+                continue
+            proportions = stats.proportions(ga.repeaters, ga.moments.n, gb.repeaters, gb.moments.n)
+            pairs.append((a, b, proportions, stats.welch(ga.moments, gb.moments)))
+    judged = [r for r in rows if r.uplift is not None and r.revenue_uplift is not None]
+    repeat_p = stats.benjamini_hochberg(
+        [r.uplift.p_value for r in judged if r.uplift] + [p.p_value for _, _, p, _ in pairs]
+    )
+    revenue_p = stats.benjamini_hochberg(
+        [r.revenue_uplift.p_value for r in judged if r.revenue_uplift] + [w.p_value for _, _, _, w in pairs]
+    )
+    for k, r in enumerate(judged):
+        if r.uplift is not None and r.revenue_uplift is not None:
+            r.uplift.p_adjusted = _r(repeat_p[k], 8)
+            r.revenue_uplift.p_adjusted = _r(revenue_p[k], 8)
+    comparisons = [
+        VariantComparison(
+            variant=a,
+            against=b,
+            repeat_rate_difference=round(p.absolute, 6),
+            ci95=_pair(p.ci95) or [],
+            p_value=_r(p.p_value, 8) or 0.0,
+            p_adjusted=_r(repeat_p[len(judged) + k], 8) or 0.0,
+            revenue_difference=round(w.absolute, 4),
+            revenue_ci95=_pair(w.ci95, 4) or [],
+            revenue_p_value=_r(w.p_value, 8) or 0.0,
+            revenue_p_adjusted=_r(revenue_p[len(judged) + k], 8) or 0.0,
+        )
+        for k, (a, b, p, w) in enumerate(pairs)
+    ]
+    ready = [v for v in names if _enough(treated[v])]
+    winner, verdict = None, ""
+    if len(ready) < len(names):
+        verdict = (
+            f"no winner yet: {', '.join(v for v in names if v not in ready)} "
+            f"{'has' if len(names) - len(ready) == 1 else 'have'} too few customers with a closed window"
+        )
+    else:
+        best = max(ready, key=lambda v: _rate(treated[v]))
+        beaten = {c.against for c in comparisons if c.variant == best and c.p_adjusted < ALPHA}
+        if beaten == set(ready) - {best}:
+            winner = best
+            verdict = (
+                f"{best} brings customers back more often than every other variant (adjusted p < {ALPHA} against each)"
+            )
+        else:
+            verdict = (
+                f"no winner: {best} has the highest repeat rate, but not by more than chance explains "
+                f"against {', '.join(sorted(set(ready) - {best} - beaten))} once adjusted for "
+                f"{len(repeat_p)} comparisons"
+            )
+    return VariantResults(variants=rows, comparisons=comparisons, winner=winner, verdict=verdict)
 
 
 async def uplift_report(
@@ -327,9 +459,13 @@ async def uplift_report(
     params["cutoff"] = (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC)
     await db.execute(WORK_MEM)
     groups: dict[tuple[str, str], _Group] = {}
+    by_variant: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> variant -> its customers
     for row in (await db.execute(QUERY, params)).all():
-        g = groups[(row.rule_id, row.grp)] = _Group(
-            exposed=row.exposed, expected_control=float(row.expected_control), repeaters=len(row.days or ())
+        g = _Group(
+            exposed=row.exposed,
+            expected_control=float(row.expected_control),
+            repeaters=len(row.days or ()),
+            fallbacks=row.fallbacks,
         )
         for day in row.days or ():
             g.days[day] = g.days.get(day, 0) + 1
@@ -346,12 +482,23 @@ async def uplift_report(
                 sum_x2=row.sxx + n * mx * mx,
                 sum_xy=row.sxy + n * mx * my,
             )
+        if row.variant is None:  # the rule's one group, as it came
+            groups[(row.rule_id, row.grp)] = g
+        else:  # one variant's: the rule's group is the sum of its variants'
+            by_variant.setdefault((row.rule_id, row.grp), {})[row.variant] = g
+            groups.setdefault((row.rule_id, row.grp), _Group()).add(g)
     known = sorted({rule for rule, _ in groups} | set(rule_ids) - {CAMPAIGN_ROW})
     per_rule = [
         _judge(rule, groups.get((rule, "treatment"), _Group()), groups.get((rule, "control"), _Group()), window_days)
         for rule in known
         if rule != CAMPAIGN_ROW
     ]
+    for r in per_rule:
+        variants = by_variant.get((r.rule_id, "treatment"))
+        if variants:
+            r.variants = _variant_results(
+                r.rule_id, variants, groups.get((r.rule_id, "control"), _Group()), window_days
+            )
     total = _judge(
         CAMPAIGN_ROW,
         groups.get((CAMPAIGN_ROW, "treatment"), _Group()),
@@ -374,6 +521,7 @@ async def uplift_report(
 CSV_COLUMNS = (
     "campaign",
     "rule_id",
+    "variant",
     "window_days",
     "status",
     "treated_customers",
@@ -393,10 +541,12 @@ CSV_COLUMNS = (
     "uplift_relative_ci95_low",
     "uplift_relative_ci95_high",
     "uplift_p_value",
+    "uplift_p_adjusted",
     "revenue_uplift_absolute",
     "revenue_uplift_ci95_low",
     "revenue_uplift_ci95_high",
     "revenue_uplift_p_value",
+    "revenue_uplift_p_adjusted",
     "revenue_uplift_cuped_absolute",
     "revenue_uplift_cuped_ci95_low",
     "revenue_uplift_cuped_ci95_high",
@@ -405,21 +555,35 @@ CSV_COLUMNS = (
     "award_cost",
     "incremental_revenue",
     "return_on_cost",
+    "fallbacks",
+    "winner",
     "notes",
     "as_of",
     "complete_until",
 )
 
 
+def _rows(report: UpliftReport) -> list[RuleUplift]:
+    """Each rule, followed by its variants (against the same holdout), then the campaign as a whole."""
+    rows = []
+    for r in report.rules:
+        rows.append(r)
+        rows.extend(r.variants.variants if r.variants else [])
+    return rows + ([report.campaign_total] if report.campaign_total else [])
+
+
 def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
-    """One flat row per rule and one for the campaign as a whole (rule ``*``), in ``CSV_COLUMNS``."""
+    """One flat row per rule, per variant of a rule with several (``variant`` set), and one for the campaign as a
+    whole (rule ``*``), in ``CSV_COLUMNS``. Comparisons between variants are in the JSON and the page."""
     out = []
-    for r in [*report.rules, *([report.campaign_total] if report.campaign_total else [])]:
+    winners = {r.rule_id: r.variants.winner for r in report.rules if r.variants}
+    for r in _rows(report):
         u, v, cu = r.uplift, r.revenue_uplift, r.revenue_uplift_cuped
         out.append(
             {
                 "campaign": report.campaign,
                 "rule_id": r.rule_id,
+                "variant": r.variant,
                 "window_days": report.window_days,
                 "status": r.status,
                 "treated_customers": r.treated.customers,
@@ -439,10 +603,12 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "uplift_relative_ci95_low": u.relative_ci95[0] if u and u.relative_ci95 else None,
                 "uplift_relative_ci95_high": u.relative_ci95[1] if u and u.relative_ci95 else None,
                 "uplift_p_value": u.p_value if u else None,
+                "uplift_p_adjusted": u.p_adjusted if u else None,
                 "revenue_uplift_absolute": v.absolute if v else None,
                 "revenue_uplift_ci95_low": v.ci95[0] if v else None,
                 "revenue_uplift_ci95_high": v.ci95[1] if v else None,
                 "revenue_uplift_p_value": v.p_value if v else None,
+                "revenue_uplift_p_adjusted": v.p_adjusted if v else None,
                 "revenue_uplift_cuped_absolute": cu.absolute if cu else None,
                 "revenue_uplift_cuped_ci95_low": cu.ci95[0] if cu else None,
                 "revenue_uplift_cuped_ci95_high": cu.ci95[1] if cu else None,
@@ -451,6 +617,8 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "award_cost": r.award_cost,
                 "incremental_revenue": r.incremental_revenue,
                 "return_on_cost": r.return_on_cost,
+                "fallbacks": r.fallbacks if r.variant else None,
+                "winner": winners.get(r.rule_id) if r.variant is None and r.rule_id in winners else None,
                 "notes": "; ".join(r.notes),
                 "as_of": report.as_of.isoformat() if report.as_of else None,
                 "complete_until": report.complete_until.isoformat() if report.complete_until else None,
@@ -491,11 +659,12 @@ def render_table(report: UpliftReport) -> str:
         f"{'rule':<24} {'treated':>16} {'control':>16} {'uplift':>9} {'95% CI':>19} {'p':>8} {'SRM p':>8} "
         f"{'cost':>10} {'return':>8}",
     ]
-    for r in [*report.rules, *([report.campaign_total] if report.campaign_total else [])]:
+    for r in _rows(report):
         t, c, u = r.treated, r.control, r.uplift
         ci = f"[{u.ci95[0] * 100:+.1f}, {u.ci95[1] * 100:+.1f}] pp" if u else r.status
+        name = "(campaign)" if r.rule_id == CAMPAIGN_ROW else f"  variant {r.variant}" if r.variant else r.rule_id
         lines.append(
-            f"{('(campaign)' if r.rule_id == CAMPAIGN_ROW else r.rule_id):<24} "
+            f"{name:<24} "
             f"{f'{t.repeaters}/{t.customers} {_pct(t.repeat_rate)}':>16} "
             f"{f'{c.repeaters}/{c.customers} {_pct(c.repeat_rate)}':>16} "
             f"{(f'{u.absolute * 100:+.1f}pp' if u else '—'):>9} {ci:>19} "
@@ -506,4 +675,6 @@ def render_table(report: UpliftReport) -> str:
         )
         for note in r.notes:
             lines.append(f"    note: {note}")
+        if r.variants:
+            lines.append(f"    variants: {r.variants.verdict}")
     return "\n".join(lines)

@@ -133,6 +133,45 @@ def _verdict(rule: RuleUplift) -> str:
     return "Not distinguishable from no effect yet: the interval includes zero."
 
 
+def _variants(rule: RuleUplift) -> str:
+    """Each reward variant against the holdout, every pair against each other, and the verdict."""
+    results = rule.variants
+    if results is None:
+        return ""
+    rows = "".join(
+        f'<tr data-variant="{escape(v.variant or "")}"><td>{escape(v.variant or "")}</td>'
+        f"<td>{v.treated.customers:,}</td><td>{_pct(v.treated.repeat_rate)}</td>"
+        f"<td>{_pp(v.uplift.absolute) if v.uplift else '—'}</td>"
+        f"<td>{f'{_pp(v.uplift.ci95[0])} to {_pp(v.uplift.ci95[1])}' if v.uplift else escape(v.status)}</td>"
+        f"<td>{f'{v.uplift.p_value:.3g}' if v.uplift else '—'}</td>"
+        f"<td>{f'{v.uplift.p_adjusted:.3g}' if v.uplift and v.uplift.p_adjusted is not None else '—'}</td>"
+        f"<td>{_money(v.treated.revenue_per_customer)}</td><td>{_money(v.award_cost)}</td>"
+        f"<td>{_pct(v.return_on_cost, 0)}</td><td>{v.fallbacks:,}</td></tr>"
+        for v in results.variants
+    )
+    pairs = "".join(
+        f"<tr><td>{escape(c.variant)} over {escape(c.against)}</td><td>{_pp(c.repeat_rate_difference)}</td>"
+        f"<td>{_pp(c.ci95[0])} to {_pp(c.ci95[1])}</td><td>{c.p_value:.3g}</td><td>{c.p_adjusted:.3g}</td>"
+        f"<td>{_money(c.revenue_difference)}</td><td>{c.revenue_p_adjusted:.3g}</td></tr>"
+        for c in results.comparisons
+    )
+    comparisons = (
+        "<table><tr><th>variants</th><th>repeat rate difference</th><th>95% interval</th><th>p-value</th>"
+        "<th>adjusted p</th><th>revenue / customer difference</th><th>adjusted p</th></tr>"
+        f"{pairs}</table>"
+        if pairs
+        else ""
+    )
+    return f"""
+<h3>Reward variants</h3>
+<p class="verdict" data-field="variants.verdict">{escape(results.verdict)}</p>
+<table><tr><th>variant</th><th>treated</th><th>repeat rate</th><th>uplift over the holdout</th><th>95% interval</th>
+<th>p-value</th><th>adjusted p</th><th>revenue / customer</th><th>award cost</th><th>return on cost</th>
+<th>given instead of one out of stock</th></tr>{rows}</table>
+{comparisons}
+<p class="note">p-values adjusted by {escape(results.adjustment)}.</p>"""
+
+
 def _section(rule: RuleUplift, days: int) -> str:
     title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
     u, v, cu = rule.uplift, rule.revenue_uplift, rule.revenue_uplift_cuped
@@ -179,7 +218,7 @@ def _section(rule: RuleUplift, days: int) -> str:
 <table><tr><th>group</th><th>customers</th><th>repeaters</th><th>repeat rate</th><th>revenue / customer</th>
 <th>window open</th></tr>
 {_group_row("treated", rule.treated, "treated")}{_group_row("control", rule.control, "control")}</table>
-{uplift_table}
+{uplift_table}{_variants(rule)}
 <table><tr><th>cost and return</th><th></th></tr>
 <tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost), rule.award_cost)}</td></tr>
 <tr><td>incremental revenue</td>
