@@ -394,6 +394,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
                     rule_ids=[r.id for r in active.rules] if active else (),
                     since=since,
                     until=until,
+                    target_uplift=args.target_uplift,
                 )
         finally:
             await engine.dispose()
@@ -559,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uplift.add_argument("--campaign", required=True)
     uplift.add_argument("--window-days", type=int, default=30, help="days after first exposure that count (1-365)")
+    uplift.add_argument(
+        "--target-uplift",
+        type=float,
+        default=0.02,
+        help="an uplift in repeat rate (0.02 = 2 points): the plan says how many days of enrolment detect it",
+    )
     uplift.add_argument("--from", dest="start", help="first day of first exposure, e.g. 2026-03-01 (shop time zone)")
     uplift.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
     uplift.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")

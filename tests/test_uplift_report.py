@@ -683,6 +683,12 @@ CSV_TO_JSON = {
     "incremental_revenue": "incremental_revenue",
     "return_on_cost": "return_on_cost",
     "variant": "variant",
+    "plan_baseline_repeat_rate": "plan.baseline_repeat_rate",
+    "plan_customers_per_day": "plan.customers_per_day",
+    "plan_detectable_uplift_30d": "plan.detectable_uplift_30d",
+    "plan_detectable_uplift_90d": "plan.detectable_uplift_90d",
+    "plan_target_uplift": "plan.target_uplift",
+    "plan_days_for_target": "plan.days_for_target",
 }
 HTML_FIELDS = {
     f"{group}.{name}"

@@ -97,6 +97,15 @@ class UpliftController(Controller):
         ] = 30,
         since: Since = None,
         until: Until = None,
+        target_uplift: Annotated[
+            float,
+            Parameter(
+                ge=0.001,
+                le=1,
+                description="An uplift in repeat rate (absolute: 0.02 is 2 points) for `plan.days_for_target`: "
+                "the days of enrolment that detect it with 80% power.",
+            ),
+        ] = 0.02,
         format: Annotated[
             Format | None, Parameter(description="Overrides the Accept header (handy for links).")
         ] = None,
@@ -113,6 +122,7 @@ class UpliftController(Controller):
                 rule_ids=[r.id for r in active.rules] if active else (),
                 since=since,
                 until=until,
+                target_uplift=target_uplift,
             )
         if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
             raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")

@@ -58,7 +58,7 @@ QUERY_SOURCE = """
     SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
            coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
            count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
-           count(*) FILTER (WHERE s.closed) AS n,
+           count(*) FILTER (WHERE s.closed) AS n, min(s.t0) AS first_t0, max(s.t0) AS last_t0,
            coalesce(regr_avgy(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_y,
            coalesce(regr_avgx(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_x,
            coalesce(regr_syy(s.y, s.x) FILTER (WHERE s.closed), 0) AS syy,
@@ -67,7 +67,7 @@ QUERY_SOURCE = """
            coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
            array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
     FROM (
-        SELECT f.rule_id, f."group" AS grp, f.variant, f.variant_drawn IS NOT NULL AS fallback, f.holdout,
+        SELECT f.rule_id, f."group" AS grp, f.variant, f.variant_drawn IS NOT NULL AS fallback, f.holdout, f.t0,
                f.t0 <= :cutoff AS closed,
                CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
                     THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
@@ -158,6 +158,23 @@ class RepeatCurve(Struct):
     control: list[float]
 
 
+class PowerPlan(Struct):
+    """What this rule's traffic and holdout can show: the smallest uplift in repeat rate (absolute) detected with
+    80% power by a two-sided test at 5%, after enrolling customers for 30 or 90 days at the rate seen so far."""
+
+    baseline_repeat_rate: float | None
+    """The holdout's repeat rate (everyone's while the holdout is too small to say)."""
+    customers_per_day: float | None
+    """First-exposed customers per day, from the first to the last first exposure of the period."""
+    holdout: float | None
+    detectable_uplift_30d: float | None
+    detectable_uplift_90d: float | None
+    target_uplift: float
+    """The uplift asked about (``target_uplift``, default 2 points)."""
+    days_for_target: float | None
+    """Days of enrolment that detect ``target_uplift`` with 80% power."""
+
+
 class RuleUplift(Struct):
     rule_id: str  # "*" for the campaign as a whole (each customer's first exposure to any of its rules)
     status: Literal["ok", "insufficient_data", "no_control", "no_treated", "no_customers"]
@@ -181,6 +198,8 @@ class RuleUplift(Struct):
     """On a variant's row: treated customers given this variant because the one drawn for them was out of stock."""
     variants: VariantResults | None = None
     """For a rule with reward variants: each against the holdout, and against each other."""
+    plan: PowerPlan | None = None
+    """How large an effect this rule's traffic and holdout can detect, and how long a given one takes."""
 
 
 class VariantComparison(Struct):
@@ -229,6 +248,8 @@ class _Group:
     expected_control: float = 0.0
     days: dict[int, int] = dataclass_field(default_factory=dict)  # day of first repeat -> customers
     fallbacks: int = 0
+    first_t0: dt.datetime | None = None
+    last_t0: dt.datetime | None = None
 
     def add(self, other: _Group) -> None:
         """Count ``other``'s customers in too (the variants of a rule make up its groups)."""
@@ -241,6 +262,8 @@ class _Group:
             self.days[day] = self.days.get(day, 0) + n
         if other.moments is not None:
             self.moments = other.moments if self.moments is None else self.moments + other.moments
+        self.first_t0 = min(filter(None, (self.first_t0, other.first_t0)), default=None)
+        self.last_t0 = max(filter(None, (self.last_t0, other.last_t0)), default=None)
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -370,6 +393,43 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
 
 
 ALPHA = 0.05
+Z_80 = 0.8416212335729143  # the standard normal's 80% quantile: 80% power
+
+
+def _plan(treated: _Group, control: _Group, target: float) -> PowerPlan:
+    """The detectable uplift at 80% power (two-sided, 5%) for 30 and 90 days of enrolment, and the days a
+    ``target`` uplift needs, by the normal approximation for two proportions at the baseline rate."""
+    exposed = treated.exposed + control.exposed
+    expected_control = treated.expected_control + control.expected_control
+    h = expected_control / exposed if exposed else None
+    nc = control.moments.n if control.moments else 0
+    everyone = (treated.moments.n if treated.moments else 0) + nc
+    if nc >= MIN_CUSTOMERS:
+        p: float | None = control.repeaters / nc
+    elif everyone:
+        p = (treated.repeaters + control.repeaters) / everyone
+    else:
+        p = None
+    starts = [t for t in (treated.first_t0, control.first_t0) if t]
+    ends = [t for t in (treated.last_t0, control.last_t0) if t]
+    span_days = max((max(ends) - min(starts)).total_seconds() / 86400, 1.0) if starts and ends else None
+    per_day = exposed / span_days if span_days else None
+    mde: dict[int, float | None] = {30: None, 90: None}
+    days_for_target = None
+    if p is not None and 0 < p < 1 and h is not None and 0 < h < 1 and per_day:
+        spread = (stats.Z_975 + Z_80) ** 2 * p * (1 - p) * (1 / (1 - h) + 1 / h)  # n·δ² for the test to see δ
+        for days in mde:
+            mde[days] = round(math.sqrt(spread / (per_day * days)), 6)
+        days_for_target = round(spread / target**2 / per_day, 1)
+    return PowerPlan(
+        baseline_repeat_rate=_r(p),
+        customers_per_day=_r(per_day, 2),
+        holdout=_r(h),
+        detectable_uplift_30d=mde[30],
+        detectable_uplift_90d=mde[90],
+        target_uplift=target,
+        days_for_target=days_for_target,
+    )
 
 
 def _enough(g: _Group) -> bool:
@@ -455,6 +515,7 @@ async def uplift_report(
     rule_ids: Sequence[str] = (),
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    target_uplift: float = 0.02,
 ) -> UpliftReport:
     """The report for one campaign, from the projection as it stands; ``holdout`` and ``rule_ids`` come from the
     active rule set.
@@ -485,6 +546,8 @@ async def uplift_report(
             expected_control=float(row.expected_control),
             repeaters=len(row.days or ()),
             fallbacks=row.fallbacks,
+            first_t0=row.first_t0,
+            last_t0=row.last_t0,
         )
         for day in row.days or ():
             g.days[day] = g.days.get(day, 0) + 1
@@ -513,15 +576,15 @@ async def uplift_report(
         if rule != CAMPAIGN_ROW
     ]
     for r in per_rule:
+        r.plan = _plan(
+            groups.get((r.rule_id, "treatment"), _Group()), groups.get((r.rule_id, "control"), _Group()), target_uplift
+        )
         treated = by_variant.get((r.rule_id, "treatment"))
         if treated:
             r.variants = _variant_results(r.rule_id, treated, groups.get((r.rule_id, "control"), _Group()), window_days)
-    total = _judge(
-        CAMPAIGN_ROW,
-        groups.get((CAMPAIGN_ROW, "treatment"), _Group()),
-        groups.get((CAMPAIGN_ROW, "control"), _Group()),
-        window_days,
-    )
+    campaign_groups = groups.get((CAMPAIGN_ROW, "treatment"), _Group()), groups.get((CAMPAIGN_ROW, "control"), _Group())
+    total = _judge(CAMPAIGN_ROW, *campaign_groups, window_days)
+    total.plan = _plan(*campaign_groups, target_uplift)
     return UpliftReport(
         campaign=campaign,
         window_days=window_days,
@@ -574,6 +637,12 @@ CSV_COLUMNS = (
     "return_on_cost",
     "fallbacks",
     "winner",
+    "plan_baseline_repeat_rate",
+    "plan_customers_per_day",
+    "plan_detectable_uplift_30d",
+    "plan_detectable_uplift_90d",
+    "plan_target_uplift",
+    "plan_days_for_target",
     "notes",
     "as_of",
     "complete_until",
@@ -636,6 +705,12 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "return_on_cost": r.return_on_cost,
                 "fallbacks": r.fallbacks if r.variant else None,
                 "winner": winners.get(r.rule_id) if r.variant is None and r.rule_id in winners else None,
+                "plan_baseline_repeat_rate": r.plan.baseline_repeat_rate if r.plan else None,
+                "plan_customers_per_day": r.plan.customers_per_day if r.plan else None,
+                "plan_detectable_uplift_30d": r.plan.detectable_uplift_30d if r.plan else None,
+                "plan_detectable_uplift_90d": r.plan.detectable_uplift_90d if r.plan else None,
+                "plan_target_uplift": r.plan.target_uplift if r.plan else None,
+                "plan_days_for_target": r.plan.days_for_target if r.plan else None,
                 "notes": "; ".join(r.notes),
                 "as_of": report.as_of.isoformat() if report.as_of else None,
                 "complete_until": report.complete_until.isoformat() if report.complete_until else None,
@@ -694,4 +769,18 @@ def render_table(report: UpliftReport) -> str:
             lines.append(f"    note: {note}")
         if r.variants:
             lines.append(f"    variants: {r.variants.verdict}")
+        if r.plan is not None and r.plan.detectable_uplift_30d is not None:
+            lines.append(f"    plan: {plan_sentence(r.plan)}")
     return "\n".join(lines)
+
+
+def plan_sentence(plan: PowerPlan) -> str:
+    """The power plan in words, for the terminal and the page."""
+    if plan.detectable_uplift_30d is None or plan.detectable_uplift_90d is None:
+        return "not enough traffic or holdout yet to say what this can detect"
+    return (
+        f"at {plan.customers_per_day:g} customers a day with {_pct(plan.holdout)} held out, 30 days of enrolment "
+        f"detect an uplift of {plan.detectable_uplift_30d * 100:.1f} points in repeat rate with 80% power "
+        f"(90 days: {plan.detectable_uplift_90d * 100:.1f}); {plan.target_uplift * 100:g} points take "
+        f"{plan.days_for_target:g} days"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from service.reports.stats import Z_975
-from service.reports.uplift import CAMPAIGN_ROW, GroupOutcome, RuleUplift, UpliftReport
+from service.reports.uplift import CAMPAIGN_ROW, GroupOutcome, RuleUplift, UpliftReport, plan_sentence
 
 TREATED, CONTROL = "#1b7f5b", "#8a8f98"
 
@@ -21,9 +21,9 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin:0 0 .4rem}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}table{border-collapse:collapse;width:100%}
 td,th{padding:.25rem .5rem;text-align:right;border-bottom:1px solid #eef0f3}
 td:first-child,th:first-child{text-align:left}
-.verdict{font-weight:600}.note{color:#8a4b00;margin:.2rem 0}.status{font-size:.8rem;padding:.1rem .45rem;
-border-radius:4px;background:#eef0f3;margin-left:.5rem}.legend span{display:inline-block;width:.8rem;height:.8rem;
-margin:0 .3rem 0 .8rem;vertical-align:middle}
+.verdict{font-weight:600}.note{color:#8a4b00;margin:.2rem 0}.plan,.adjustment{color:#555;font-size:.9rem}
+.status{font-size:.8rem;padding:.1rem .45rem;border-radius:4px;background:#eef0f3;margin-left:.5rem}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
 """
 
 
@@ -164,12 +164,12 @@ def _variants(rule: RuleUplift) -> str:
     )
     return f"""
 <h3>Reward variants</h3>
-<p class="verdict" data-field="variants.verdict">{escape(results.verdict)}</p>
+<p class="verdict variants">{escape(results.verdict)}</p>
 <table><tr><th>variant</th><th>treated</th><th>repeat rate</th><th>uplift over the holdout</th><th>95% interval</th>
 <th>p-value</th><th>adjusted p</th><th>revenue / customer</th><th>award cost</th><th>return on cost</th>
 <th>given instead of one out of stock</th></tr>{rows}</table>
 {comparisons}
-<p class="note">p-values adjusted by {escape(results.adjustment)}.</p>"""
+<p class="adjustment">p-values adjusted by {escape(results.adjustment)}.</p>"""
 
 
 def _section(rule: RuleUplift, days: int) -> str:
@@ -219,6 +219,7 @@ def _section(rule: RuleUplift, days: int) -> str:
 <th>window open</th></tr>
 {_group_row("treated", rule.treated, "treated")}{_group_row("control", rule.control, "control")}</table>
 {uplift_table}{_variants(rule)}
+<p class="plan">Planning: {escape(plan_sentence(rule.plan)) if rule.plan else "—"}.</p>
 <table><tr><th>cost and return</th><th></th></tr>
 <tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost), rule.award_cost)}</td></tr>
 <tr><td>incremental revenue</td>
