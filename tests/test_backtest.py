@@ -173,7 +173,16 @@ async def test_backtest_command_prints_json_per_rule_and_writes_nothing(
     assert rows["everyone"]["awards"] <= purchases
     assert rows["everyone"]["cost"] == round(rows["everyone"]["awards"] * 4.50, 2)
     assert "mug-sometimes" not in rows
-    assert set(rows["everyone"]) == {"campaign", "rule_id", "matches", "awards", "held_out", "customers", "cost"}
+    assert set(rows["everyone"]) == {
+        "campaign",
+        "rule_id",
+        "matches",
+        "awards",
+        "held_out",
+        "customers",
+        "cost",
+        "plan",
+    }
     assert await counts() == before
 
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
+Z_80 = 0.8416212335729143  # the standard normal's 80% quantile: 80% power
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +239,19 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
         running = min(running, p_values[i] * m / rank)
         adjusted[i] = running
     return adjusted
+
+
+def _spread(p: float, holdout: float) -> float:
+    """``n·δ²`` for a two-sided 5% test of two proportions at ``p`` to see ``δ`` with 80% power, ``n`` customers
+    in all of whom ``holdout`` are held out (the normal approximation)."""
+    return (Z_975 + Z_80) ** 2 * p * (1 - p) * (1 / (1 - holdout) + 1 / holdout)
+
+
+def detectable_uplift(p: float, holdout: float, per_day: float, days: float) -> float:
+    """The smallest absolute uplift in a rate ``p`` detected with 80% power after ``days`` of ``per_day``."""
+    return math.sqrt(_spread(p, holdout) / (per_day * days))
+
+
+def days_to_detect(p: float, holdout: float, per_day: float, uplift: float) -> float:
+    """The days of ``per_day`` customers that detect an absolute ``uplift`` in a rate ``p`` with 80% power."""
+    return _spread(p, holdout) / uplift**2 / per_day

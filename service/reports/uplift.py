@@ -393,7 +393,6 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
 
 
 ALPHA = 0.05
-Z_80 = 0.8416212335729143  # the standard normal's 80% quantile: 80% power
 
 
 def _plan(treated: _Group, control: _Group, target: float) -> PowerPlan:
@@ -417,10 +416,9 @@ def _plan(treated: _Group, control: _Group, target: float) -> PowerPlan:
     mde: dict[int, float | None] = {30: None, 90: None}
     days_for_target = None
     if p is not None and 0 < p < 1 and h is not None and 0 < h < 1 and per_day:
-        spread = (stats.Z_975 + Z_80) ** 2 * p * (1 - p) * (1 / (1 - h) + 1 / h)  # n·δ² for the test to see δ
         for days in mde:
-            mde[days] = round(math.sqrt(spread / (per_day * days)), 6)
-        days_for_target = round(spread / target**2 / per_day, 1)
+            mde[days] = round(stats.detectable_uplift(p, h, per_day, days), 6)
+        days_for_target = round(stats.days_to_detect(p, h, per_day, target), 1)
     return PowerPlan(
         baseline_repeat_rate=_r(p),
         customers_per_day=_r(per_day, 2),

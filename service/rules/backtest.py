@@ -24,9 +24,13 @@ from service.controls import plan as controls
 from service.controls.plan import LogEntry, MemoryCounters
 from service.customers.profile import apply_delta, count_into_order, delta_for, empty_profile
 from service.events.schemas import EventIn
+from service.reports import stats
 from service.rules import engine
 from service.rules.facts import build_facts
 from service.rules.ruleset import RuleSet
+
+PLAN_WINDOW = dt.timedelta(days=30)
+"""The repeat window of the plan's baseline: a purchase within 30 days of a customer's first exposure."""
 
 STREAM = text("SELECT payload::text AS payload FROM events ORDER BY received_at, event_id")
 BATCH = 5000
@@ -43,6 +47,32 @@ class RuleTally:
     customers: set[str] = field(default_factory=set)
     variants: dict[str, int] = field(default_factory=dict)
     """Awards by reward variant, for a rule with ``one_of``."""
+    holdout: float = 0.0
+    exposed: dict[str, dt.datetime] = field(default_factory=dict)
+    """Customers given an award of this rule or held out from one, with the first time."""
+    repeated: set[str] = field(default_factory=set)
+    """Those of ``exposed`` who bought again within ``PLAN_WINDOW`` of it (in the stored history)."""
+    plan: dict[str, Any] | None = None
+
+    def settle_plan(self, last_seen: dt.datetime | None) -> None:
+        """The power plan (as the uplift report's) from the exposures and repeats the replay saw."""
+        closed = [c for c, t0 in self.exposed.items() if last_seen and t0 + PLAN_WINDOW <= last_seen]
+        baseline = sum(1 for c in closed if c in self.repeated) / len(closed) if len(closed) >= 30 else None
+        starts = sorted(self.exposed.values())
+        span = max((starts[-1] - starts[0]).total_seconds() / 86400, 1.0) if starts else None
+        per_day = len(starts) / span if span else None
+        h = self.holdout
+        mde: dict[int, float | None] = {30: None, 90: None}
+        if baseline is not None and 0 < baseline < 1 and 0 < h < 1 and per_day:
+            for days in mde:
+                mde[days] = round(stats.detectable_uplift(baseline, h, per_day, days), 6)
+        self.plan = {
+            "customers_per_day": round(per_day, 2) if per_day else None,
+            "baseline_repeat_rate": None if baseline is None else round(baseline, 6),
+            "holdout": h,
+            "detectable_uplift_30d": mde[30],
+            "detectable_uplift_90d": mde[90],
+        }
 
     def as_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -56,6 +86,8 @@ class RuleTally:
         }
         if self.variants:
             row["variants"] = dict(sorted(self.variants.items()))
+        if self.plan is not None:
+            row["plan"] = self.plan
         return row
 
 
@@ -89,7 +121,9 @@ async def stored_events(connection: AsyncConnection) -> AsyncIterator[EventIn]:
 
 async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.datetime, end: dt.datetime) -> Report:
     """Replay ``events`` (in arrival order); rules judge those with ``start <= occurred_at < end``."""
-    tallies = {(c.name, r.id): RuleTally(c.name, r.id) for c in rule_set.campaigns for r in c.rules}
+    tallies = {(c.name, r.id): RuleTally(c.name, r.id, holdout=c.holdout) for c in rule_set.campaigns for r in c.rules}
+    watching: dict[str, list[RuleTally]] = {}  # customers exposed, with the rules they were exposed to
+    last_seen: dt.datetime | None = None
     profiles: dict[str, dict[str, Any]] = {}
     orders: dict[str, dict[str, list[Decimal]]] = {}  # per customer, per order: paid, refunded
     counters = MemoryCounters()
@@ -97,6 +131,12 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
     zone = rule_set.zone
     async for event in events:
         read += 1
+        last_seen = event.occurred_at if last_seen is None else max(last_seen, event.occurred_at)
+        if event.type == "purchase":  # a repeat for the plan's baseline
+            for tally in watching.get(event.customer_id, ()):
+                t0 = tally.exposed[event.customer_id]
+                if t0 < event.occurred_at <= t0 + PLAN_WINDOW:
+                    tally.repeated.add(event.customer_id)
         attributes = msgspec.to_builtins(event.customer) if event.customer else {}
         before = profiles.get(event.customer_id) or empty_profile(event.customer_id)
         profile = apply_delta(before, delta_for(event, attributes))
@@ -118,6 +158,9 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         at = int(event.occurred_at.timestamp())
         for candidate in chosen:
             tally = tallies[(candidate.campaign, candidate.outcome.rule_id)]
+            if event.customer_id not in tally.exposed:
+                tally.exposed[event.customer_id] = event.occurred_at
+                watching.setdefault(event.customer_id, []).append(tally)
             if candidate.group == "control":
                 tally.held_out += 1
                 continue
@@ -131,6 +174,8 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         profiles[event.customer_id]["award_log"] = controls.log_after(
             history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
         )
+    for tally in tallies.values():
+        tally.settle_plan(last_seen)
     return Report(rule_set.version, start, end, read, in_period, list(tallies.values()))
 
 
@@ -150,4 +195,12 @@ def render_table(report: Report) -> str:
             f"{len(t.customers):>9} {t.cost:>11.2f}"
         )
         lines.extend(f"{'':<20}   variant {name:<18} {'':>8} {n:>7}" for name, n in sorted(t.variants.items()))
+        plan = t.plan or {}
+        if plan.get("detectable_uplift_30d") is not None:
+            lines.append(
+                f"{'':<20}   plan: {plan['customers_per_day']:g} customers a day, {plan['holdout'] * 100:g}% held out, "
+                f"{plan['baseline_repeat_rate'] * 100:.1f}% repeat within 30 days: detects "
+                f"{plan['detectable_uplift_30d'] * 100:.1f} points in 30 days of enrolment, "
+                f"{plan['detectable_uplift_90d'] * 100:.1f} in 90 (80% power)"
+            )
     return "\n".join(lines)
