@@ -19,7 +19,14 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.customers.profile import apply_delta, count_into_order, delta_for, empty_profile, refunds_by_order
+from service.customers.profile import (
+    OrderTotals,
+    apply_delta,
+    count_into_order,
+    delta_for,
+    empty_profile,
+    refunds_by_order,
+)
 from service.customers.repository import get_profile
 from service.events.schemas import EventIn
 
@@ -90,7 +97,7 @@ def random_event(rng: random.Random, customer_id: str, n: int) -> dict[str, Any]
     return event
 
 
-def pure_step(profile: dict[str, Any], orders: dict[str, list[Decimal]], raw: dict[str, Any]) -> dict[str, Any]:
+def pure_step(profile: dict[str, Any], orders: OrderTotals, raw: dict[str, Any]) -> dict[str, Any]:
     """One event folded into the profile the way ``record_event`` counts it, without SQL."""
     event = msgspec.json.decode(msgspec.json.encode(raw), type=EventIn)
     event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(dt.UTC))
@@ -117,7 +124,7 @@ async def post_and_compare(
     """Post each event and fold it purely; returns the pure profiles, asserting after each event."""
     customer_id = events[0]["customer_id"]
     pure = empty_profile(customer_id)
-    orders: dict[str, list[Decimal]] = {}
+    orders: OrderTotals = {}
     seen = []
     for n, raw in enumerate(events):
         response = await client.post("/v1/events", json=raw, headers=keys["events:write"])

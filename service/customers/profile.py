@@ -128,19 +128,37 @@ def refund_effect(
     return change, ahead or None
 
 
-def count_into_order(profile: dict[str, Any], orders: dict[str, list[Decimal]], event: EventIn) -> dict[str, Any]:
-    """The profile once a purchase or return is counted into its order's totals (``orders``: the customer's
-    order id to ``[paid, refunded]``), as the return's statement counts it after the event's own rules have
-    judged it: for what replays events without a database."""
+OrderTotals = dict[str, float | tuple[float, ...]]
+"""What each order was paid, and (under a key of its own) refunded, as sent: keyed by a string and held as
+floats, nothing the garbage collector tracks, so that a back-test of a million events does not slow down as it
+collects them (a tuple per purchase made it a third slower)."""
+
+
+def _totals(orders: OrderTotals, key: str) -> tuple[float, ...]:
+    held = orders.get(key)
+    return () if held is None else held if isinstance(held, tuple) else (held,)
+
+
+def count_into_order(profile: dict[str, Any], orders: OrderTotals, event: EventIn) -> dict[str, Any]:
+    """The profile once a purchase or return is counted into its order's totals (``orders``), as the return's
+    statement counts it after the event's own rules have judged it: for what replays events without a database.
+    A purchase only notes its total; a return sums its order's exactly."""
     if event.order is None or event.type == "interaction":
         return profile
-    totals = orders.setdefault(event.order.order_id, [Decimal(0), Decimal(0)])
-    amount = money(event.order.total)
+    paid_key = f"{event.customer_id}\x1f{event.order.order_id}"
     if event.type == "purchase":
-        totals[0] += amount
+        held = orders.get(paid_key)
+        orders[paid_key] = event.order.total if held is None else (*_totals(orders, paid_key), event.order.total)
         return profile
-    totals[1] += amount
-    change, ahead = refund_effect(totals[0], totals[1], amount, event.order.order_id, profile.get("refunds_ahead"))
+    refunded = (*_totals(orders, "\x1e" + paid_key), event.order.total)
+    orders["\x1e" + paid_key] = refunded
+    change, ahead = refund_effect(
+        sum((money(t) for t in _totals(orders, paid_key)), Decimal(0)),
+        sum((money(t) for t in refunded), Decimal(0)),
+        money(event.order.total),
+        event.order.order_id,
+        profile.get("refunds_ahead"),
+    )
     return {**profile, "lifetime_spend": Decimal(profile["lifetime_spend"]) + change, "refunds_ahead": ahead}
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.controls import plan as controls
 from service.controls.plan import LogEntry, MemoryCounters
-from service.customers.profile import apply_delta, count_into_order, delta_for, empty_profile
+from service.customers.profile import OrderTotals, apply_delta, count_into_order, delta_for, empty_profile
 from service.events.schemas import EventIn
 from service.reports import stats
 from service.rules import engine
@@ -122,18 +122,22 @@ async def stored_events(connection: AsyncConnection) -> AsyncIterator[EventIn]:
 async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.datetime, end: dt.datetime) -> Report:
     """Replay ``events`` (in arrival order); rules judge those with ``start <= occurred_at < end``."""
     tallies = {(c.name, r.id): RuleTally(c.name, r.id, holdout=c.holdout) for c in rule_set.campaigns for r in c.rules}
-    watching: dict[str, list[RuleTally]] = {}  # customers exposed, with the rules they were exposed to
+    planned = {key for key, tally in tallies.items() if 0 < tally.holdout < 1}  # a plan needs a holdout
+    # Customers exposed, with the rules they were exposed to: tuples of strings, untracked by the garbage collector.
+    watching: dict[str, tuple[tuple[str, str], ...]] = {}
     last_seen: dt.datetime | None = None
     profiles: dict[str, dict[str, Any]] = {}
-    orders: dict[str, dict[str, list[Decimal]]] = {}  # per customer, per order: paid, refunded
+    orders: OrderTotals = {}
     counters = MemoryCounters()
     read = in_period = 0
     zone = rule_set.zone
     async for event in events:
         read += 1
-        last_seen = event.occurred_at if last_seen is None else max(last_seen, event.occurred_at)
+        if last_seen is None or event.occurred_at > last_seen:
+            last_seen = event.occurred_at
         if event.type == "purchase":  # a repeat for the plan's baseline
-            for tally in watching.get(event.customer_id, ()):
+            for watched in watching.get(event.customer_id, ()):
+                tally = tallies[watched]
                 t0 = tally.exposed[event.customer_id]
                 if t0 < event.occurred_at <= t0 + PLAN_WINDOW:
                     tally.repeated.add(event.customer_id)
@@ -141,7 +145,10 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         before = profiles.get(event.customer_id) or empty_profile(event.customer_id)
         profile = apply_delta(before, delta_for(event, attributes))
         # A return's refund counts into lifetime spend after its own rules judged it, as on the event path.
-        profiles[event.customer_id] = count_into_order(profile, orders.setdefault(event.customer_id, {}), event)
+        if event.order is not None and event.type != "interaction":
+            profiles[event.customer_id] = count_into_order(profile, orders, event)
+        else:
+            profiles[event.customer_id] = profile
         if not start <= event.occurred_at < end:
             continue
         in_period += 1
@@ -157,10 +164,11 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
         chosen = [plan.candidates[p] for p in controls.accept(plan, counters.take, counters.room, counters.give_back)]
         at = int(event.occurred_at.timestamp())
         for candidate in chosen:
-            tally = tallies[(candidate.campaign, candidate.outcome.rule_id)]
-            if event.customer_id not in tally.exposed:
+            key = (candidate.campaign, candidate.outcome.rule_id)
+            tally = tallies[key]
+            if key in planned and event.customer_id not in tally.exposed:
                 tally.exposed[event.customer_id] = event.occurred_at
-                watching.setdefault(event.customer_id, []).append(tally)
+                watching[event.customer_id] = (*watching.get(event.customer_id, ()), key)
             if candidate.group == "control":
                 tally.held_out += 1
                 continue

@@ -50,6 +50,8 @@ class TimeLimitExceeded(EvaluationFailed):
 class _Clock(threading.local):
     deadline = math.inf
     """``time.perf_counter()`` past which conditions stop; set by the engine for each event."""
+    exceeded = False
+    """Whether a condition of this event was stopped by the deadline."""
 
 
 clock = _Clock()
