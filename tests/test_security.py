@@ -708,16 +708,19 @@ REDEMPTIONS = "/v1/reports/redemptions?campaign=loyal&as_of=2026-11-23T00:00:00Z
 UPLIFT = "/v1/reports/uplift?campaign=loyal&window_days=30"
 
 
+STORY_PROFILE = {
+    "first_name": FIRST_NAME,
+    "last_name": LAST_NAME,
+    "email": EMAIL,
+    "birthday": BIRTHDAY,
+    "segments": [SEGMENT],
+    "language": "es",
+}
+
+
 async def erasure_story(client: Client, keys: dict[str, Any]) -> str:
     """A customer with personal data, three purchases, a review, a gift redeemed and an adjustment; a bystander."""
-    profile = {
-        "first_name": FIRST_NAME,
-        "last_name": LAST_NAME,
-        "email": EMAIL,
-        "birthday": BIRTHDAY,
-        "segments": [SEGMENT],
-        "language": "es",
-    }
+    profile = STORY_PROFILE
     first = await post_event(
         client, keys, purchase("ev-a1", ERASED_ID, 150.0, occurred_at="2026-03-01T10:00:00Z", customer=profile)
     )
@@ -849,14 +852,7 @@ async def test_after_erasure_no_retry_of_an_event_tells_whose_it_was_and_none_aw
     client: Client, keys: dict[str, Any], engine: AsyncEngine
 ) -> None:
     await erasure_story(client, keys)
-    profile = {
-        "first_name": FIRST_NAME,
-        "last_name": LAST_NAME,
-        "email": EMAIL,
-        "birthday": BIRTHDAY,
-        "segments": [SEGMENT],
-        "language": "es",
-    }  # as the story sent it
+    profile = STORY_PROFILE  # as the story sent it
     original = purchase("ev-a1", ERASED_ID, 150.0, occurred_at="2026-03-01T10:00:00Z", customer=profile)
     complaint = interaction("ev-a5", ERASED_ID, name="complaint", note=f"{FIRST_NAME} {LAST_NAME} was kept waiting")
     await post_event(client, keys, complaint)

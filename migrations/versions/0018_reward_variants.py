@@ -97,19 +97,11 @@ def upgrade() -> None:
     op.add_column("exposures", sa.Column("variant_drawn", sa.String(length=100), nullable=True))
     op.add_column("first_exposures", sa.Column("variant", sa.String(length=100), nullable=True))
     op.add_column("first_exposures", sa.Column("variant_drawn", sa.String(length=100), nullable=True))
-    # The report groups by variant only for a campaign that has them, found through this (small) index.
-    op.create_index(
-        "ix_first_exposures_campaign_variant",
-        "first_exposures",
-        ["campaign"],
-        postgresql_where=sa.text("variant IS NOT NULL"),
-    )
     op.execute(RESERVE)
 
 
 def downgrade() -> None:
     # delight_reserve stays: a plan without chains is walked as before.
-    op.drop_index("ix_first_exposures_campaign_variant", table_name="first_exposures")
     op.drop_column("first_exposures", "variant_drawn")
     op.drop_column("first_exposures", "variant")
     op.drop_column("exposures", "variant_drawn")

@@ -89,12 +89,13 @@ def apply_delta(profile: dict[str, Any], delta: ProfileDelta) -> dict[str, Any]:
     after = dict(profile)
     after["purchase_count"] = profile["purchase_count"] + delta.purchases
     after["return_count"] = profile["return_count"] + delta.returns
-    after["lifetime_spend"] = Decimal(profile["lifetime_spend"]) + delta.spend
+    spend = delta.spend
     ahead = profile.get("refunds_ahead")
     if delta.order_id is not None and ahead and delta.order_id in ahead:  # a return came first: net it off
         refunded_beyond = Decimal(str(ahead[delta.order_id]))
-        after["lifetime_spend"] = Decimal(profile["lifetime_spend"]) + max(delta.spend - refunded_beyond, Decimal(0))
+        spend = max(delta.spend - refunded_beyond, Decimal(0))
         after["refunds_ahead"] = {**ahead, delta.order_id: max(refunded_beyond - delta.spend, Decimal(0))}
+    after["lifetime_spend"] = Decimal(profile["lifetime_spend"]) + spend
     after["first_purchase_at"] = _least(profile["first_purchase_at"], delta.purchase_at)
     after["last_purchase_at"] = _greatest(profile["last_purchase_at"], delta.purchase_at)
     newer = profile["last_event_at"] is None or delta.occurred_at >= profile["last_event_at"]

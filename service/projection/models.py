@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, Index, Integer, String, func, text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, Integer, String, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,10 +20,7 @@ class FirstExposure(Base):
     """
 
     __tablename__ = "first_exposures"
-    __table_args__ = (
-        CheckConstraint("\"group\" IN ('treatment', 'control')", name="group"),
-        Index("ix_first_exposures_campaign_variant", "campaign", postgresql_where=text("variant IS NOT NULL")),
-    )
+    __table_args__ = (CheckConstraint("\"group\" IN ('treatment', 'control')", name="group"),)
 
     campaign: Mapped[str] = mapped_column(String(100), primary_key=True)
     rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)

@@ -22,6 +22,7 @@ regularised incomplete beta function (a Lentz continued fraction).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -250,6 +251,21 @@ def _spread(p: float, holdout: float) -> float:
 def detectable_uplift(p: float, holdout: float, per_day: float, days: float) -> float:
     """The smallest absolute uplift in a rate ``p`` detected with 80% power after ``days`` of ``per_day``."""
     return math.sqrt(_spread(p, holdout) / (per_day * days))
+
+
+def per_day(customers: int, first: dt.datetime | None, last: dt.datetime | None) -> float | None:
+    """``customers`` first exposed between ``first`` and ``last``, per day (a span of at least one day)."""
+    if first is None or last is None:
+        return None
+    return customers / max((last - first).total_seconds() / 86400, 1.0)
+
+
+def enrolment_plan(p: float | None, holdout: float | None, per_day: float | None) -> dict[int, float | None]:
+    """The uplift 30 and 90 days of enrolment detect with 80% power (``detectable_uplift``), rounded; ``None``
+    for both when the baseline, the holdout or the traffic cannot say."""
+    if p is None or not 0 < p < 1 or holdout is None or not 0 < holdout < 1 or not per_day:
+        return {30: None, 90: None}
+    return {days: round(detectable_uplift(p, holdout, per_day, days), 6) for days in (30, 90)}
 
 
 def days_to_detect(p: float, holdout: float, per_day: float, uplift: float) -> float:

@@ -30,7 +30,7 @@ from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from msgspec import Struct, field
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.projection.freshness import freshness
@@ -43,7 +43,7 @@ SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
 
 # One pass over the campaign's first exposures, each joined to its customer's purchases, grouped by rule and
-# group (and reward variant, for a campaign that has them). Revenue ``y`` is what the customer spent in
+# group and reward variant (``NULL`` for a rule with one award). Revenue ``y`` is what the customer spent in
 # (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals read at the
 # right places of the timeline (``width_bucket`` counts the purchases at or before an instant). A customer
 # counts (``closed``) once their window has closed; ``day`` is the day of their first purchase after t0 (1..N)
@@ -54,7 +54,8 @@ CAMPAIGN_ROW = "*"
 # process); the join is left to the planner, which hashes the customers' timelines for a large campaign and
 # looks them up by key for a small one. The window is an interval of seconds, never of calendar days, which
 # would move by an hour across a change to summer time.
-QUERY_SOURCE = """
+QUERY = text(
+    """
     SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
            coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
            count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
@@ -90,25 +91,7 @@ QUERY_SOURCE = """
     ) AS s
     GROUP BY 1, 2, 3
     """
-
-
-def _query(variants: bool) -> TextClause:
-    """The report's pass; with ``variants``, grouped by reward variant too (each customer's at their first
-    exposure), which costs the pass about a tenth more, so only campaigns that have variants pay it."""
-    source = QUERY_SOURCE
-    if not variants:
-        source = (
-            source.replace("s.variant, count(*) AS exposed", "NULL::text AS variant, count(*) AS exposed")
-            .replace("count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks", "0 AS fallbacks")
-            .replace("f.variant, f.variant_drawn IS NOT NULL AS fallback, ", "")
-            .replace("GROUP BY 1, 2, 3", "GROUP BY 1, 2")
-        )
-    return text(source)
-
-
-QUERIES = {True: _query(True), False: _query(False)}
-# Whether any of the campaign's customers was given a variant: found through a partial index of those rows alone.
-HAS_VARIANTS = text("SELECT EXISTS (SELECT 1 FROM first_exposures WHERE campaign = :campaign AND variant IS NOT NULL)")
+)
 # For the report's own transaction: the customers' timelines of a large campaign hashed in memory, not in batches
 # spilled to disk.
 WORK_MEM = text("SET LOCAL work_mem = '256MB'")
@@ -409,15 +392,13 @@ def _plan(treated: _Group, control: _Group, target: float) -> PowerPlan:
         p = (treated.repeaters + control.repeaters) / everyone
     else:
         p = None
-    starts = [t for t in (treated.first_t0, control.first_t0) if t]
-    ends = [t for t in (treated.last_t0, control.last_t0) if t]
-    span_days = max((max(ends) - min(starts)).total_seconds() / 86400, 1.0) if starts and ends else None
-    per_day = exposed / span_days if span_days else None
-    mde: dict[int, float | None] = {30: None, 90: None}
+    both = _Group()
+    both.add(treated)
+    both.add(control)
+    per_day = stats.per_day(exposed, both.first_t0, both.last_t0)
+    mde = stats.enrolment_plan(p, h, per_day)
     days_for_target = None
-    if p is not None and 0 < p < 1 and h is not None and 0 < h < 1 and per_day:
-        for days in mde:
-            mde[days] = round(stats.detectable_uplift(p, h, per_day, days), 6)
+    if p is not None and h is not None and per_day and mde[30] is not None:
         days_for_target = round(stats.days_to_detect(p, h, per_day, target), 1)
     return PowerPlan(
         baseline_repeat_rate=_r(p),
@@ -537,8 +518,7 @@ async def uplift_report(
     await db.execute(WORK_MEM)
     groups: dict[tuple[str, str], _Group] = {}
     by_variant: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> variant -> its customers
-    variants = bool((await db.execute(HAS_VARIANTS, params)).scalar())
-    for row in (await db.execute(QUERIES[variants], params)).all():
+    for row in (await db.execute(QUERY, params)).all():
         g = _Group(
             exposed=row.exposed,
             expected_control=float(row.expected_control),

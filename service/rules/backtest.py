@@ -58,18 +58,13 @@ class RuleTally:
         """The power plan (as the uplift report's) from the exposures and repeats the replay saw."""
         closed = [c for c, t0 in self.exposed.items() if last_seen and t0 + PLAN_WINDOW <= last_seen]
         baseline = sum(1 for c in closed if c in self.repeated) / len(closed) if len(closed) >= 30 else None
-        starts = sorted(self.exposed.values())
-        span = max((starts[-1] - starts[0]).total_seconds() / 86400, 1.0) if starts else None
-        per_day = len(starts) / span if span else None
-        h = self.holdout
-        mde: dict[int, float | None] = {30: None, 90: None}
-        if baseline is not None and 0 < baseline < 1 and 0 < h < 1 and per_day:
-            for days in mde:
-                mde[days] = round(stats.detectable_uplift(baseline, h, per_day, days), 6)
+        starts = self.exposed.values()
+        per_day = stats.per_day(len(starts), min(starts, default=None), max(starts, default=None))
+        mde = stats.enrolment_plan(baseline, self.holdout, per_day)
         self.plan = {
             "customers_per_day": round(per_day, 2) if per_day else None,
             "baseline_repeat_rate": None if baseline is None else round(baseline, 6),
-            "holdout": h,
+            "holdout": self.holdout,
             "detectable_uplift_30d": mde[30],
             "detectable_uplift_90d": mde[90],
         }

@@ -92,12 +92,17 @@ class OfferSpec(Struct, forbid_unknown_fields=True):
     valid_days: ValidDays | None = None
 
 
-class VariantSpec(Struct, forbid_unknown_fields=True):
-    """One of a rule's reward variants: an award, its name in reports and its weight in the draw."""
+class _OneAward(Struct, forbid_unknown_fields=True):
+    """Points, a gift or an offer: exactly one (the loader says so at the line)."""
 
     points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
     gift: Identifier | None = None
     offer: OfferSpec | None = None
+
+
+class VariantSpec(_OneAward, forbid_unknown_fields=True):
+    """One of a rule's reward variants: an award, its name in reports and its weight in the draw."""
+
     id: (
         Annotated[
             Identifier,
@@ -111,10 +116,7 @@ class VariantSpec(Struct, forbid_unknown_fields=True):
     weight: Annotated[float, Meta(gt=0, le=1_000_000, description="Relative chance of being drawn; default 1.")] = 1.0
 
 
-class AwardSpec(Struct, forbid_unknown_fields=True):
-    points: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
-    gift: Identifier | None = None
-    offer: OfferSpec | None = None
+class AwardSpec(_OneAward, forbid_unknown_fields=True):
     one_of: (
         Annotated[
             list[VariantSpec],
