@@ -347,6 +347,7 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
+    """``delight report uplift`` and ``delight report programme``: the same reading of the projection."""
     import datetime as dt
     import zoneinfo
 
@@ -355,12 +356,16 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
     from service.projection.apply import catch_up, projector_connection
-    from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, render_table, to_csv, uplift_report
+    from service.reports import programme, uplift
     from service.reports.uplift_html import render_html
     from service.rules.loader import RuleSetError, load_rule_set
 
-    if not 1 <= args.window_days <= MAX_WINDOW_DAYS:
-        print(f"delight: --window-days must be between 1 and {MAX_WINDOW_DAYS}", file=sys.stderr)
+    campaign = getattr(args, "campaign", None)  # None: the programme
+    if campaign is not None and not 1 <= args.window_days <= uplift.MAX_WINDOW_DAYS:
+        print(f"delight: --window-days must be between 1 and {uplift.MAX_WINDOW_DAYS}", file=sys.stderr)
+        return 2
+    if not 50 <= args.cap_percentile <= 100:
+        print("delight: --cap-percentile must be between 50 and 100", file=sys.stderr)
         return 2
     try:
         rule_set: RuleSet | None = load_rule_set(settings.app.rules_dir)
@@ -378,23 +383,34 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     if since and until and until <= since:
         print("delight: --to is before --from", file=sys.stderr)
         return 2
-    active = rule_set.by_name.get(args.campaign) if rule_set else None
+    active = rule_set.by_name.get(campaign) if rule_set and campaign else None
 
-    async def run(url: str) -> UpliftReport:
+    async def run(url: str) -> uplift.UpliftReport | programme.ProgrammeReport:
         async with projector_connection(url) as conn:
             await catch_up(conn)  # every event committed before now, whether or not a server is running
         engine = create_engine(url)
         try:
             async with engine.connect() as connection:
-                return await uplift_report(
+                if campaign is None:
+                    return await programme.programme_report(
+                        connection,
+                        holdout=rule_set.settings.programme_holdout if rule_set else 0.0,
+                        since=since,
+                        until=until,
+                        cap_percentile=args.cap_percentile,
+                        net_returns=args.net_returns,
+                    )
+                return await uplift.uplift_report(
                     connection,
-                    campaign=args.campaign,
+                    campaign=campaign,
                     window_days=args.window_days,
                     holdout=active.holdout if active else None,
                     rule_ids=[r.id for r in active.rules] if active else (),
                     since=since,
                     until=until,
                     target_uplift=args.target_uplift,
+                    cap_percentile=args.cap_percentile,
+                    net_returns=args.net_returns,
                 )
         finally:
             await engine.dispose()
@@ -406,12 +422,15 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         report = asyncio.run(run(database_url))
     if args.format == "json":
         print(msgspec.json.format(msgspec.json.encode(report)).decode())
+    elif isinstance(report, programme.ProgrammeReport):
+        render = {"csv": programme.to_csv, "html": programme.render_html}.get(args.format, programme.render_table)
+        sys.stdout.write(render(report) + ("" if args.format in ("csv", "html") else "\n"))
     elif args.format == "csv":
-        sys.stdout.write(to_csv(report))
+        sys.stdout.write(uplift.to_csv(report))
     elif args.format == "html":
         sys.stdout.write(render_html(report))
     else:
-        print(render_table(report))
+        print(uplift.render_table(report))
     return 0
 
 
@@ -566,10 +585,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="an uplift in repeat rate (0.02 = 2 points): the plan says how many days of enrolment detect it",
     )
-    uplift.add_argument("--from", dest="start", help="first day of first exposure, e.g. 2026-03-01 (shop time zone)")
-    uplift.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
-    uplift.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
-    uplift.set_defaults(handler=_report_uplift)
+    whole = report.add_parser(
+        "programme",
+        help="everyone the surprise programme reaches against its holdout (programme_holdout), over 30/90/180 days",
+    )
+    for each in (uplift, whole):
+        each.add_argument(
+            "--cap-percentile",
+            type=float,
+            default=99.0,
+            help="cap each customer's revenue at this percentile of the rule's for the capped figures (50-100)",
+        )
+        each.add_argument("--net-returns", action="store_true", help="take refunds in the window off revenue")
+        each.add_argument("--from", dest="start", help="first day of first exposure, e.g. 2026-03-01 (shop time zone)")
+        each.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
+        each.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+        each.set_defaults(handler=_report_uplift)
     rebuild = report.add_parser(
         "rebuild", help="rebuild the uplift projection from the stored events (servers may keep running)"
     )

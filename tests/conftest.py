@@ -345,7 +345,7 @@ FIRST_EXPOSURES = """
     SELECT campaign, rule_id, customer_id, event_id, t0, "group", holdout, channel, store_id, cost_s, cost_cents
     FROM first_exposures ORDER BY campaign, rule_id, customer_id
 """
-CUSTOMER_TIMELINES = "SELECT customer_id, at, cum FROM customer_timelines ORDER BY customer_id"
+CUSTOMER_TIMELINES = "SELECT customer_id, at, cum, ret_at, ret_cum FROM customer_timelines ORDER BY customer_id"
 
 
 def steps(instants: Sequence[Any], running: Sequence[int]) -> list[tuple[Any, int]]:
@@ -364,6 +364,7 @@ def steps(instants: Sequence[Any], running: Sequence[int]) -> list[tuple[Any, in
 class Projection:
     firsts: list[dict[str, Any]]  # first_exposures rows, with the cost timeline as ``cost`` steps
     timelines: dict[str, list[tuple[dt.datetime, int]]]  # customer -> purchase steps
+    returns: dict[str, list[tuple[dt.datetime, int]]]  # customer -> return steps (refunded), for those with any
 
 
 async def read_projection(conn: Any) -> Projection:
@@ -372,8 +373,10 @@ async def read_projection(conn: Any) -> Projection:
         first = dict(row)
         first["cost"] = steps(first.pop("cost_s"), first.pop("cost_cents"))
         firsts.append(first)
-    timelines = {r["customer_id"]: steps(r["at"], r["cum"]) for r in await conn.fetch(CUSTOMER_TIMELINES)}
-    return Projection(firsts, timelines)
+    rows = await conn.fetch(CUSTOMER_TIMELINES)
+    timelines = {r["customer_id"]: steps(r["at"], r["cum"]) for r in rows if r["at"]}
+    returns = {r["customer_id"]: steps(r["ret_at"], r["ret_cum"]) for r in rows if r["ret_at"]}
+    return Projection(firsts, timelines, returns)
 
 
 async def projected(database_url: str) -> Projection:

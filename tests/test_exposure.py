@@ -90,6 +90,7 @@ SCOPE_BY_OPERATION: dict[str, str] = {
     "getWebhooks": scopes.RULES_ADMIN,
     "getRedemptionReport": scopes.REPORTS_READ,
     "getUpliftReport": scopes.REPORTS_READ,
+    "getProgrammeReport": scopes.REPORTS_READ,
     "exportAwards": scopes.REPORTS_READ,
     "exportExposures": scopes.REPORTS_READ,
     "listKeys": scopes.KEYS_ADMIN,

@@ -521,8 +521,19 @@ async def test_the_projection_holds_what_was_posted_whatever_the_arrival_order(
     by_id = {b.event_id: b for b in buys}
     treated = {by_id[a["event_id"]].customer for a in awards}
     expected = {(b.customer, rule) for b in buys for rule in ("*", "mug", "points") if b.qualifies(rule)}
-    assert {(r["customer_id"], r["rule_id"]) for r in built.firsts} == expected
-    for r in built.firsts:
+    firsts = [r for r in built.firsts if r["campaign"] == "thanks"]
+    assert {(r["customer_id"], r["rule_id"]) for r in firsts} == expected
+    # One campaign and no programme holdout: each customer's programme row (campaign ``*``) is their campaign's
+    # row, in the programme's treated group.
+    campaign_rows = {r["customer_id"]: r for r in firsts if r["rule_id"] == "*"}
+    programme = [r for r in built.firsts if r["campaign"] == "*"]
+    assert len(programme) + len(firsts) == len(built.firsts)
+    assert {r["customer_id"] for r in programme} == set(campaign_rows)
+    for r in programme:
+        c = campaign_rows[r["customer_id"]]
+        assert (r["rule_id"], r["event_id"], r["t0"], r["cost"]) == ("*", c["event_id"], c["t0"], c["cost"])
+        assert r["group"] == "treatment"
+    for r in firsts:
         own = [b for b in buys if b.customer == r["customer_id"]]
         first = min((b for b in own if b.qualifies(r["rule_id"])), key=lambda b: b.at)
         assert (r["event_id"], r["t0"], r["channel"], r["store_id"]) == (first.event_id, first.at, "pos", "madrid-1")
@@ -677,6 +688,14 @@ CSV_TO_JSON = {
     "revenue_uplift_cuped_absolute": "revenue_uplift_cuped.absolute",
     "revenue_uplift_cuped_ci95_low": "revenue_uplift_cuped.ci95.0",
     "revenue_uplift_cuped_ci95_high": "revenue_uplift_cuped.ci95.1",
+    "revenue_cap": "revenue_cap",
+    "revenue_uplift_capped_absolute": "revenue_uplift_capped.absolute",
+    "revenue_uplift_capped_ci95_low": "revenue_uplift_capped.ci95.0",
+    "revenue_uplift_capped_ci95_high": "revenue_uplift_capped.ci95.1",
+    "revenue_uplift_capped_p_value": "revenue_uplift_capped.p_value",
+    "revenue_uplift_capped_cuped_absolute": "revenue_uplift_capped_cuped.absolute",
+    "revenue_uplift_capped_cuped_ci95_low": "revenue_uplift_capped_cuped.ci95.0",
+    "revenue_uplift_capped_cuped_ci95_high": "revenue_uplift_capped_cuped.ci95.1",
     "srm_p_value": "srm_p_value",
     "srm_mismatch": "srm_mismatch",
     "award_cost": "award_cost",
@@ -703,6 +722,8 @@ UPLIFT_HTML_FIELDS = {
     "uplift.relative",
     "revenue_uplift.absolute",
     "revenue_uplift.p_value",
+    "revenue_uplift_capped.absolute",
+    "revenue_uplift_capped_cuped.absolute",
 }
 
 
@@ -778,6 +799,8 @@ async def test_csv_and_html_carry_the_same_numbers_as_the_json(rules_app: AppFac
         "notes",
         "as_of",
         "complete_until",
+        "cap_percentile",
+        "returns_netted",
         "fallbacks",  # on a variant's row (these rules have one award each)
         "winner",  # on the row of a rule with variants
         *CSV_TO_JSON,
@@ -834,6 +857,7 @@ EXPOSURE_HEADER = [
     "rule_set_version",
     "variant",
     "variant_drawn",
+    "programme_held",
 ]
 AWARD_HEADER = [
     "award_id",
@@ -899,6 +923,7 @@ async def test_exports_stream_every_exposure_and_award_as_posted_with_filters(
             "rule_set_version": version,
             "variant": "",  # rules with one award
             "variant_drawn": "",
+            "programme_held": "False",  # no programme holdout
         }
         for b in buys
         for rule in ("mug", "points")

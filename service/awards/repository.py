@@ -55,13 +55,13 @@ ISSUE = Sql(
     ), exposed AS (
         INSERT INTO exposures (
             event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, rule_set_version, holdout,
-            variant, variant_drawn
+            variant, variant_drawn, programme_held
         )
         SELECT :event_id, x.campaign, x.rule_id, :customer_id, x."group", :issued_at, x.award_id, :version, x.holdout,
-               x.variant, x.variant_drawn
+               x.variant, x.variant_drawn, x.programme_held
         FROM chosen, jsonb_to_recordset(CAST(:exposures AS jsonb)) AS x(
             candidate integer, campaign text, rule_id text, "group" text, award_id uuid, holdout float8,
-            variant text, variant_drawn text
+            variant text, variant_drawn text, programme_held boolean
         )
         WHERE x.candidate = ANY (chosen.positions)
     ), outboxed AS (

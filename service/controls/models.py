@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, SmallInteger, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, SmallInteger, String
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,3 +48,5 @@ class Exposure(Base):
     award."""
     variant_drawn: Mapped[str | None] = mapped_column(String(100))
     """The variant drawn for the customer, when it was out of stock and ``variant`` was given instead."""
+    programme_held: Mapped[bool | None] = mapped_column(Boolean)
+    """True when the programme-wide holdout kept the award back (``group`` is control); ``NULL`` otherwise."""

@@ -71,6 +71,8 @@ class Candidate:
     when every one before it failed on its counters (out of stock, say), and at most one is given."""
     drawn: str | None = None
     """The variant drawn for the customer, on every candidate of its chain."""
+    programme: bool = False
+    """Held out by the programme-wide holdout (``group`` is then control, whatever the campaign's holdout)."""
 
     @property
     def campaign(self) -> str:
@@ -88,6 +90,16 @@ class Plan:
     @property
     def needs_counters(self) -> bool:
         return any(c.takes for c in self.candidates)
+
+
+PROGRAMME = "*"  # the programme's draw stands where a campaign's name would, and no campaign can be named so
+
+
+def programme_held(rule_set: RuleSet, customer_id: str) -> bool:
+    """Whether the programme-wide holdout keeps every surprise from this customer: a keyed hash of the customer
+    id against ``programme_holdout``, so a customer's place only changes when the share does."""
+    share = rule_set.settings.programme_holdout
+    return share > 0 and draw(rule_set.settings.seed, "holdout", PROGRAMME, customer_id) < share
 
 
 def holdout_group(rule_set: RuleSet, campaign: Campaign, customer_id: str) -> Group:
@@ -157,6 +169,7 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
                 notes[(outcome.campaign, outcome.rule_id)] = "interaction award cap reached for this customer"
         return Plan([], {}, None, notes)
     candidates = []
+    held = programme_held(rule_set, customer_id)
     for outcome in outcomes:
         if outcome.decision is None:
             continue
@@ -168,9 +181,11 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
         ):
             notes[(campaign.name, rule.id)] = "rule limit reached for this customer"
             continue
-        group = holdout_group(rule_set, campaign, customer_id)
+        group = "control" if held else holdout_group(rule_set, campaign, customer_id)
         if not rule.variants:
-            candidates.append(Candidate(outcome, group, takes_for(rule, campaign, occurred_at.date()), rule.priority))
+            candidates.append(
+                Candidate(outcome, group, takes_for(rule, campaign, occurred_at.date()), rule.priority, programme=held)
+            )
             continue
         order = rule.variant_order(rule_set.settings.seed, customer_id)
         for variant in order:
@@ -185,6 +200,7 @@ def plan(rule_set: RuleSet, facts: dict[str, Any], outcomes: Sequence[Outcome], 
                     rule.priority,
                     chain=len(candidates) if variant is order[0] else candidates[-1].chain,
                     drawn=order[0].variant,
+                    programme=held,
                 )
             )
     candidates.sort(key=lambda c: -c.priority)  # stable: otherwise campaign and file order

@@ -202,6 +202,7 @@ async def record_event(
                 "holdout": rule_set.by_name[c.campaign].holdout,
                 "variant": c.outcome.decision.variant if c.outcome.decision else None,
                 "variant_drawn": c.drawn if c.outcome.decision and c.drawn != c.outcome.decision.variant else None,
+                **({"programme_held": True} if c.programme else {}),
             }
             for p, c in candidates
         ],

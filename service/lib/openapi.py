@@ -60,7 +60,11 @@ def finish(schema: OpenAPI) -> None:
         if name in strict and isinstance(component, Schema):
             component.additional_properties = False
     text = Schema(type=OpenAPIType.STRING)
-    alternatives = {"getRedemptionReport": ("text/csv",), "getUpliftReport": ("text/csv", "text/html")}
+    alternatives = {
+        "getRedemptionReport": ("text/csv",),
+        "getUpliftReport": ("text/csv", "text/html"),
+        "getProgrammeReport": ("text/csv", "text/html"),
+    }
     for item in (schema.paths or {}).values():
         operation = item.get
         if operation is None or operation.operation_id not in alternatives or not operation.responses:

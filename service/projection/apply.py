@@ -113,6 +113,7 @@ async def apply_page(conn: Connection, limit: int = PAGE_TRANSACTIONS) -> Progre
                 "bound": bound,
             }
             await sql.PAGE_TIMELINES.execute(conn, params)
+            await sql.PAGE_RETURNS.execute(conn, params)
             await sql.PAGE_FIRST_EXPOSURES.execute(conn, params)
             await sql.COSTS.execute(conn, params)
         finished = len(transactions) < limit
@@ -159,6 +160,7 @@ async def build(conn: Connection) -> Progress:
         await sql.STATE.fetchrow(conn, {})  # its lock first, as a page takes it, then the tables it rebuilds
         await sql.FORGET.execute(conn, {})
         await sql.ALL_TIMELINES.execute(conn, {})
+        await sql.ALL_RETURNS.execute(conn, {})
         await sql.ALL_FIRST_EXPOSURES.execute(conn, {"applied": None, "target": None, "bound": None})
         await sql.RESET.execute(conn, {"snapshot": now["snapshot"], "complete_at": now["at"]})
         events = await conn.fetchval("SELECT events FROM projection_state WHERE name = 'uplift'")

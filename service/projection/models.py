@@ -42,13 +42,16 @@ class FirstExposure(Base):
 
 
 class CustomerTimeline(Base):
-    """Every purchase of one customer: the instants in order and the running total in cents at each."""
+    """Every purchase of one customer: the instants in order and the running total in cents at each; and every
+    return, the same way (refunded in cents)."""
 
     __tablename__ = "customer_timelines"
 
     customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     at: Mapped[list[dt.datetime]] = mapped_column(ARRAY(DateTime(timezone=True)))
     cum: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    ret_at: Mapped[list[dt.datetime]] = mapped_column(ARRAY(DateTime(timezone=True)), server_default="{}")
+    ret_cum: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
 
 
 class ProjectionState(Base):

@@ -79,31 +79,40 @@ APPLIED = """(CAST(:applied AS pg_snapshot) IS NULL
               OR (ae.xid <= CAST(:bound AS xid8) AND pg_visible_in_snapshot(ae.xid, CAST(:target AS pg_snapshot))))"""
 
 
-def timelines(events: str) -> Sql:
-    """Fold the purchases among ``events`` into their customers' timelines: one row per customer."""
+def timelines(events: str, kind: str = "purchase") -> Sql:
+    """Fold the purchases (or, with ``kind`` return, the returns) among ``events`` into their customers'
+    timelines: one row per customer."""
+    at, cum = ("at", "cum") if kind == "purchase" else ("ret_at", "ret_cum")
+    folded = "array_agg(occurred_at ORDER BY occurred_at, event_id), array_agg(running ORDER BY occurred_at, event_id)"
+    empty = "'{}', '{}'"
+    columns = f"{folded}, {empty}" if kind == "purchase" else f"{empty}, {folded}"
     return Sql(
         f"""
-        INSERT INTO customer_timelines AS t (customer_id, at, cum)
-        SELECT customer_id, array_agg(occurred_at ORDER BY occurred_at, event_id),
-               array_agg(running ORDER BY occurred_at, event_id)
+        INSERT INTO customer_timelines AS t (customer_id, at, cum, ret_at, ret_cum)
+        SELECT customer_id, {columns}
         FROM (
             SELECT customer_id, occurred_at, event_id,
                    sum(round(amount * 100)::bigint) OVER (
                        PARTITION BY customer_id ORDER BY occurred_at, event_id
                    )::bigint AS running
             FROM events
-            WHERE {events} AND type = 'purchase' AND amount IS NOT NULL
+            WHERE {events} AND type = '{kind}' AND amount IS NOT NULL
         ) AS bought
         GROUP BY customer_id
-        ON CONFLICT (customer_id) DO UPDATE SET (at, cum) = (
-            SELECT m.merged_at, m.merged_cum FROM delight_timeline_merge(t.at, t.cum, EXCLUDED.at, EXCLUDED.cum) AS m
+        ON CONFLICT (customer_id) DO UPDATE SET ({at}, {cum}) = (
+            SELECT m.merged_at, m.merged_cum
+            FROM delight_timeline_merge(t.{at}, t.{cum}, EXCLUDED.{at}, EXCLUDED.{cum}) AS m
         )
         """
     )
 
 
 def first_exposures(events: str) -> Sql:
-    """Record the first exposures among ``events``: per rule and per campaign (rule ``*``), the earliest.
+    """Record the first exposures among ``events``: per rule and per campaign (rule ``*``), the earliest; and per
+    customer, their first exposure to the programme (campaign and rule ``*``), in the programme holdout's group.
+
+    The exposures the programme holdout kept back count for the programme only: a campaign's rows compare its own
+    treated and held-out customers among those the programme surprises.
 
     A key seen before keeps its row unless this exposure is earlier (a late
     event), which then takes its place whole, its cost timeline worked out
@@ -119,13 +128,19 @@ def first_exposures(events: str) -> Sql:
     return Sql(
         f"""
         WITH exposed AS (
-            SELECT campaign, rule_id, customer_id, occurred_at AS t0, event_id, "group", holdout, variant, variant_drawn
+            SELECT campaign, rule_id, customer_id, occurred_at AS t0, event_id, "group", holdout, variant,
+                   variant_drawn, programme_held
             FROM exposures WHERE {events}
         ), keyed AS (
-            SELECT * FROM exposed
+            SELECT campaign, rule_id, customer_id, t0, event_id, "group", holdout, variant, variant_drawn
+            FROM exposed WHERE programme_held IS NULL
             UNION ALL
             SELECT campaign, '*', customer_id, t0, event_id, min("group"), min(holdout), NULL, NULL
-            FROM exposed GROUP BY campaign, customer_id, t0, event_id
+            FROM exposed WHERE programme_held IS NULL GROUP BY campaign, customer_id, t0, event_id
+            UNION ALL
+            SELECT '*', '*', customer_id, t0, event_id,
+                   CASE WHEN bool_or(programme_held) THEN 'control' ELSE 'treatment' END, NULL, NULL, NULL
+            FROM exposed GROUP BY customer_id, t0, event_id
         ), firsts AS (
             SELECT DISTINCT ON (campaign, rule_id, customer_id) *
             FROM keyed ORDER BY campaign, rule_id, customer_id, t0, event_id
@@ -143,6 +158,8 @@ def first_exposures(events: str) -> Sql:
             SELECT * FROM given
             UNION ALL
             SELECT campaign, '*', customer_id, issued_at, cents, award_id FROM given
+            UNION ALL
+            SELECT '*', '*', customer_id, issued_at, cents, award_id FROM given
         ), new_costs AS (
             SELECT campaign, rule_id, customer_id, array_agg(o ORDER BY o, award_id) AS s,
                    array_agg(running ORDER BY o, award_id) AS cents
@@ -176,7 +193,8 @@ def first_exposures(events: str) -> Sql:
                 FROM (
                     SELECT delight_offset(a.issued_at - c.t0) AS o, round(a.cost * 100)::bigint AS v, a.award_id
                     FROM awards a JOIN events ae ON ae.event_id = a.event_id
-                    WHERE c.replacing AND a.customer_id = c.customer_id AND a.campaign = c.campaign
+                    WHERE c.replacing AND a.customer_id = c.customer_id
+                      AND (c.campaign = '*' OR a.campaign = c.campaign)
                       AND (c.rule_id = '*' OR a.rule_id = c.rule_id) AND a.cost > 0
                       AND a.issued_at >= c.t0 AND a.issued_at < c.t0 + interval '366 days'
                       AND {APPLIED}
@@ -204,6 +222,8 @@ COSTS = Sql(
         SELECT * FROM given
         UNION ALL
         SELECT campaign, '*', customer_id, issued_at, cents, award_id FROM given
+        UNION ALL
+        SELECT '*', '*', customer_id, issued_at, cents, award_id FROM given
     ), added AS (
         SELECT campaign, rule_id, customer_id, array_agg(o ORDER BY o, award_id) AS s,
                array_agg(running ORDER BY o, award_id) AS cents
@@ -228,6 +248,8 @@ COSTS = Sql(
 )
 
 PAGE_TIMELINES = timelines(PAGE_EVENTS)
+PAGE_RETURNS = timelines(PAGE_EVENTS, "return")
 PAGE_FIRST_EXPOSURES = first_exposures(PAGE_EVENTS)
 ALL_TIMELINES = timelines(FOR_ALL)
+ALL_RETURNS = timelines(FOR_ALL, "return")
 ALL_FIRST_EXPOSURES = first_exposures(FOR_ALL)

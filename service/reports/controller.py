@@ -1,4 +1,5 @@
-"""``GET /v1/reports/uplift`` (JSON, CSV or HTML) and the CSV exports analysts join in their warehouse."""
+"""``GET /v1/reports/uplift`` and ``/v1/reports/programme`` (JSON, CSV or HTML), and the CSV exports analysts join
+in their warehouse."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from service.lib.openapi import API_KEY, problem_responses
 from service.lib.validation import date_time_query
 from service.projection.freshness import catch_up_to_now
 from service.reports.cells import cell
+from service.reports.programme import ProgrammeReport, programme_report
+from service.reports.programme import render_html as programme_html
+from service.reports.programme import to_csv as programme_csv
 from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
 from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
@@ -34,6 +38,19 @@ Since = Annotated[
 ]
 Until = Annotated[
     dt.datetime | None, QueryParameter(name="to", description="Only customers first exposed before this time.")
+]
+
+CapPercentile = Annotated[
+    float,
+    Parameter(
+        ge=50,
+        le=100,
+        description="The percentile at which each customer's revenue is capped for the capped figures "
+        "(`revenue_cap`, `revenue_uplift_capped`): 99 caps at the rule's 99th percentile; 100 caps nothing.",
+    ),
+]
+NetReturns = Annotated[
+    bool, Parameter(description="Take refunds made in each customer's window off their revenue in it.")
 ]
 
 
@@ -106,6 +123,8 @@ class UpliftController(Controller):
                 "the days of enrolment that detect it with 80% power.",
             ),
         ] = 0.02,
+        cap_percentile: CapPercentile = 99.0,
+        net_returns: NetReturns = False,
         format: Annotated[
             Format | None, Parameter(description="Overrides the Accept header (handy for links).")
         ] = None,
@@ -123,6 +142,8 @@ class UpliftController(Controller):
                 since=since,
                 until=until,
                 target_uplift=target_uplift,
+                cap_percentile=cap_percentile,
+                net_returns=net_returns,
             )
         if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
             raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
@@ -141,10 +162,60 @@ class UpliftController(Controller):
         )
         return cast("Response[UpliftReport]", other)
 
+    @get(
+        "/programme",
+        operation_id="getProgrammeReport",
+        summary="Does the surprise programme as a whole pay? Everyone surprised against the programme holdout",
+        description=(
+            "Customers whom `programme_holdout` (`settings.yaml`) keeps out of every campaign against everyone "
+            "else, from each customer's first exposure to any campaign, over 30, 90 and 180 days: repeat rate, "
+            "revenue per customer (raw and capped), award cost of every campaign, incremental revenue and return "
+            "on cost, with the same statistics, freshness and formats as the uplift report."
+        ),
+        responses=problem_responses(400, 401, 403, 422, 503),
+    )
+    async def programme(
+        self,
+        request: Request[Any, Any, Any],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        rule_set: NamedDependency[RuleSet],
+        since: Since = None,
+        until: Until = None,
+        cap_percentile: CapPercentile = 99.0,
+        net_returns: NetReturns = False,
+        format: Annotated[
+            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
+        ] = None,
+    ) -> Response[ProgrammeReport]:
+        _period(since, until)
+        await catch_up_to_now(request.app.state.engine)
+        async with sessionmaker() as session, session.begin():
+            report = await programme_report(
+                session,
+                holdout=rule_set.settings.programme_holdout,
+                since=since,
+                until=until,
+                cap_percentile=cap_percentile,
+                net_returns=net_returns,
+            )
+        wanted = _wanted(request, format)
+        if wanted == "json":
+            return Response(report)
+        other: Any = (
+            Response(
+                programme_csv(report),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="programme.csv"'},
+            )
+            if wanted == "csv"
+            else Response(programme_html(report), media_type="text/html; charset=utf-8")
+        )
+        return cast("Response[ProgrammeReport]", other)
+
 
 EXPOSURES = """
     SELECT event_id, campaign, rule_id, customer_id, "group", occurred_at, award_id, holdout, rule_set_version,
-           variant, variant_drawn
+           variant, variant_drawn, coalesce(programme_held, false) AS programme_held
     FROM exposures
     WHERE (CAST(:campaign AS text) IS NULL OR campaign = :campaign)
       AND occurred_at >= coalesce(CAST(:since AS timestamptz), '-infinity')
@@ -164,6 +235,7 @@ EXPOSURE_COLUMNS = (
     "rule_set_version",
     "variant",
     "variant_drawn",
+    "programme_held",
 )
 # Codes are left out on purpose: they are bearer tokens for a gift.
 AWARDS = """

@@ -4,7 +4,8 @@ The population is every customer first exposed to a rule (or, as rule ``*``,
 to the campaign) in the period, in the group the holdout put them in. A
 customer *repeats* when they make at least one purchase in ``(t0, t0 + N
 days]`` after their first exposure ``t0``; revenue is the total of those
-purchases (returns are not netted). Only customers whose window has closed
+purchases (less the refunds made in that window, with ``net_returns``), and is
+also given capped at a percentile of the rule's customers (``cap_percentile``). Only customers whose window has closed
 (``t0 + N days`` at or before the latest event seen) are counted; the others
 are reported as ``open``. The sample-ratio check uses every first-exposed
 customer of the period, closed or not, against the holdout in force when each
@@ -33,7 +34,7 @@ from msgspec import Struct, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from service.projection.freshness import freshness
+from service.projection.freshness import Freshness, freshness
 from service.reports import stats
 
 MAX_WINDOW_DAYS = 365  # the timelines hold a year either side of t0
@@ -42,7 +43,9 @@ MIN_OUTCOMES = 5  # repeaters and non-repeaters per group: the normal approximat
 SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
 
-# One pass over the campaign's first exposures, each joined to its customer's purchases, grouped by rule and
+# One pass over the campaign's first exposures, each joined to its customer's purchases (kept in memory, ``s``);
+# the percentile each rule's revenue and pre-exposure spend are capped at (``caps``); then the sums over ``s``,
+# raw and capped, grouped by rule and
 # group and reward variant (``NULL`` for a rule with one award). Revenue ``y`` is what the customer spent in
 # (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals read at the
 # right places of the timeline (``width_bucket`` counts the purchases at or before an instant). A customer
@@ -56,23 +59,16 @@ CAMPAIGN_ROW = "*"
 # would move by an hour across a change to summer time.
 QUERY = text(
     """
-    SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
-           coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
-           count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
-           count(*) FILTER (WHERE s.closed) AS n, min(s.t0) AS first_t0, max(s.t0) AS last_t0,
-           coalesce(regr_avgy(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_y,
-           coalesce(regr_avgx(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_x,
-           coalesce(regr_syy(s.y, s.x) FILTER (WHERE s.closed), 0) AS syy,
-           coalesce(regr_sxx(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxx,
-           coalesce(regr_sxy(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxy,
-           coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
-           array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
-    FROM (
+    WITH s AS MATERIALIZED (
         SELECT f.rule_id, f."group" AS grp, f.variant, f.variant_drawn IS NOT NULL AS fallback, f.holdout, f.t0,
                f.t0 <= :cutoff AS closed,
                CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
                     THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
-               (coalesce(t.cum[width_bucket(b.window_end, t.at)], 0) - coalesce(t.cum[b.upto_t0], 0))
+               (coalesce(t.cum[width_bucket(b.window_end, t.at)], 0) - coalesce(t.cum[b.upto_t0], 0)
+                - CASE WHEN :net_returns
+                       THEN coalesce(t.ret_cum[width_bucket(b.window_end, t.ret_at)], 0)
+                            - coalesce(t.ret_cum[width_bucket(f.t0, t.ret_at)], 0)
+                       ELSE 0 END)
                    / 100.0::float8 AS y,
                (coalesce(t.cum[width_bucket(f.t0 - interval '1 microsecond', t.at)], 0)
                 - coalesce(t.cum[width_bucket(b.window_start - interval '1 microsecond', t.at)], 0))
@@ -88,7 +84,29 @@ QUERY = text(
         WHERE f.campaign = :campaign
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
-    ) AS s
+    ), caps AS (
+        SELECT rule_id, percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY y) AS cap_y,
+               percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY x) AS cap_x
+        FROM s WHERE closed GROUP BY rule_id
+    )
+    SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
+           coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
+           count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
+           count(*) FILTER (WHERE s.closed) AS n, min(s.t0) AS first_t0, max(s.t0) AS last_t0,
+           coalesce(regr_avgy(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_y,
+           coalesce(regr_avgx(s.y, s.x) FILTER (WHERE s.closed), 0) AS avg_x,
+           coalesce(regr_syy(s.y, s.x) FILTER (WHERE s.closed), 0) AS syy,
+           coalesce(regr_sxx(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxx,
+           coalesce(regr_sxy(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxy,
+           min(c.cap_y) AS cap_y,
+           coalesce(regr_avgy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS avg_yc,
+           coalesce(regr_avgx(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS avg_xc,
+           coalesce(regr_syy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS syy_c,
+           coalesce(regr_sxx(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxx_c,
+           coalesce(regr_sxy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxy_c,
+           coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
+           array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
+    FROM s LEFT JOIN caps c USING (rule_id)
     GROUP BY 1, 2, 3
     """
 )
@@ -106,6 +124,8 @@ class GroupOutcome(Struct):
     revenue_sd: float | None
     pre_revenue_per_customer: float | None  # spend in the N days before t0 (the CUPED covariate)
     open: int  # first exposed in the period, window not closed yet
+    revenue_per_customer_capped: float | None = None
+    """Revenue per customer with each customer's revenue capped at the rule's ``revenue_cap``."""
 
 
 class Uplift(Struct):
@@ -175,6 +195,13 @@ class RuleUplift(Struct):
     incremental_revenue_ci95: list[float] | None
     return_on_cost: float | None  # (incremental revenue - award cost) / award cost
     repeat_curve: RepeatCurve
+    revenue_cap: float | None = None
+    """The cap on one customer's revenue in the window: the report's ``cap_percentile`` of the rule's customers with a
+    closed window, both groups together (linear interpolation, as numpy's default); ``null`` without customers."""
+    revenue_uplift_capped: RevenueUplift | None = None
+    """Welch's test on revenue capped at ``revenue_cap``: a few very large baskets move it far less."""
+    revenue_uplift_capped_cuped: CupedUplift | None = None
+    """CUPED on the capped revenue, the pre-exposure spend capped at the same percentile of its own."""
     variant: str | None = None
     """On a variant's row: the variant, its treated customers against the rule's whole holdout."""
     fallbacks: int = 0
@@ -218,6 +245,10 @@ class UpliftReport(Struct):
     as_of: dt.datetime | None  # the latest event time seen: windows ending after it are still open
     complete_until: dt.datetime | None  # every event committed before this is counted; null: not built yet
     holdout: float | None  # in the rule set now active
+    cap_percentile: float
+    """The percentile each rule's revenue is capped at for the capped figures (99: the 99th)."""
+    returns_netted: bool
+    """Whether refunds in the window were taken off revenue (``net_returns``)."""
     campaign_total: RuleUplift | None
     rules: list[RuleUplift]
 
@@ -233,6 +264,8 @@ class _Group:
     fallbacks: int = 0
     first_t0: dt.datetime | None = None
     last_t0: dt.datetime | None = None
+    capped: stats.Moments | None = None  # the same sums, revenue and pre-exposure spend capped
+    cap: float | None = None
 
     def add(self, other: _Group) -> None:
         """Count ``other``'s customers in too (the variants of a rule make up its groups)."""
@@ -245,6 +278,9 @@ class _Group:
             self.days[day] = self.days.get(day, 0) + n
         if other.moments is not None:
             self.moments = other.moments if self.moments is None else self.moments + other.moments
+        if other.capped is not None:
+            self.capped = other.capped if self.capped is None else self.capped + other.capped
+        self.cap = self.cap if other.cap is None else other.cap
         self.first_t0 = min(filter(None, (self.first_t0, other.first_t0)), default=None)
         self.last_t0 = max(filter(None, (self.last_t0, other.last_t0)), default=None)
 
@@ -267,6 +303,7 @@ def _outcome(g: _Group) -> GroupOutcome:
         revenue_per_customer=_r(m.mean, 4) if m and n else None,
         revenue_sd=_r(math.sqrt(m.variance), 4) if m and n > 1 else None,
         pre_revenue_per_customer=_r(m.sum_x / n, 4) if m and n else None,
+        revenue_per_customer_capped=_r(g.capped.mean, 4) if g.capped and g.capped.n else None,
         open=g.exposed - n,
     )
 
@@ -321,6 +358,8 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
             "exposures may be lost or the assignment broken, so the comparison is not trustworthy"
         )
     uplift = revenue = cuped = None
+    capped: RevenueUplift | None = None
+    capped_cuped: CupedUplift | None = None
     incremental = incremental_ci = roc = None
     cost = treated.cost
     if status == "ok" and t and c:
@@ -333,23 +372,11 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
             p_value=_r(p.p_value, 8) or 0.0,
         )
         w = stats.welch(t, c)
-        revenue = RevenueUplift(
-            absolute=round(w.absolute, 4),
-            relative=_r(w.relative),
-            ci95=_pair(w.ci95, 4) or [],
-            relative_ci95=_pair(w.relative_ci95),
-            p_value=_r(w.p_value, 8) or 0.0,
-            df=_r(w.df, 2),
-        )
-        adjusted = stats.cuped(t, c)
-        if adjusted is not None:
-            a, theta = adjusted
-            cuped = CupedUplift(
-                absolute=round(a.absolute, 4),
-                ci95=_pair(a.ci95, 4) or [],
-                p_value=_r(a.p_value, 8) or 0.0,
-                theta=round(theta, 6),
-            )
+        revenue = _revenue(w)
+        cuped = _cuped(t, c)
+        if treated.capped is not None and control.capped is not None:
+            capped = _revenue(stats.welch(treated.capped, control.capped))
+            capped_cuped = _cuped(treated.capped, control.capped)
         incremental = round(w.absolute * nt, 2)
         incremental_ci = [round(w.ci95[0] * nt, 2), round(w.ci95[1] * nt, 2)]
         roc = round((incremental - cost) / cost, 4) if cost > 0 else None
@@ -370,8 +397,35 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
         incremental_revenue_ci95=incremental_ci,
         return_on_cost=roc,
         repeat_curve=RepeatCurve(treated=_curve(treated, days), control=_curve(control, days)),
+        revenue_cap=_r(treated.cap if treated.cap is not None else control.cap, 4),
+        revenue_uplift_capped=capped,
+        revenue_uplift_capped_cuped=capped_cuped,
         variant=variant,
         fallbacks=treated.fallbacks if variant else 0,
+    )
+
+
+def _revenue(w: stats.Comparison) -> RevenueUplift:
+    return RevenueUplift(
+        absolute=round(w.absolute, 4),
+        relative=_r(w.relative),
+        ci95=_pair(w.ci95, 4) or [],
+        relative_ci95=_pair(w.relative_ci95),
+        p_value=_r(w.p_value, 8) or 0.0,
+        df=_r(w.df, 2),
+    )
+
+
+def _cuped(t: stats.Moments, c: stats.Moments) -> CupedUplift | None:
+    adjusted = stats.cuped(t, c)
+    if adjusted is None:
+        return None
+    a, theta = adjusted
+    return CupedUplift(
+        absolute=round(a.absolute, 4),
+        ci95=_pair(a.ci95, 4) or [],
+        p_value=_r(a.p_value, 8) or 0.0,
+        theta=round(theta, 6),
     )
 
 
@@ -485,6 +539,13 @@ def _variant_results(rule_id: str, treated: dict[str, _Group], control: _Group, 
     return VariantResults(variants=rows, comparisons=comparisons, winner=winner, verdict=verdict)
 
 
+def _moments(n: int, my: float, mx: float, syy: float, sxx: float, sxy: float) -> stats.Moments:
+    """Back from means and centred sums to plain sums: n, Σy, Σy², Σx, Σx², Σxy."""
+    return stats.Moments(
+        n=n, sum_y=n * my, sum_y2=syy + n * my * my, sum_x=n * mx, sum_x2=sxx + n * mx * mx, sum_xy=sxy + n * mx * my
+    )
+
+
 async def uplift_report(
     db: AsyncSession | AsyncConnection,
     *,
@@ -495,6 +556,8 @@ async def uplift_report(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     target_uplift: float = 0.02,
+    cap_percentile: float = 99.0,
+    net_returns: bool = False,
 ) -> UpliftReport:
     """The report for one campaign, from the projection as it stands; ``holdout`` and ``rule_ids`` come from the
     active rule set.
@@ -504,18 +567,57 @@ async def uplift_report(
     ``as_of`` and the rows agree. A caller that wants every event committed
     before it counted waits first (``freshness.wait_for_commits_before_now``).
     """
+    state = await begin_report(db)
+    return await read_report(
+        db,
+        state,
+        campaign=campaign,
+        window_days=window_days,
+        holdout=holdout,
+        rule_ids=rule_ids,
+        since=since,
+        until=until,
+        target_uplift=target_uplift,
+        cap_percentile=cap_percentile,
+        net_returns=net_returns,
+    )
+
+
+async def begin_report(db: AsyncSession | AsyncConnection) -> Freshness:
+    """Start a report's transaction (nothing may have run in it yet): one snapshot for the projection's state and
+    rows, and memory to hash a large campaign's timelines in; the projection's state."""
+    await db.execute(REPEATABLE_READ)
+    state = await freshness(db)
+    await db.execute(WORK_MEM)
+    return state
+
+
+async def read_report(
+    db: AsyncSession | AsyncConnection,
+    state: Freshness,
+    *,
+    campaign: str,
+    window_days: int,
+    holdout: float | None,
+    rule_ids: Sequence[str] = (),
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    target_uplift: float = 0.02,
+    cap_percentile: float = 99.0,
+    net_returns: bool = False,
+) -> UpliftReport:
+    """One campaign's report (``*``: the programme's) in the transaction ``begin_report`` started."""
+    as_of = state.as_of
     params: dict[str, Any] = {
         "campaign": campaign,
         "window_s": window_days * 86400,
         "holdout": holdout or 0.0,
         "since": since,
         "until": until,
+        "cap": cap_percentile / 100.0,
+        "net_returns": net_returns,
+        "cutoff": (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC),
     }
-    await db.execute(REPEATABLE_READ)
-    state = await freshness(db)
-    as_of = state.as_of
-    params["cutoff"] = (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC)
-    await db.execute(WORK_MEM)
     groups: dict[tuple[str, str], _Group] = {}
     by_variant: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> variant -> its customers
     for row in (await db.execute(QUERY, params)).all():
@@ -532,16 +634,9 @@ async def uplift_report(
         if row.n:
             if row.grp == "treatment":
                 g.cost = float(row.cost) / 100.0
-            # back from means and centred sums to plain sums: n, Σy, Σy², Σx, Σx², Σxy
-            n, my, mx = row.n, row.avg_y, row.avg_x
-            g.moments = stats.Moments(
-                n=n,
-                sum_y=n * my,
-                sum_y2=row.syy + n * my * my,
-                sum_x=n * mx,
-                sum_x2=row.sxx + n * mx * mx,
-                sum_xy=row.sxy + n * mx * my,
-            )
+            g.moments = _moments(row.n, row.avg_y, row.avg_x, row.syy, row.sxx, row.sxy)
+            g.capped = _moments(row.n, row.avg_yc, row.avg_xc, row.syy_c, row.sxx_c, row.sxy_c)
+            g.cap = row.cap_y
         if row.variant is None:  # the rule's one group, as it came
             groups[(row.rule_id, row.grp)] = g
         else:  # one variant's: the rule's group is the sum of its variants'
@@ -571,6 +666,8 @@ async def uplift_report(
         as_of=as_of,
         complete_until=state.complete_until,
         holdout=holdout,
+        cap_percentile=cap_percentile,
+        returns_netted=net_returns,
         campaign_total=total,
         rules=per_rule,
     )
@@ -608,6 +705,14 @@ CSV_COLUMNS = (
     "revenue_uplift_cuped_absolute",
     "revenue_uplift_cuped_ci95_low",
     "revenue_uplift_cuped_ci95_high",
+    "revenue_cap",
+    "revenue_uplift_capped_absolute",
+    "revenue_uplift_capped_ci95_low",
+    "revenue_uplift_capped_ci95_high",
+    "revenue_uplift_capped_p_value",
+    "revenue_uplift_capped_cuped_absolute",
+    "revenue_uplift_capped_cuped_ci95_low",
+    "revenue_uplift_capped_cuped_ci95_high",
     "srm_p_value",
     "srm_mismatch",
     "award_cost",
@@ -622,6 +727,8 @@ CSV_COLUMNS = (
     "plan_target_uplift",
     "plan_days_for_target",
     "notes",
+    "cap_percentile",
+    "returns_netted",
     "as_of",
     "complete_until",
 )
@@ -643,6 +750,7 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
     winners = {r.rule_id: r.variants.winner for r in report.rules if r.variants}
     for r in _rows(report):
         u, v, cu = r.uplift, r.revenue_uplift, r.revenue_uplift_cuped
+        vc, cc = r.revenue_uplift_capped, r.revenue_uplift_capped_cuped
         out.append(
             {
                 "campaign": report.campaign,
@@ -676,6 +784,14 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "revenue_uplift_cuped_absolute": cu.absolute if cu else None,
                 "revenue_uplift_cuped_ci95_low": cu.ci95[0] if cu else None,
                 "revenue_uplift_cuped_ci95_high": cu.ci95[1] if cu else None,
+                "revenue_cap": r.revenue_cap,
+                "revenue_uplift_capped_absolute": vc.absolute if vc else None,
+                "revenue_uplift_capped_ci95_low": vc.ci95[0] if vc else None,
+                "revenue_uplift_capped_ci95_high": vc.ci95[1] if vc else None,
+                "revenue_uplift_capped_p_value": vc.p_value if vc else None,
+                "revenue_uplift_capped_cuped_absolute": cc.absolute if cc else None,
+                "revenue_uplift_capped_cuped_ci95_low": cc.ci95[0] if cc else None,
+                "revenue_uplift_capped_cuped_ci95_high": cc.ci95[1] if cc else None,
                 "srm_p_value": r.srm_p_value,
                 "srm_mismatch": r.srm_mismatch,
                 "award_cost": r.award_cost,
@@ -690,6 +806,8 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "plan_target_uplift": r.plan.target_uplift if r.plan else None,
                 "plan_days_for_target": r.plan.days_for_target if r.plan else None,
                 "notes": "; ".join(r.notes),
+                "cap_percentile": report.cap_percentile,
+                "returns_netted": report.returns_netted,
                 "as_of": report.as_of.isoformat() if report.as_of else None,
                 "complete_until": report.complete_until.isoformat() if report.complete_until else None,
             }

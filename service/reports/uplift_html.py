@@ -172,8 +172,9 @@ def _variants(rule: RuleUplift) -> str:
 <p class="adjustment">p-values adjusted by {escape(results.adjustment)}.</p>"""
 
 
-def _section(rule: RuleUplift, days: int) -> str:
-    title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
+def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
+    if title is None:
+        title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
     u, v, cu = rule.uplift, rule.revenue_uplift, rule.revenue_uplift_cuped
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in rule.notes)
     uplift_rows = ""
@@ -202,6 +203,19 @@ def _section(rule: RuleUplift, days: int) -> str:
             f"<td>{_num('revenue_uplift_cuped.absolute', _money(cu.absolute), cu.absolute)}</td>"
             f"<td>{_money(cu.ci95[0])} to {_money(cu.ci95[1])}</td><td>{cu.p_value:.3g}</td></tr>"
         )
+    for label, field, w in (
+        (
+            f"revenue per customer, capped at {_money(rule.revenue_cap)}",
+            "revenue_uplift_capped",
+            rule.revenue_uplift_capped,
+        ),
+        ("capped revenue per customer, CUPED", "revenue_uplift_capped_cuped", rule.revenue_uplift_capped_cuped),
+    ):
+        if w is not None:
+            uplift_rows += (
+                f"<tr><td>{label}</td><td>{_num(f'{field}.absolute', _money(w.absolute), w.absolute)}</td>"
+                f"<td>{_money(w.ci95[0])} to {_money(w.ci95[1])}</td><td>{w.p_value:.3g}</td></tr>"
+            )
     uplift_table = (
         f"<table><tr><th>uplift</th><th>estimate</th><th>95% interval</th><th>p-value</th></tr>{uplift_rows}</table>"
         if uplift_rows
@@ -209,7 +223,7 @@ def _section(rule: RuleUplift, days: int) -> str:
     )
     srm = "—" if rule.srm_p_value is None else f"{rule.srm_p_value:.3g}" + (" — mismatch" if rule.srm_mismatch else "")
     return f"""
-<section class="rule" data-rule="{escape(rule.rule_id)}">
+<section class="rule" data-rule="{escape(rule.rule_id)}" data-window-days="{days}">
 <h2>{title}<span class="status" data-field="status">{escape(rule.status)}</span></h2>
 <p class="verdict">{_verdict(rule)}</p>{notes}
 <div class="grid"><div>{_bars(rule)}</div><div>{_curves(rule, days)}
@@ -248,7 +262,10 @@ def render_html(report: UpliftReport) -> str:
 <p class="sub">Repeat purchase within {report.window_days} days of each customer's first exposure, treated against
 the randomised holdout; {period}; latest event <span data-field="as_of">{escape(as_of)}</span>, counting every
 event committed up to <span data-field="complete_until">{escape(complete)}</span>. Intervals are 95%; a customer
-counts once their window has closed. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
+counts once their window has closed. Revenue is {
+        "net of refunds made in the window" if report.returns_netted else "what was paid, refunds not taken off"
+    }; capped figures cap each customer's at the rule's
+{report.cap_percentile:g}th percentile. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
 {"".join(sections)}
 </body></html>
 """

@@ -69,6 +69,39 @@ class RuleSetError(Exception):
         super().__init__("\n".join(map(str, self.errors)))
 
 
+def check_programme_holdout(new: RuleSet, in_force: float, path: str = SETTINGS_FILE) -> None:
+    """Refuse ``new`` if it lowers the programme holdout below ``in_force`` (the share of the rule set in force)
+    without saying so: that would start surprising customers the programme has held out so far."""
+    share = new.settings.programme_holdout
+    if share >= in_force or new.settings.programme_holdout_release:
+        return
+    try:
+        line = read_yaml(new.files.get(SETTINGS_FILE, "")).key_lines.get(("programme_holdout",), 1)
+    except SourceError:
+        line = 1
+    released = (in_force - share) / in_force
+    raise RuleSetError(
+        [
+            RuleError(
+                path,
+                line,
+                f"programme_holdout goes down from {in_force:g} to {share:g}: {released:.0%} of the customers held "
+                "out of every campaign so far would start being surprised, and the programme report would lose "
+                "them from its holdout; add `programme_holdout_release: true` to do that on purpose",
+            )
+        ]
+    )
+
+
+def programme_share(files: dict[str, str]) -> float:
+    """The ``programme_holdout`` of a stored rule set's files (0 when unset or unreadable)."""
+    try:
+        settings = read_yaml(files.get(SETTINGS_FILE) or "").data
+        return float(settings.get("programme_holdout") or 0.0) if isinstance(settings, dict) else 0.0
+    except (SourceError, TypeError, ValueError):
+        return 0.0
+
+
 def load_rule_set(directory: Path, *, now: dt.datetime | None = None) -> RuleSet:
     if not directory.is_dir():
         raise RuleSetError([RuleError(str(directory), 1, "rules directory does not exist")])

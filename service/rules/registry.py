@@ -4,7 +4,9 @@ A process starts with the rule set in its rules directory and makes it the
 active one in the database. It then keeps in step three ways:
 
 - ``POST /v1/rules/reload`` and the file watcher load the directory again; a
-  set with any error is refused whole and the one in force stays;
+  set with any error is refused whole and the one in force stays (so is a set
+  that lowers ``programme_holdout`` without ``programme_holdout_release``, at
+  start-up too: the process then runs the set in force);
 - a reload publishes the new version on Redis, and every other process
   (workers and replicas on the same database) adopts it within milliseconds;
 - every process also polls the database for the active version, so replicas
@@ -29,7 +31,14 @@ from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.lib.tasks import stop_if_cancelled
 from service.rules import repository
-from service.rules.loader import RuleSetError, load_rule_set, load_rule_set_texts
+from service.rules.loader import (
+    SETTINGS_FILE,
+    RuleSetError,
+    check_programme_holdout,
+    load_rule_set,
+    load_rule_set_texts,
+    programme_share,
+)
 from service.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
@@ -70,7 +79,17 @@ class RuleRegistry:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self._activate(self.current, "startup")
+        async with self._sessions() as session:
+            in_force = await repository.active(session)
+        try:
+            if in_force is not None and in_force[0] != self.current.version:
+                check_programme_holdout(self.current, programme_share(in_force[1]), self._settings_path)
+        except RuleSetError as exc:  # the set in force stays, as for a refused reload
+            assert in_force is not None
+            log.error("rules_refused", errors=[str(e) for e in exc.errors], version_in_force=in_force[0])
+            self.current = await asyncio.to_thread(load_rule_set_texts, in_force[1], self.rules_dir)
+        else:
+            await self._activate(self.current, "startup")
         if self._sync:
             self._tasks = [
                 asyncio.create_task(self._poll(), name="rules-poll"),
@@ -78,6 +97,10 @@ class RuleRegistry:
             ]
             if self._redis is not None:
                 self._tasks.append(asyncio.create_task(self._listen(self._redis), name="rules-listen"))
+
+    @property
+    def _settings_path(self) -> str:
+        return str(self.rules_dir / SETTINGS_FILE)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -92,6 +115,7 @@ class RuleRegistry:
             before = snapshot(self.rules_dir)
             new = await asyncio.to_thread(load_rule_set, self.rules_dir)
             previous = self.current
+            check_programme_holdout(new, previous.settings.programme_holdout, self._settings_path)
             await self._activate(new, actor)
             self.current = new
             self._snapshot = before

@@ -160,6 +160,7 @@ def simulate(
     by_key = {(o.campaign, o.rule_id): o for o in outcomes}
     explanations = []
     awards = []
+    held = controls.programme_held(rule_set, event.customer_id)
     for campaign in rule_set.campaigns:
         active = campaign.is_active(facts["occurred_at"])
         for rule in campaign.rules:
@@ -182,7 +183,11 @@ def simulate(
                     clauses=evaluated,
                     chance=rule.chance,
                     draw=outcome.draw,
-                    group=controls.holdout_group(rule_set, campaign, event.customer_id) if active else None,
+                    group=(
+                        ("control" if held else controls.holdout_group(rule_set, campaign, event.customer_id))
+                        if active
+                        else None
+                    ),
                     limit=_limit(rule.limit, history, at, campaign=campaign.name, rule_id=rule.id),
                     campaign_limit=_limit(campaign.limit, history, at, campaign=campaign.name),
                     fatigue=_limit(rule_set.fatigue, history, at),
@@ -214,6 +219,8 @@ def _verdict(outcome: engine.Outcome, chosen: controls.Candidate | None, note: s
         return outcome.reason
     if chosen is None:
         return note or "not given"
+    if chosen.programme:
+        return "held out: the customer is in the programme holdout, whom no campaign surprises (recorded, gets nothing)"
     if chosen.group == "control":
         return "held out: the customer is in the control group (recorded, gets nothing)"
     return "awarded"

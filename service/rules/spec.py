@@ -204,6 +204,16 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """When unspent points expire; never, when not set."""
     webhooks: list[WebhookSpec] = []
     """Systems to tell about awards issued, redeemed, expired and reversed."""
+    programme_holdout: Annotated[float, Meta(ge=0, le=0.5)] = 0.0
+    """Share of all customers whom no campaign surprises, e.g. 0.05: the programme's own control group, drawn by a
+    keyed hash of the customer id, recorded as exposed whenever a rule would have given them something, and
+    compared with everyone else by the programme report. Raising it moves some treated customers into the
+    holdout (they stop being surprised); lowering it would move held-out customers into the treated group, so a
+    rule set that lowers it is refused unless ``programme_holdout_release`` says so."""
+    programme_holdout_release: bool = False
+    """Lets this rule set lower ``programme_holdout`` below the one in force, releasing that share of the held-out
+    customers into the treated group (the programme report then counts them from their later first exposure only
+    if they had none before: their first exposure stays where it was, in the holdout)."""
     offline_redemptions: Duration = "3d"
     """How long after the fact a till that was offline may send a redemption with its own ``redeemed_at`` (whether
     an award had expired is judged at that time, so the longer this is, the longer an expired award can be
