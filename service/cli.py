@@ -368,6 +368,13 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         print("delight: --cap-percentile must be between 50 and 100", file=sys.stderr)
         return 2
     try:
+        tiers = tuple(float(part) for part in args.spend_tiers.split(","))
+    except ValueError:
+        tiers = ()
+    if not tiers or list(tiers) != sorted(set(tiers)) or tiers[0] <= 0:
+        print("delight: --spend-tiers takes ascending amounts above 0, like 100,500", file=sys.stderr)
+        return 2
+    try:
         rule_set: RuleSet | None = load_rule_set(settings.app.rules_dir)
     except RuleSetError:
         rule_set = None  # the report stands on the stored exposures; the rule set only adds the holdout
@@ -399,6 +406,8 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
                         until=until,
                         cap_percentile=args.cap_percentile,
                         net_returns=args.net_returns,
+                        by=args.by,
+                        spend_tiers=tiers,
                     )
                 return await uplift.uplift_report(
                     connection,
@@ -411,6 +420,8 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
                     target_uplift=args.target_uplift,
                     cap_percentile=args.cap_percentile,
                     net_returns=args.net_returns,
+                    by=args.by,
+                    spend_tiers=tiers,
                 )
         finally:
             await engine.dispose()
@@ -600,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
         each.add_argument("--from", dest="start", help="first day of first exposure, e.g. 2026-03-01 (shop time zone)")
         each.add_argument("--to", dest="end", help="last day of first exposure, inclusive")
         each.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+        each.add_argument(
+            "--by",
+            choices=["channel", "store", "new_returning", "spend_tier", "segment"],
+            help="break every row down by this, each segment tested against the rest",
+        )
+        each.add_argument(
+            "--spend-tiers", default="100,500", help="with --by spend_tier: the tiers' bounds, ascending (100,500)"
+        )
         each.set_defaults(handler=_report_uplift)
     rebuild = report.add_parser(
         "rebuild", help="rebuild the uplift projection from the stored events (servers may keep running)"

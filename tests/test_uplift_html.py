@@ -281,6 +281,9 @@ def expected_fields(rule: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         formats.update(REVENUE_FIELDS)
     if rule["revenue_uplift_cuped"] is not None:
         formats["revenue_uplift_cuped.absolute"] = _money
+    for capped in ("revenue_uplift_capped", "revenue_uplift_capped_cuped"):
+        if rule[capped] is not None:
+            formats[f"{capped}.absolute"] = _money
     formats.update(COST_FIELDS)
     out = {name: (json_value(rule, name), fmt(json_value(rule, name))) for name, fmt in formats.items()}
     srm = rule["srm_p_value"]

@@ -803,6 +803,11 @@ async def test_csv_and_html_carry_the_same_numbers_as_the_json(rules_app: AppFac
         "returns_netted",
         "fallbacks",  # on a variant's row (these rules have one award each)
         "winner",  # on the row of a rule with variants
+        "segment",  # on a segment's row, with by=
+        "segment_uplift_difference",
+        "segment_difference_p_value",
+        "segment_difference_p_adjusted",
+        "segment_differs",
         *CSV_TO_JSON,
     }
     lines = list(reader)

@@ -26,7 +26,14 @@ from service.reports.cells import cell
 from service.reports.programme import ProgrammeReport, programme_report
 from service.reports.programme import render_html as programme_html
 from service.reports.programme import to_csv as programme_csv
-from service.reports.uplift import MAX_WINDOW_DAYS, UpliftReport, to_csv, uplift_report
+from service.reports.uplift import (
+    MAX_WINDOW_DAYS,
+    SPEND_TIERS,
+    Dimension,
+    UpliftReport,
+    to_csv,
+    uplift_report,
+)
 from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
 
@@ -49,9 +56,40 @@ CapPercentile = Annotated[
         "(`revenue_cap`, `revenue_uplift_capped`): 99 caps at the rule's 99th percentile; 100 caps nothing.",
     ),
 ]
+By = Annotated[
+    Dimension | None,
+    Parameter(
+        description="Break every row down by `channel`, `store`, `new_returning` (purchases before the first "
+        "exposure or none), `spend_tier` (spend before the first exposure, in `spend_tiers`) or `segment` (the "
+        "customer's `segments` attribute as it is now): each segment judged, and tested against the rest."
+    ),
+]
+SpendTiers = Annotated[
+    str | None,
+    Parameter(
+        description="With `by=spend_tier`: the tiers' bounds in the shop's currency, ascending, comma-separated "
+        "(default `100,500`: none, under 100, 100 to 500, 500 and over).",
+        max_length=200,
+    ),
+]
 NetReturns = Annotated[
     bool, Parameter(description="Take refunds made in each customer's window off their revenue in it.")
 ]
+
+
+def _tiers(spend_tiers: str | None) -> tuple[float, ...]:
+    if spend_tiers is None:
+        return SPEND_TIERS
+    try:
+        bounds = tuple(float(part) for part in spend_tiers.split(","))
+    except ValueError:
+        bounds = ()
+    if not 1 <= len(bounds) <= 10 or any(not 0 < b < 1e9 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ValidationError(
+            "spend_tiers takes 1 to 10 ascending amounts above 0, comma-separated, like 100,500",
+            errors=[FieldError("spend_tiers", "must be ascending amounts above 0, like 100,500")],
+        )
+    return bounds
 
 
 def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
@@ -125,11 +163,14 @@ class UpliftController(Controller):
         ] = 0.02,
         cap_percentile: CapPercentile = 99.0,
         net_returns: NetReturns = False,
+        by: By = None,
+        spend_tiers: SpendTiers = None,
         format: Annotated[
             Format | None, Parameter(description="Overrides the Accept header (handy for links).")
         ] = None,
     ) -> Response[UpliftReport]:
         _period(since, until)
+        tiers = _tiers(spend_tiers)
         active = rule_set.by_name.get(campaign)
         await catch_up_to_now(request.app.state.engine)
         async with sessionmaker() as session, session.begin():
@@ -144,6 +185,8 @@ class UpliftController(Controller):
                 target_uplift=target_uplift,
                 cap_percentile=cap_percentile,
                 net_returns=net_returns,
+                by=by,
+                spend_tiers=tiers,
             )
         if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
             raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
@@ -183,11 +226,14 @@ class UpliftController(Controller):
         until: Until = None,
         cap_percentile: CapPercentile = 99.0,
         net_returns: NetReturns = False,
+        by: By = None,
+        spend_tiers: SpendTiers = None,
         format: Annotated[
             Format | None, Parameter(description="Overrides the Accept header (handy for links).")
         ] = None,
     ) -> Response[ProgrammeReport]:
         _period(since, until)
+        tiers = _tiers(spend_tiers)
         await catch_up_to_now(request.app.state.engine)
         async with sessionmaker() as session, session.begin():
             report = await programme_report(
@@ -197,6 +243,8 @@ class UpliftController(Controller):
                 until=until,
                 cap_percentile=cap_percentile,
                 net_returns=net_returns,
+                by=by,
+                spend_tiers=tiers,
             )
         wanted = _wanted(request, format)
         if wanted == "json":

@@ -15,11 +15,21 @@ own holdout did) against the programme holdout.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from msgspec import Struct, field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from service.reports.uplift import CAMPAIGN_ROW, RuleUplift, UpliftReport, begin_report, csv_rows, read_report
+from service.reports.uplift import (
+    CAMPAIGN_ROW,
+    SPEND_TIERS,
+    Dimension,
+    RuleUplift,
+    UpliftReport,
+    begin_report,
+    csv_rows,
+    read_report,
+)
 
 WINDOWS = (30, 90, 180)
 PROGRAMME = "programme"  # the name the CSV, the page and the CLI give the programme's rows
@@ -52,6 +62,8 @@ async def programme_report(
     cap_percentile: float = 99.0,
     net_returns: bool = False,
     target_uplift: float = 0.02,
+    by: Dimension | None = None,
+    spend_tiers: Sequence[float] = SPEND_TIERS,
 ) -> ProgrammeReport:
     """The programme over each of ``WINDOWS``, in one snapshot of the projection (``db`` as for ``uplift_report``)."""
     state = await begin_report(db)
@@ -68,6 +80,8 @@ async def programme_report(
             target_uplift=target_uplift,
             cap_percentile=cap_percentile,
             net_returns=net_returns,
+            by=by,
+            spend_tiers=spend_tiers,
         )
         assert report.campaign_total is not None
         windows.append(ProgrammeWindow(window_days=days, result=report.campaign_total))

@@ -215,6 +215,19 @@ def cuped(treated: Moments, control: Moments) -> tuple[Comparison, float] | None
     return _welch(mean_t, var_t, treated.n, mean_c, var_c, control.n), theta
 
 
+def difference_of_uplifts(inside: tuple[int, int, int, int], outside: tuple[int, int, int, int]) -> tuple[float, float]:
+    """The uplift in repeat rate of one set of customers minus another's, and its standard error (unpooled, the
+    two sets independent). Each is ``(repeaters treated, treated, repeaters control, control)``."""
+
+    def uplift(rt: int, nt: int, rc: int, nc: int) -> tuple[float, float]:
+        pt, pc = rt / nt, rc / nc
+        return pt - pc, pt * (1 - pt) / nt + pc * (1 - pc) / nc
+
+    a, var_a = uplift(*inside)
+    b, var_b = uplift(*outside)
+    return a - b, math.sqrt(var_a + var_b)
+
+
 def sample_ratio_p(treated: int, control: int, expected_control: float) -> float | None:
     """Chi-square p-value of the observed split against the expected number of control customers."""
     n = treated + control

@@ -31,7 +31,7 @@ from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from msgspec import Struct, field
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.projection.freshness import Freshness, freshness
@@ -42,6 +42,7 @@ MIN_CUSTOMERS = 30  # per group, with closed windows, before any interval is pri
 MIN_OUTCOMES = 5  # repeaters and non-repeaters per group: the normal approximation's n·p >= 5
 SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
+
 
 # One pass over the campaign's first exposures, each joined to its customer's purchases (kept in memory, ``s``);
 # the percentile each rule's revenue and pre-exposure spend are capped at (``caps``); then the sums over ``s``,
@@ -57,11 +58,13 @@ CAMPAIGN_ROW = "*"
 # process); the join is left to the planner, which hashes the customers' timelines for a large campaign and
 # looks them up by key for a small one. The window is an interval of seconds, never of calendar days, which
 # would move by an hour across a change to summer time.
-QUERY = text(
-    """
+def _query(key: str = "f.variant", join: str = "", final_key: str = "s.key") -> TextClause:
+    """The report's pass, its groups keyed by ``key`` (the reward variant; or a segment for a breakdown, worked out
+    per row from ``f`` and ``t``, or through ``join``, which sees ``s.customer_id``, as ``final_key``)."""
+    sql = """
     WITH s AS MATERIALIZED (
-        SELECT f.rule_id, f."group" AS grp, f.variant, f.variant_drawn IS NOT NULL AS fallback, f.holdout, f.t0,
-               f.t0 <= :cutoff AS closed,
+        SELECT f.rule_id, f."group" AS grp, {key} AS key{customer}, f.variant_drawn IS NOT NULL AS fallback,
+               f.holdout, f.t0, f.t0 <= :cutoff AS closed,
                CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
                     THEN ceil(date_part('epoch', t.at[b.upto_t0 + 1] - f.t0) / 86400)::integer END AS day,
                (coalesce(t.cum[width_bucket(b.window_end, t.at)], 0) - coalesce(t.cum[b.upto_t0], 0)
@@ -89,7 +92,7 @@ QUERY = text(
                percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY x) AS cap_x
         FROM s WHERE closed GROUP BY rule_id
     )
-    SELECT s.rule_id, s.grp, s.variant, count(*) AS exposed,
+    SELECT s.rule_id, s.grp, {final_key} AS key, count(*) AS exposed,
            coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
            count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
            count(*) FILTER (WHERE s.closed) AS n, min(s.t0) AS first_t0, max(s.t0) AS last_t0,
@@ -106,10 +109,62 @@ QUERY = text(
            coalesce(regr_sxy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxy_c,
            coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
            array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
-    FROM s LEFT JOIN caps c USING (rule_id)
+    FROM s LEFT JOIN caps c USING (rule_id){join}
     GROUP BY 1, 2, 3
     """
+    customer = ", f.customer_id" if join else ""
+    return text(sql.format(key=key, customer=customer, final_key=final_key, join=join))
+
+
+QUERY = _query()
+
+Dimension = Literal["channel", "store", "new_returning", "spend_tier", "segment"]
+DIMENSIONS: tuple[Dimension, ...] = ("channel", "store", "new_returning", "spend_tier", "segment")
+SPEND_TIERS = (100.0, 500.0)
+# What the customer had spent before their first exposure, in cents: their timeline's running total just before t0.
+PRE_EXPOSURE_CENTS = "coalesce(t.cum[width_bucket(f.t0 - interval '1 microsecond', t.at)], 0)"
+# A customer's ``segments`` attribute as it stands now, one row per segment ("(none)" for a customer with none).
+SEGMENTS_JOIN = """
+    LEFT JOIN customers cu ON cu.customer_id = s.customer_id
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT e.name FROM jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(cu.attributes -> 'segments') = 'array' THEN cu.attributes -> 'segments' END
+        ) AS e(name)
+        UNION ALL
+        SELECT '(none)'
+        WHERE CASE WHEN jsonb_typeof(cu.attributes -> 'segments') = 'array'
+                   THEN jsonb_array_length(cu.attributes -> 'segments') = 0 ELSE true END
+    ) AS seg"""
+SEGMENTS_WARNING = (
+    "segments chosen after looking at the results are hypotheses: a segment that differs here is one to test again "
+    "in a campaign of its own, not a finding"
 )
+
+
+def _tiers(bounds: Sequence[float]) -> str:
+    """Pre-exposure spend in tiers, as SQL: none, under the first bound, between each two, the last and over."""
+    cases = [f"WHEN {PRE_EXPOSURE_CENTS} = 0 THEN 'none'"]
+    low: float | None = None
+    for bound in bounds:
+        label = f"under {bound:g}" if low is None else f"{low:g} to {bound:g}"
+        cases.append(f"WHEN {PRE_EXPOSURE_CENTS} < {round(bound * 100)} THEN '{label}'")
+        low = bound
+    return f"CASE {' '.join(cases)} ELSE '{low:g} and over' END"
+
+
+def breakdown_query(by: Dimension, spend_tiers: Sequence[float] = SPEND_TIERS) -> TextClause:
+    """The report's pass with its groups keyed by a segment of ``by`` instead of the reward variant."""
+    if by == "segment":
+        return _query("NULL", SEGMENTS_JOIN, "seg.name")
+    key = {
+        "channel": "coalesce(f.channel, '(none)')",
+        "store": "coalesce(f.store_id, '(none)')",
+        "new_returning": f"CASE WHEN {PRE_EXPOSURE_CENTS} > 0 THEN 'returning' ELSE 'new' END",
+        "spend_tier": _tiers(spend_tiers),
+    }[by]
+    return _query(key)
+
+
 # For the report's own transaction: the customers' timelines of a large campaign hashed in memory, not in batches
 # spilled to disk.
 WORK_MEM = text("SET LOCAL work_mem = '256MB'")
@@ -210,6 +265,34 @@ class RuleUplift(Struct):
     """For a rule with reward variants: each against the holdout, and against each other."""
     plan: PowerPlan | None = None
     """How large an effect this rule's traffic and holdout can detect, and how long a given one takes."""
+    segment: str | None = None
+    """On a segment's row of a breakdown: the segment, its treated customers against its held-out ones."""
+    breakdown: Breakdown | None = None
+    """With ``by``: the rule (or campaign) in each segment, and which segments' uplift differs from the rest's."""
+
+
+class SegmentDifference(Struct):
+    """Whether a segment's uplift in repeat rate differs from that of the rule's other customers."""
+
+    segment: str
+    uplift_difference: float
+    """The segment's uplift minus the rest's (absolute)."""
+    ci95: list[float]
+    p_value: float
+    p_adjusted: float
+    """Benjamini-Hochberg over the breakdown's segments."""
+    differs: bool
+    """``p_adjusted`` below 0.05."""
+
+
+class Breakdown(Struct):
+    by: str
+    segments: list[RuleUplift]
+    """Each segment's treated against its held-out customers; ``p_adjusted`` over the segments."""
+    differences: list[SegmentDifference]
+    """Each segment with enough data inside and outside it, against the rest: a z-test of the two uplifts."""
+    warning: str = SEGMENTS_WARNING
+    adjustment: str = "Benjamini-Hochberg over the breakdown's segments, one family per measure"
 
 
 class VariantComparison(Struct):
@@ -558,6 +641,8 @@ async def uplift_report(
     target_uplift: float = 0.02,
     cap_percentile: float = 99.0,
     net_returns: bool = False,
+    by: Dimension | None = None,
+    spend_tiers: Sequence[float] = SPEND_TIERS,
 ) -> UpliftReport:
     """The report for one campaign, from the projection as it stands; ``holdout`` and ``rule_ids`` come from the
     active rule set.
@@ -580,7 +665,90 @@ async def uplift_report(
         target_uplift=target_uplift,
         cap_percentile=cap_percentile,
         net_returns=net_returns,
+        by=by,
+        spend_tiers=spend_tiers,
     )
+
+
+async def _read_groups(
+    db: AsyncSession | AsyncConnection, query: TextClause, params: dict[str, Any]
+) -> list[tuple[str, str, str | None, _Group]]:
+    """The pass's rows as (rule, group, key, its customers' sums)."""
+    out = []
+    for row in (await db.execute(query, params)).all():
+        g = _Group(
+            exposed=row.exposed,
+            expected_control=float(row.expected_control),
+            repeaters=len(row.days or ()),
+            fallbacks=row.fallbacks,
+            first_t0=row.first_t0,
+            last_t0=row.last_t0,
+        )
+        for day in row.days or ():
+            g.days[day] = g.days.get(day, 0) + 1
+        if row.n:
+            if row.grp == "treatment":
+                g.cost = float(row.cost) / 100.0
+            g.moments = _moments(row.n, row.avg_y, row.avg_x, row.syy, row.sxx, row.sxy)
+            g.capped = _moments(row.n, row.avg_yc, row.avg_xc, row.syy_c, row.sxx_c, row.sxy_c)
+            g.cap = row.cap_y
+        out.append((row.rule_id, row.grp, row.key, g))
+    return out
+
+
+def _rest(total: _Group, part: _Group) -> tuple[int, int]:
+    """Customers with a closed window, and repeaters among them, in ``total`` but not in ``part``."""
+    n = (total.moments.n if total.moments else 0) - (part.moments.n if part.moments else 0)
+    return n, total.repeaters - part.repeaters
+
+
+def _breakdown(
+    by: str,
+    rule_id: str,
+    whole: tuple[_Group, _Group],
+    parts: tuple[dict[str, _Group], dict[str, _Group]],
+    days: int,
+) -> Breakdown:
+    """Each segment judged on its own, and against the rest of the rule's customers: the difference of the two
+    uplifts in repeat rate, with its interval and a z-test (independent groups: a customer in the segment is not
+    in the rest), every family of p-values adjusted over the segments."""
+    names = sorted(set(parts[0]) | set(parts[1]))
+    rows = []
+    for name in names:
+        row = _judge(rule_id, parts[0].get(name, _Group()), parts[1].get(name, _Group()), days)
+        row.segment = name
+        rows.append(row)
+    judged = [r for r in rows if r.uplift is not None and r.revenue_uplift is not None]
+    repeat_p = stats.benjamini_hochberg([r.uplift.p_value for r in judged if r.uplift])
+    revenue_p = stats.benjamini_hochberg([r.revenue_uplift.p_value for r in judged if r.revenue_uplift])
+    for k, r in enumerate(judged):
+        if r.uplift is not None and r.revenue_uplift is not None:
+            r.uplift.p_adjusted = _r(repeat_p[k], 8)
+            r.revenue_uplift.p_adjusted = _r(revenue_p[k], 8)
+    tested = []
+    for name in names:
+        inside = [parts[g].get(name, _Group()) for g in (0, 1)]
+        outside = [_rest(whole[g], inside[g]) for g in (0, 1)]
+        counts = [((m.moments.n if m.moments else 0), m.repeaters) for m in inside]
+        if not all(n >= MIN_CUSTOMERS and min(r, n - r) >= MIN_OUTCOMES for n, r in counts + outside):
+            continue
+        (nt, rt), (nc, rc) = counts
+        (ot, st), (oc, sc) = outside
+        diff, se = stats.difference_of_uplifts((rt, nt, rc, nc), (st, ot, sc, oc))
+        tested.append((name, diff, se, 2 * stats.normal_sf(abs(diff) / se) if se > 0 else 1.0))
+    adjusted = stats.benjamini_hochberg([p for *_, p in tested])
+    differences = [
+        SegmentDifference(
+            segment=name,
+            uplift_difference=round(diff, 6),
+            ci95=[round(diff - stats.Z_975 * se, 6), round(diff + stats.Z_975 * se, 6)],
+            p_value=_r(p, 8) or 0.0,
+            p_adjusted=_r(adjusted[k], 8) or 0.0,
+            differs=adjusted[k] < ALPHA,
+        )
+        for k, (name, diff, se, p) in enumerate(tested)
+    ]
+    return Breakdown(by=by, segments=rows, differences=differences)
 
 
 async def begin_report(db: AsyncSession | AsyncConnection) -> Freshness:
@@ -605,6 +773,8 @@ async def read_report(
     target_uplift: float = 0.02,
     cap_percentile: float = 99.0,
     net_returns: bool = False,
+    by: Dimension | None = None,
+    spend_tiers: Sequence[float] = SPEND_TIERS,
 ) -> UpliftReport:
     """One campaign's report (``*``: the programme's) in the transaction ``begin_report`` started."""
     as_of = state.as_of
@@ -620,28 +790,12 @@ async def read_report(
     }
     groups: dict[tuple[str, str], _Group] = {}
     by_variant: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> variant -> its customers
-    for row in (await db.execute(QUERY, params)).all():
-        g = _Group(
-            exposed=row.exposed,
-            expected_control=float(row.expected_control),
-            repeaters=len(row.days or ()),
-            fallbacks=row.fallbacks,
-            first_t0=row.first_t0,
-            last_t0=row.last_t0,
-        )
-        for day in row.days or ():
-            g.days[day] = g.days.get(day, 0) + 1
-        if row.n:
-            if row.grp == "treatment":
-                g.cost = float(row.cost) / 100.0
-            g.moments = _moments(row.n, row.avg_y, row.avg_x, row.syy, row.sxx, row.sxy)
-            g.capped = _moments(row.n, row.avg_yc, row.avg_xc, row.syy_c, row.sxx_c, row.sxy_c)
-            g.cap = row.cap_y
-        if row.variant is None:  # the rule's one group, as it came
-            groups[(row.rule_id, row.grp)] = g
+    for rule_id, grp, variant, g in await _read_groups(db, QUERY, params):
+        if variant is None:  # the rule's one group, as it came
+            groups[(rule_id, grp)] = g
         else:  # one variant's: the rule's group is the sum of its variants'
-            by_variant.setdefault((row.rule_id, row.grp), {})[row.variant] = g
-            groups.setdefault((row.rule_id, row.grp), _Group()).add(g)
+            by_variant.setdefault((rule_id, grp), {})[variant] = g
+            groups.setdefault((rule_id, grp), _Group()).add(g)
     known = sorted({rule for rule, _ in groups} | set(rule_ids) - {CAMPAIGN_ROW})
     per_rule = [
         _judge(rule, groups.get((rule, "treatment"), _Group()), groups.get((rule, "control"), _Group()), window_days)
@@ -658,6 +812,18 @@ async def read_report(
     campaign_groups = groups.get((CAMPAIGN_ROW, "treatment"), _Group()), groups.get((CAMPAIGN_ROW, "control"), _Group())
     total = _judge(CAMPAIGN_ROW, *campaign_groups, window_days)
     total.plan = _plan(*campaign_groups, target_uplift)
+    if by is not None:
+        by_segment: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> segment -> its customers
+        for rule_id, grp, segment, g in await _read_groups(db, breakdown_query(by, spend_tiers), params):
+            by_segment.setdefault((rule_id, grp), {})[segment or "(none)"] = g
+        for r in [*per_rule, total]:
+            r.breakdown = _breakdown(
+                by,
+                r.rule_id,
+                (groups.get((r.rule_id, "treatment"), _Group()), groups.get((r.rule_id, "control"), _Group())),
+                (by_segment.get((r.rule_id, "treatment"), {}), by_segment.get((r.rule_id, "control"), {})),
+                window_days,
+            )
     return UpliftReport(
         campaign=campaign,
         window_days=window_days,
@@ -677,6 +843,7 @@ CSV_COLUMNS = (
     "campaign",
     "rule_id",
     "variant",
+    "segment",
     "window_days",
     "status",
     "treated_customers",
@@ -720,6 +887,10 @@ CSV_COLUMNS = (
     "return_on_cost",
     "fallbacks",
     "winner",
+    "segment_uplift_difference",
+    "segment_difference_p_value",
+    "segment_difference_p_adjusted",
+    "segment_differs",
     "plan_baseline_repeat_rate",
     "plan_customers_per_day",
     "plan_detectable_uplift_30d",
@@ -735,12 +906,14 @@ CSV_COLUMNS = (
 
 
 def _rows(report: UpliftReport) -> list[RuleUplift]:
-    """Each rule, followed by its variants (against the same holdout), then the campaign as a whole."""
+    """Each rule, followed by its variants (against the same holdout) and its segments, then the campaign as a
+    whole and its segments."""
     rows = []
-    for r in report.rules:
+    for r in [*report.rules, *([report.campaign_total] if report.campaign_total else [])]:
         rows.append(r)
         rows.extend(r.variants.variants if r.variants else [])
-    return rows + ([report.campaign_total] if report.campaign_total else [])
+        rows.extend(r.breakdown.segments if r.breakdown else [])
+    return rows
 
 
 def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
@@ -748,7 +921,10 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
     whole (rule ``*``), in ``CSV_COLUMNS``. Comparisons between variants are in the JSON and the page."""
     out = []
     winners = {r.rule_id: r.variants.winner for r in report.rules if r.variants}
+    tops = [*report.rules, *([report.campaign_total] if report.campaign_total else [])]
+    differences = {(r.rule_id, d.segment): d for r in tops if r.breakdown for d in r.breakdown.differences}
     for r in _rows(report):
+        d = differences.get((r.rule_id, r.segment)) if r.segment is not None else None
         u, v, cu = r.uplift, r.revenue_uplift, r.revenue_uplift_cuped
         vc, cc = r.revenue_uplift_capped, r.revenue_uplift_capped_cuped
         out.append(
@@ -756,6 +932,7 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "campaign": report.campaign,
                 "rule_id": r.rule_id,
                 "variant": r.variant,
+                "segment": r.segment,
                 "window_days": report.window_days,
                 "status": r.status,
                 "treated_customers": r.treated.customers,
@@ -799,6 +976,10 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "return_on_cost": r.return_on_cost,
                 "fallbacks": r.fallbacks if r.variant else None,
                 "winner": winners.get(r.rule_id) if r.variant is None and r.rule_id in winners else None,
+                "segment_uplift_difference": d.uplift_difference if d else None,
+                "segment_difference_p_value": d.p_value if d else None,
+                "segment_difference_p_adjusted": d.p_adjusted if d else None,
+                "segment_differs": d.differs if d else None,
                 "plan_baseline_repeat_rate": r.plan.baseline_repeat_rate if r.plan else None,
                 "plan_customers_per_day": r.plan.customers_per_day if r.plan else None,
                 "plan_detectable_uplift_30d": r.plan.detectable_uplift_30d if r.plan else None,
@@ -850,7 +1031,15 @@ def render_table(report: UpliftReport) -> str:
     for r in _rows(report):
         t, c, u = r.treated, r.control, r.uplift
         ci = f"[{u.ci95[0] * 100:+.1f}, {u.ci95[1] * 100:+.1f}] pp" if u else r.status
-        name = "(campaign)" if r.rule_id == CAMPAIGN_ROW else f"  variant {r.variant}" if r.variant else r.rule_id
+        name = (
+            f"  segment {r.segment}"
+            if r.segment is not None
+            else "(campaign)"
+            if r.rule_id == CAMPAIGN_ROW
+            else f"  variant {r.variant}"
+            if r.variant
+            else r.rule_id
+        )
         lines.append(
             f"{name:<24} "
             f"{f'{t.repeaters}/{t.customers} {_pct(t.repeat_rate)}':>16} "
@@ -865,9 +1054,27 @@ def render_table(report: UpliftReport) -> str:
             lines.append(f"    note: {note}")
         if r.variants:
             lines.append(f"    variants: {r.variants.verdict}")
+        if r.breakdown:
+            lines.append(f"    by {r.breakdown.by}: {breakdown_sentence(r.breakdown)}")
         if r.plan is not None and r.plan.detectable_uplift_30d is not None:
             lines.append(f"    plan: {plan_sentence(r.plan)}")
     return "\n".join(lines)
+
+
+def breakdown_sentence(breakdown: Breakdown) -> str:
+    """Which segments' uplift differs from the rest's, in words, with the warning."""
+    differing = [d for d in breakdown.differences if d.differs]
+    if not breakdown.differences:
+        found = "no segment has enough customers inside and outside it to test whether its uplift differs"
+    elif not differing:
+        found = "no segment's uplift differs from the rest's once adjusted for the segments tested"
+    else:
+        found = "; ".join(
+            f"{d.segment}'s uplift differs from the rest's by {d.uplift_difference * 100:+.1f} points "
+            f"(adjusted p = {d.p_adjusted:.2g})"
+            for d in differing
+        )
+    return f"{found}. Note: {breakdown.warning}."
 
 
 def plan_sentence(plan: PowerPlan) -> str:

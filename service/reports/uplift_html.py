@@ -9,7 +9,14 @@ from __future__ import annotations
 from html import escape
 
 from service.reports.stats import Z_975
-from service.reports.uplift import CAMPAIGN_ROW, GroupOutcome, RuleUplift, UpliftReport, plan_sentence
+from service.reports.uplift import (
+    CAMPAIGN_ROW,
+    GroupOutcome,
+    RuleUplift,
+    UpliftReport,
+    breakdown_sentence,
+    plan_sentence,
+)
 
 TREATED, CONTROL = "#1b7f5b", "#8a8f98"
 
@@ -172,6 +179,35 @@ def _variants(rule: RuleUplift) -> str:
 <p class="adjustment">p-values adjusted by {escape(results.adjustment)}.</p>"""
 
 
+def _breakdown(rule: RuleUplift) -> str:
+    """The rule in each segment, and the test of each segment's uplift against the rest's."""
+    b = rule.breakdown
+    if b is None:
+        return ""
+    differences = {d.segment: d for d in b.differences}
+    rows = []
+    for r in b.segments:
+        u, d = r.uplift, differences.get(r.segment or "")
+        rows.append(
+            f'<tr data-segment="{escape(r.segment or "")}"><td>{escape(r.segment or "")}</td>'
+            f"<td>{r.treated.customers:,}</td><td>{_pct(r.treated.repeat_rate)}</td>"
+            f"<td>{r.control.customers:,}</td><td>{_pct(r.control.repeat_rate)}</td>"
+            f"<td>{_pp(u.absolute) if u else escape(r.status)}</td>"
+            f"<td>{f'{_pp(u.ci95[0])} to {_pp(u.ci95[1])}' if u else '—'}</td>"
+            f"<td>{f'{u.p_adjusted:.3g}' if u and u.p_adjusted is not None else '—'}</td>"
+            f"<td>{_pp(d.uplift_difference) if d else '—'}</td>"
+            f"<td>{f'{d.p_adjusted:.3g}' if d else '—'}</td>"
+            f"<td>{('differs' if d.differs else 'no') if d else '—'}</td></tr>"
+        )
+    return f"""
+<h3>By {escape(b.by.replace("_", " "))}</h3>
+<p class="verdict segments">{escape(breakdown_sentence(b))}</p>
+<table><tr><th>segment</th><th>treated</th><th>repeat rate</th><th>control</th><th>repeat rate</th>
+<th>uplift</th><th>95% interval</th><th>adjusted p</th><th>uplift minus the rest's</th><th>adjusted p</th>
+<th>differs</th></tr>{"".join(rows)}</table>
+<p class="adjustment">p-values adjusted by {escape(b.adjustment)}.</p>"""
+
+
 def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
     if title is None:
         title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
@@ -232,7 +268,7 @@ def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
 <table><tr><th>group</th><th>customers</th><th>repeaters</th><th>repeat rate</th><th>revenue / customer</th>
 <th>window open</th></tr>
 {_group_row("treated", rule.treated, "treated")}{_group_row("control", rule.control, "control")}</table>
-{uplift_table}{_variants(rule)}
+{uplift_table}{_variants(rule)}{_breakdown(rule)}
 <p class="plan">Planning: {escape(plan_sentence(rule.plan)) if rule.plan else "—"}.</p>
 <table><tr><th>cost and return</th><th></th></tr>
 <tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost), rule.award_cost)}</td></tr>
