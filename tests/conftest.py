@@ -60,6 +60,7 @@ TABLES_RESET_PER_TEST = (
     "events",
     "customers",
     "counters",
+    "rule_sets",  # the set in force decides what a new one may change (the programme holdout)
 )
 
 
