@@ -91,6 +91,7 @@ SCOPE_BY_OPERATION: dict[str, str] = {
     "getRedemptionReport": scopes.REPORTS_READ,
     "getUpliftReport": scopes.REPORTS_READ,
     "getProgrammeReport": scopes.REPORTS_READ,
+    "getCampaignsOverview": scopes.REPORTS_READ,
     "exportAwards": scopes.REPORTS_READ,
     "exportExposures": scopes.REPORTS_READ,
     "listKeys": scopes.KEYS_ADMIN,

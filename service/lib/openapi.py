@@ -64,6 +64,7 @@ def finish(schema: OpenAPI) -> None:
         "getRedemptionReport": ("text/csv",),
         "getUpliftReport": ("text/csv", "text/html"),
         "getProgrammeReport": ("text/csv", "text/html"),
+        "getCampaignsOverview": ("text/csv", "text/html"),
     }
     for item in (schema.paths or {}).values():
         operation = item.get

@@ -1,5 +1,5 @@
-"""``GET /v1/reports/uplift`` and ``/v1/reports/programme`` (JSON, CSV or HTML), and the CSV exports analysts join
-in their warehouse."""
+"""``GET /v1/reports/uplift``, ``/programme`` and ``/campaigns`` (JSON, CSV or HTML), and the CSV exports analysts
+join in their warehouse."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from service.lib.openapi import API_KEY, problem_responses
 from service.lib.validation import date_time_query
 from service.projection.freshness import catch_up_to_now
 from service.reports.cells import cell
+from service.reports.overview import Overview, overview
+from service.reports.overview import render_html as overview_html
+from service.reports.overview import to_csv as overview_csv
 from service.reports.programme import ProgrammeReport, programme_report
 from service.reports.programme import render_html as programme_html
 from service.reports.programme import to_csv as programme_csv
@@ -259,6 +262,46 @@ class UpliftController(Controller):
             else Response(programme_html(report), media_type="text/html; charset=utf-8")
         )
         return cast("Response[ProgrammeReport]", other)
+
+    @get(
+        "/campaigns",
+        operation_id="getCampaignsOverview",
+        summary="Every campaign at a glance: status, customers, uplift, cost and return, with links to each report",
+        description=(
+            "Each campaign of the rule set in force (and any other with recorded exposures) as a whole, treated "
+            "against its holdout over `window_days`, as its uplift report's `campaign_total` gives it, with its "
+            "status today and a link to its report page. JSON, CSV or HTML, like the uplift report."
+        ),
+        responses=problem_responses(400, 401, 403, 503),
+    )
+    async def campaigns(
+        self,
+        request: Request[Any, Any, Any],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        rule_set: NamedDependency[RuleSet],
+        window_days: Annotated[
+            int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")
+        ] = 30,
+        format: Annotated[
+            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
+        ] = None,
+    ) -> Response[Overview]:
+        await catch_up_to_now(request.app.state.engine)
+        async with sessionmaker() as session, session.begin():
+            report = await overview(session, rule_set, window_days=window_days)
+        wanted = _wanted(request, format)
+        if wanted == "json":
+            return Response(report)
+        other: Any = (
+            Response(
+                overview_csv(report),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="campaigns-{window_days}d.csv"'},
+            )
+            if wanted == "csv"
+            else Response(overview_html(report), media_type="text/html; charset=utf-8")
+        )
+        return cast("Response[Overview]", other)
 
 
 EXPOSURES = """

@@ -58,9 +58,16 @@ CAMPAIGN_ROW = "*"
 # process); the join is left to the planner, which hashes the customers' timelines for a large campaign and
 # looks them up by key for a small one. The window is an interval of seconds, never of calendar days, which
 # would move by an hour across a change to summer time.
-def _query(key: str = "f.variant", join: str = "", final_key: str = "s.key") -> TextClause:
-    """The report's pass, its groups keyed by ``key`` (the reward variant; or a segment for a breakdown, worked out
-    per row from ``f`` and ``t``, or through ``join``, which sees ``s.customer_id``, as ``final_key``)."""
+def _query(
+    key: str = "f.variant",
+    join: str = "",
+    final_key: str = "s.key",
+    where: str = "f.campaign = :campaign",
+    cap_by: str = "rule_id",
+) -> TextClause:
+    """The report's pass over the first exposures ``where`` says, its groups keyed by ``key`` (the reward variant;
+    or a segment for a breakdown, worked out per row from ``f`` and ``t``, or through ``join``, which sees
+    ``s.customer_id``, as ``final_key``), revenue capped at a percentile of each ``cap_by``."""
     sql = """
     WITH s AS MATERIALIZED (
         SELECT f.rule_id, f."group" AS grp, {key} AS key{customer}, f.variant_drawn IS NOT NULL AS fallback,
@@ -84,13 +91,13 @@ def _query(key: str = "f.variant", join: str = "", final_key: str = "s.key") -> 
                    f.t0 + CAST(:window_s AS float8) * interval '1 second' AS window_end,
                    f.t0 - CAST(:window_s AS float8) * interval '1 second' AS window_start
         ) AS b
-        WHERE f.campaign = :campaign
+        WHERE {where}
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
     ), caps AS (
-        SELECT rule_id, percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY y) AS cap_y,
+        SELECT {cap_by}, percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY y) AS cap_y,
                percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY x) AS cap_x
-        FROM s WHERE closed GROUP BY rule_id
+        FROM s WHERE closed GROUP BY {cap_by}
     )
     SELECT s.rule_id, s.grp, {final_key} AS key, count(*) AS exposed,
            coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
@@ -109,11 +116,11 @@ def _query(key: str = "f.variant", join: str = "", final_key: str = "s.key") -> 
            coalesce(regr_sxy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxy_c,
            coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
            array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
-    FROM s LEFT JOIN caps c USING (rule_id){join}
+    FROM s LEFT JOIN caps c USING ({cap_by}){join}
     GROUP BY 1, 2, 3
     """
     customer = ", f.customer_id" if join else ""
-    return text(sql.format(key=key, customer=customer, final_key=final_key, join=join))
+    return text(sql.format(key=key, customer=customer, final_key=final_key, join=join, where=where, cap_by=cap_by))
 
 
 QUERY = _query()

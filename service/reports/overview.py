@@ -1,0 +1,197 @@
+"""Every campaign at a glance: status, customers, uplift, cost and return, each linking to its report.
+
+One pass over the campaign rows of the projection (rule ``*``), grouped by
+campaign, read and judged as the uplift report judges a campaign as a whole;
+campaigns of the rule set in force with no customer yet are listed too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from typing import Any, Literal
+from urllib.parse import quote
+
+from msgspec import Struct
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from service.reports.uplift import (
+    CAMPAIGN_ROW,
+    RuleUplift,
+    _Group,
+    _judge,
+    _query,
+    _read_groups,
+    begin_report,
+)
+from service.rules.ruleset import RuleSet
+
+# Every campaign's row; the programme's (campaign ``*``) has a report of its own.
+QUERY = _query("f.campaign", where="f.rule_id = '*' AND f.campaign <> '*'", cap_by="rule_id, key")
+
+Status = Literal["running", "scheduled", "ended", "not in the rule set"]
+
+
+class CampaignGlance(Struct):
+    campaign: str
+    status: Status
+    """Whether the rule set in force runs it today; ``not in the rule set`` for one that only has history."""
+    description: str | None
+    holdout: float | None
+    customers: int
+    """First exposed, in either group, windows closed or not."""
+    result: RuleUplift
+    """The campaign as a whole, as its uplift report gives it (rule ``*``)."""
+    report: str
+    """The campaign's uplift page."""
+
+
+class Overview(Struct):
+    window_days: int
+    as_of: dt.datetime | None
+    complete_until: dt.datetime | None
+    campaigns: list[CampaignGlance]
+
+
+def _status(rule_set: RuleSet, name: str, today: dt.date) -> Status:
+    campaign = rule_set.by_name.get(name)
+    if campaign is None:
+        return "not in the rule set"
+    if campaign.starts is not None and today < campaign.starts:
+        return "scheduled"
+    if campaign.until is not None and today > campaign.until:
+        return "ended"
+    return "running"
+
+
+async def overview(db: AsyncSession | AsyncConnection, rule_set: RuleSet, *, window_days: int = 30) -> Overview:
+    """Every campaign (``db`` as for ``uplift_report``)."""
+    state = await begin_report(db)
+    as_of = state.as_of
+    params: dict[str, Any] = {
+        "window_s": window_days * 86400,
+        "holdout": 0.0,
+        "since": None,
+        "until": None,
+        "cap": 0.99,
+        "net_returns": False,
+        "cutoff": (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC),
+    }
+    groups: dict[str, dict[str, _Group]] = {}
+    for _, grp, name, g in await _read_groups(db, QUERY, params):
+        groups.setdefault(name or "", {})[grp] = g
+    today = dt.datetime.now(rule_set.zone).date()
+    names = sorted(set(groups) | {c.name for c in rule_set.campaigns})
+    rows = []
+    for name in names:
+        treated, control = (
+            groups.get(name, {}).get("treatment", _Group()),
+            groups.get(name, {}).get("control", _Group()),
+        )
+        active = rule_set.by_name.get(name)
+        rows.append(
+            CampaignGlance(
+                campaign=name,
+                status=_status(rule_set, name, today),
+                description=active.description if active else None,
+                holdout=active.holdout if active else None,
+                customers=treated.exposed + control.exposed,
+                result=_judge(CAMPAIGN_ROW, treated, control, window_days),
+                report=f"/v1/reports/uplift?campaign={quote(name)}&window_days={window_days}&format=html",
+            )
+        )
+    return Overview(window_days=window_days, as_of=as_of, complete_until=state.complete_until, campaigns=rows)
+
+
+CSV_COLUMNS = (
+    "campaign",
+    "status",
+    "holdout",
+    "customers",
+    "treated_repeat_rate",
+    "control_repeat_rate",
+    "uplift_absolute",
+    "uplift_ci95_low",
+    "uplift_ci95_high",
+    "uplift_p_value",
+    "revenue_uplift_absolute",
+    "award_cost",
+    "incremental_revenue",
+    "return_on_cost",
+    "report_status",
+    "report",
+    "window_days",
+    "as_of",
+    "complete_until",
+)
+
+
+def to_csv(report: Overview) -> str:
+    import csv
+    import io
+
+    from service.reports.cells import cell
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for c in report.campaigns:
+        r, u, v = c.result, c.result.uplift, c.result.revenue_uplift
+        row = {
+            "campaign": c.campaign,
+            "status": c.status,
+            "holdout": c.holdout,
+            "customers": c.customers,
+            "treated_repeat_rate": r.treated.repeat_rate,
+            "control_repeat_rate": r.control.repeat_rate,
+            "uplift_absolute": u.absolute if u else None,
+            "uplift_ci95_low": u.ci95[0] if u else None,
+            "uplift_ci95_high": u.ci95[1] if u else None,
+            "uplift_p_value": u.p_value if u else None,
+            "revenue_uplift_absolute": v.absolute if v else None,
+            "award_cost": r.award_cost,
+            "incremental_revenue": r.incremental_revenue,
+            "return_on_cost": r.return_on_cost,
+            "report_status": r.status,
+            "report": c.report,
+            "window_days": report.window_days,
+            "as_of": report.as_of,
+            "complete_until": report.complete_until,
+        }
+        writer.writerow({k: cell(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def render_html(report: Overview) -> str:
+    from service.reports.uplift_html import STYLE, _money, _num, _pct, _pp
+
+    rows = []
+    for c in report.campaigns:
+        r, u = c.result, c.result.uplift
+        interval = f"{_pp(u.ci95[0])} to {_pp(u.ci95[1])}" if u else escape(r.status.replace("_", " "))
+        rows.append(
+            f'<tr data-campaign="{escape(c.campaign)}"><td><a href="{escape(c.report)}">{escape(c.campaign)}</a></td>'
+            f"<td>{escape(c.status)}</td><td>{_pct(c.holdout, 0) if c.holdout is not None else '—'}</td>"
+            f"<td>{_num('customers', f'{c.customers:,}', c.customers)}</td>"
+            f"<td>{_num('uplift.absolute', _pp(u.absolute), u.absolute) if u else '—'}</td><td>{interval}</td>"
+            f"<td>{_num('award_cost', _money(r.award_cost), r.award_cost)}</td>"
+            f"<td>{_num('return_on_cost', _pct(r.return_on_cost, 0), r.return_on_cost)}</td></tr>"
+        )
+    as_of = report.as_of.isoformat() if report.as_of else "no events yet"
+    complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Campaigns at a glance</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<style>{STYLE}</style></head>
+<body data-window-days="{report.window_days}">
+<h1>Campaigns at a glance</h1>
+<p class="sub">Each campaign as a whole, treated against its holdout: repeat purchase within {report.window_days} days
+of each customer's first exposure, award cost and return on it; latest event
+<span data-field="as_of">{escape(as_of)}</span>, counting every event committed up to
+<span data-field="complete_until">{escape(complete)}</span>. Each name opens the campaign's report;
+the <a href="/v1/reports/programme?format=html">programme report</a> asks whether all of them together pay.</p>
+<table><tr><th>campaign</th><th>status</th><th>holdout</th><th>customers</th><th>uplift in repeat rate</th>
+<th>95% interval</th><th>award cost</th><th>return on cost</th></tr>
+{"".join(rows)}</table>
+</body></html>
+"""
