@@ -89,6 +89,9 @@ async def test_a_broken_set_is_refused_whole_with_every_error_and_the_old_one_st
     response = await reloadable.post("/v1/rules/reload", headers=keys["rules:admin"])
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
+    # the request was fine; what it asked for was refused
+    assert response.json()["type"] == "urn:delight:problem:rule-set-refused"
+    assert response.json()["title"] == "The rule set was refused; the one in force stays"
     errors = {(e["field"], e["message"]) for e in response.json()["errors"]}
     assert (f"{rules_dir / 'broken.yaml'}:4", "`when` names an unknown field `totl`") in errors
     assert (f"{rules_dir / 'broken.yaml'}:5", "gift `teapot` is not in catalog.yaml") in errors

@@ -78,6 +78,14 @@ class ValidationError(DelightError):
     title = "The request does not match the schema"
 
 
+class RuleSetRefusedError(DelightError):
+    """A rule set with errors, refused whole; ``errors`` holds each one as ``path:line`` and its message."""
+
+    status = 422
+    slug = "rule-set-refused"
+    title = "The rule set was refused; the one in force stays"
+
+
 class UnauthorizedError(DelightError):
     status = 401
     slug = "unauthorized"

@@ -26,10 +26,12 @@ _DESCRIPTIONS = {
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[status], media_type=PROBLEM_MEDIA_TYPE)
-        for status in statuses
-    }
+    return {status: problem_response(_DESCRIPTIONS[status]) for status in statuses}
+
+
+def problem_response(description: str) -> ResponseSpec:
+    """A problem answer a route describes in its own words."""
+    return ResponseSpec(data_container=Problem, description=description, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def response(model: Any, description: str) -> ResponseSpec:

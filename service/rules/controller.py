@@ -17,8 +17,8 @@ from service.customers.profile import empty_profile
 from service.events.schemas import semantic_errors
 from service.keys.guards import actor_of, requires
 from service.keys.scopes import RULES_ADMIN
-from service.lib.errors import FieldError, ValidationError
-from service.lib.openapi import API_KEY, problem_responses
+from service.lib.errors import FieldError, RuleSetRefusedError, ValidationError
+from service.lib.openapi import API_KEY, problem_response, problem_responses
 from service.lib.validation import strict_body
 from service.rules import repository as rules_repo
 from service.rules.loader import RuleSetError
@@ -211,7 +211,13 @@ class RulesController(Controller):
             "a second or two."
         ),
         status_code=200,
-        responses=problem_responses(401, 403, 422, 503),
+        responses={
+            **problem_responses(401, 403, 503),
+            422: problem_response(
+                "The rule set was refused (`rule-set-refused`): `errors` lists each error, its `field` the file and "
+                "line; the rule set in force stays."
+            ),
+        },
     )
     async def reload_rules(self, request: Request[Any, Any, Any], registry: NamedDependency[RuleRegistry]) -> ReloadOut:
         actor = actor_of(request)
@@ -219,7 +225,7 @@ class RulesController(Controller):
             previous, new = await registry.reload(actor)
         except RuleSetError as exc:
             errors = [FieldError(field=f"{e.path}:{e.line}", message=e.message) for e in exc.errors]
-            raise ValidationError(
+            raise RuleSetRefusedError(
                 f"the rule set has {len(errors)} error(s); the one in force ({registry.current.version}) stays",
                 errors=errors,
             ) from None
