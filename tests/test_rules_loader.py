@@ -273,6 +273,71 @@ def test_when_with_a_type_mismatch_is_refused_at_load_time(tmp_path: Path, when:
     assert error.message.startswith("`when` is not well typed:")
 
 
+@pytest.mark.parametrize(
+    ("when", "operands"),
+    [
+        ("order.total > 'x'", '`order.total` (a number) and `"x"` (text) cannot be compared with `>`'),
+        ("customer.first_name > 3", "`customer.first_name` (text) and `3` (a number) cannot be compared with `>`"),
+        ("order.total + 'a' > 1", '`order.total` (a number) and `"a"` (text) cannot be used together with `+`'),
+        ("customer.segments + 1 > 1", "`customer.segments` (a list) cannot be used with `+`"),
+    ],
+)
+def test_a_type_mismatch_names_its_operands(tmp_path: Path, when: str, operands: str) -> None:
+    text = rule_file(when=f'"{when}"')
+    pack(tmp_path, c_yaml=text)
+    error = only_error(tmp_path)
+    assert error.line == line_of(text, "when:") == 4
+    assert error.message == f"`when` is not well typed: data type mismatch: {operands}"
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        (
+            'order.total == "lots"',
+            '`when` compares `order.total` (a number) with `"lots"` (text) by `==`: a number is never equal to text, '
+            "so this is always false",
+        ),
+        (
+            'type == "purchase" and customer.purchase_count != "3"',
+            '`when` compares `customer.purchase_count` (a number) with `"3"` (text) by `!=`: a number is never equal '
+            "to text, so this is always true",
+        ),
+        (
+            "customer.first_name == 3",
+            "`when` compares `customer.first_name` (text) with `3` (a number) by `==`: text is never equal to a "
+            "number, so this is always false",
+        ),
+        (
+            '[item for item in order.items if item.quantity == "2"].length > 0',
+            '`when` compares `item.quantity` (a number) with `"2"` (text) by `==`: a number is never equal to text, '
+            "so this is always false",
+        ),
+    ],
+)
+def test_equality_of_a_number_and_text_is_refused_with_its_line(tmp_path: Path, when: str, message: str) -> None:
+    """rule-engine types ``==`` loosely: values of two types are just unequal. Written in a rule, that is a typo
+    that silently never (or always) matches."""
+    text = rule_file(when=f"'{when}'")
+    pack(tmp_path, c_yaml=text)
+    error = only_error(tmp_path)
+    assert (error.line, error.message) == (line_of(text, "when:"), message)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        'attributes.rating == "5"',  # free-form attributes hold any type
+        "customer.birthday == null",
+        "(customer.birthday&.month ?? 0) == occurred_at.month",
+        'type == "purchase" and customer.purchase_count == 3',
+    ],
+)
+def test_equality_of_values_that_can_be_equal_loads(tmp_path: Path, when: str) -> None:
+    pack(tmp_path, c_yaml=rule_file(when=f"'{when}'"))
+    assert load_rule_set(tmp_path).rule_count == 1
+
+
 def test_when_error_in_a_folded_block_is_reported_at_the_when_key(tmp_path: Path) -> None:
     text = (
         "campaign: c\nrules:\n  - id: ok\n    when: type == 'x'\n    award: {points: 1}\n"

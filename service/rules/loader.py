@@ -24,7 +24,7 @@ import rule_engine
 from rule_engine import ast
 from rule_engine.ast.binary.comparison import FuzzyComparisonExpression
 
-from service.rules import facts
+from service.rules import facts, operands
 from service.rules.compiled import Clause, children, compile_clauses
 from service.rules.index import requirements
 from service.rules.ruleset import Budget, Campaign, Gift, Limit, Offer, Rule, RuleSet, duration_seconds
@@ -437,15 +437,21 @@ def _compile_when(text: str, at: tuple[str | int, ...], f: _File) -> tuple[Any, 
     except rule_engine.errors.ObjectAttributeError as exc:
         f.error(at, f"`when` names an unknown field `{exc.attribute_name}`")
     except rule_engine.EngineError as exc:
-        f.error(at, f"`when` is not well typed: {exc.message}")
+        named = operands.mismatch(exc) if exc.message.startswith("data type mismatch") else None
+        f.error(at, f"`when` is not well typed: {exc.message}" + (f": {named}" if named else ""))
     else:
-        if not any(isinstance(node, FuzzyComparisonExpression) for node in expression_nodes(rule.statement.expression)):
+        nodes = list(expression_nodes(rule.statement.expression))
+        never = operands.never_equal(nodes)
+        if any(isinstance(node, FuzzyComparisonExpression) for node in nodes):
+            f.error(
+                at,
+                "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
+                "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
+            )
+        elif never is not None:
+            f.error(at, f"`when` {never}")
+        else:
             return rule, compiled
-        f.error(
-            at,
-            "`when` uses a regular expression (=~, =~~, !~, !~~); these are not allowed because a "
-            "pattern can take the engine forever; compare with ==, `in` or `.starts_with`",
-        )
     return None
 
 
