@@ -1,10 +1,13 @@
-"""Splitting conditions into clauses for ``simulate``."""
+"""Splitting conditions into clauses for ``simulate``, and saying why one could not be evaluated."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from service.rules.clauses import split
+from service.rules.clauses import evaluate, split
+from service.rules.facts import build_facts
 
 
 @pytest.mark.parametrize(
@@ -51,3 +54,29 @@ def test_coalescing_safe_navigation_and_question_marks_elsewhere_still_split(tex
     operator, clauses = split(text)
     assert operator == "and"
     assert len(clauses) == parts
+
+
+REVIEW = {
+    "event_id": "e-1",
+    "type": "interaction",
+    "name": "review_posted",
+    "customer_id": "c-1",
+    "occurred_at": dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+    "attributes": {"comment": "lovely"},
+}
+
+
+@pytest.mark.parametrize(
+    ("clause", "why"),
+    [
+        ("attributes.rating >= 4", "`attributes` has no `rating`"),
+        ("attributes&.rating >= 4", "`attributes` has no `rating`"),
+        ("attributes.comment.length.x == 1", "`attributes.comment.length` has no `x`"),
+        ('attributes["rating"] >= 4', 'there is no key "rating" to read'),
+        ('customer.interactions["review_posted"] > 1', 'there is no key "review_posted" to read'),
+        ('order.items[2].sku == "x"', "there is no item [2] to read: the list holds 0"),
+    ],
+)
+def test_a_clause_that_cannot_be_evaluated_says_why_in_the_clauses_terms(clause: str, why: str) -> None:
+    """Not rule-engine's exception as Python prints it, with its internal type objects and dicts."""
+    assert evaluate(clause, build_facts(REVIEW, {"customer_id": "c-1"})) == (None, why)

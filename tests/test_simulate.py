@@ -151,7 +151,7 @@ async def test_simulate_shows_a_clause_that_cannot_be_evaluated_with_its_error(
     assert texts['type == "interaction"']["value"] is True
     assert texts['name == "review_posted"']["value"] is True
     assert texts["attributes.rating >= 4"]["value"] is None
-    assert texts["attributes.rating >= 4"]["error"]
+    assert texts["attributes.rating >= 4"]["error"] == "`attributes` has no `rating`"
     assert offer["outcome"].startswith("condition could not be evaluated")
 
 

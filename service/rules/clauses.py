@@ -8,8 +8,9 @@ with the same typed context and evaluated on the same facts.
 from __future__ import annotations
 
 import functools
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
 import rule_engine
@@ -89,4 +90,23 @@ def evaluate(text: str, facts: dict[str, Any]) -> tuple[Any, str | None]:
     try:
         return _compiled(text).evaluate(facts), None
     except (rule_engine.EngineError, LookupError, TypeError, ArithmeticError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, why(exc, text)
+
+
+def why(exc: Exception, text: str) -> str:
+    """What kept clause ``text`` from being evaluated, in the clause's own terms (``attributes` has no `rating``)
+    rather than the error's Python form, which shows rule-engine's internal values."""
+    if isinstance(exc, rule_engine.errors.AttributeResolutionError):
+        name = exc.attribute_name
+        owner = re.search(rf"([A-Za-z_$][\w$]*(?:&?\.[A-Za-z_]\w*)*)&?\.{re.escape(name)}\b", text)
+        return f"`{owner.group(1)}` has no `{name}`" if owner else f"there is no `{name}` to read"
+    if isinstance(exc, rule_engine.errors.SymbolResolutionError):
+        return f"there is no field `{exc.symbol_name}`"
+    if isinstance(exc, rule_engine.errors.LookupError):
+        if isinstance(exc.container, Mapping):
+            return f"there is no key {json.dumps(exc.item, default=str)} to read"
+        if isinstance(exc.container, Sized):
+            return f"there is no item [{exc.item}] to read: the list holds {len(exc.container)}"
+    if isinstance(exc, rule_engine.EngineError):
+        return str(exc.message)
+    return str(exc) or type(exc).__name__
