@@ -546,6 +546,9 @@ async def test_body_over_5_mib_is_a_413_problem_and_stores_nothing(
     response = await client.post(path, json=as_route_body(path, event), headers=keys["events:write"])
     body = assert_problem(response, 413)
     assert body["type"] == "urn:delight:problem:payload-too-large"
+    assert body["detail"] == (
+        "the request body is over 5,242,880 bytes, the most this server accepts (DELIGHT_MAX_BODY_BYTES)"
+    )
     await assert_nothing_written(engine)
 
 

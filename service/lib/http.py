@@ -13,6 +13,7 @@ import structlog
 from litestar import Request, Response
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import DBAPIError
@@ -169,17 +170,28 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if status >= 500:
         return handle_unexpected(request, exc)
     slug, title = _SLUGS.get(status, ("client-error", "Client error"))
+    detail = exc.detail or title
+    if status == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        detail = _too_large(request)
     body = Problem(
         type=PROBLEM_TYPE_PREFIX + slug,
         title=title,
         status=status,
-        detail=exc.detail or title,
+        detail=detail,
         instance=request.url.path,
         request_id=_request_id(),
     )
     return Response(
         content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=exc.headers
     )
+
+
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    """What a 413 says: the limit the body went over (Litestar's own detail names none)."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    if not limit:
+        return "the request body is too large"
+    return f"the request body is over {limit:,} bytes, the most this server accepts (DELIGHT_MAX_BODY_BYTES)"
 
 
 def handle_database_error(

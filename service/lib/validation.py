@@ -93,7 +93,46 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[tuple[str,
         return [
             (_path(error.absolute_path, prefix), f"{error.instance!r} is not allowed: {error.schema['description']}")
         ]
-    return [(_path(error.absolute_path, prefix), error.message)]
+    size = _SIZES.get(str(error.validator))
+    if size is not None and isinstance(error.instance, (list, str, dict)):
+        bound, unit = size
+        return [
+            (
+                _path(error.absolute_path, prefix),
+                f"{bound} {error.validator_value} {unit}; this has {len(error.instance)}",
+            )
+        ]
+    return [(_path(error.absolute_path, prefix), _without_long_values(error))]
+
+
+# The size limits, said with the limit and the size found rather than jsonschema's message, which begins with the
+# whole value: a batch of 1,001 events answered with all of them.
+_SIZES = {
+    "maxItems": ("at most", "items"),
+    "minItems": ("at least", "items"),
+    "maxLength": ("at most", "characters"),
+    "minLength": ("at least", "characters"),
+    "maxProperties": ("at most", "entries"),
+    "minProperties": ("at least", "entries"),
+}
+LONGEST_VALUE_SHOWN = 80
+"""Characters of a bad value an error message repeats; a longer one is described instead."""
+
+
+def _without_long_values(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, with the value it begins with described when it is too long to repeat."""
+    shown = repr(error.instance)
+    if len(shown) <= LONGEST_VALUE_SHOWN or not error.message.startswith(shown):
+        return error.message
+    if isinstance(error.instance, str):
+        described = f"a text of {len(error.instance):,} characters"
+    elif isinstance(error.instance, list):
+        described = f"a list of {len(error.instance):,} items"
+    elif isinstance(error.instance, dict):
+        described = f"an object of {len(error.instance):,} entries"
+    else:
+        described = shown[:LONGEST_VALUE_SHOWN] + "..."
+    return described + error.message[len(shown) :]
 
 
 def schema_errors(model: Any, raw: Any, prefix: str = "") -> list[FieldError]:
