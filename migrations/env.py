@@ -11,7 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.lib.logging import get_logger
 from service.models import metadata
+
+log = get_logger("migrations")
 
 MIGRATION_LOCK_ID = 0x64656C69  # "deli"
 
@@ -24,7 +27,12 @@ def _run(connection: Connection) -> None:
     # One transaction for the lock and every migration: a failure leaves nothing behind.
     with context.begin_transaction():
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        migrations = context.get_context()
+        before = migrations.get_current_heads()
         context.run_migrations()
+        after = migrations.get_current_heads()
+    if after != before:
+        log.info("database_migrated", revision_from=",".join(before) or None, revision_to=",".join(after))
 
 
 async def _run_async() -> None:

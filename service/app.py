@@ -116,7 +116,7 @@ class DelightApp(Litestar):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-    configure_logging(settings.app.log_level, json=settings.app.log_json)
+    configure_logging(settings.app.log_level or "INFO", json=settings.app.log_json)
     database_url, redis_url = settings.db.url, settings.redis.url
     if database_url is None or redis_url is None:
         raise SettingsError(

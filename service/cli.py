@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -652,7 +653,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from service.lib.logging import configure_logging
 
-    configure_logging(settings.app.log_level, json=settings.app.log_json)
+    # Libraries' warnings (deprecations, a missing XDG_RUNTIME_DIR) are for their developers, not for someone
+    # creating a key; `python -W default` or PYTHONWARNINGS shows them again.
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
+    # A one-shot command says what it did on stdout; its info lines (servers starting, migrations) are noise.
+    level = settings.app.log_level or ("INFO" if args.handler is _serve else "WARNING")
+    configure_logging(level, json=settings.app.log_json)
     return int(args.handler(args, settings))
 
 

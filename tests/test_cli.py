@@ -151,6 +151,7 @@ async def test_keys_create_prints_a_working_key_alone_on_the_last_line(
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, stderr.decode()
+    assert stderr.decode() == ""  # no migration chatter or library warnings: stdout says what was done
     lines = stdout.decode().splitlines()
     key = lines[-1]
     match = KEY_LINE.match(key)

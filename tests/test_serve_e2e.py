@@ -102,6 +102,21 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(
     assert re.fullmatch(r"dlk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", key)
 
 
+def test_a_command_that_succeeds_prints_nothing_on_stderr(
+    served: tuple[str, str, subprocess.Popen[bytes], Path],
+) -> None:
+    """No library warnings (a missing XDG_RUNTIME_DIR), no migration chatter, no info lines: stdout says it all."""
+    data_dir = served[3]
+    env = {k: v for k, v in _env(data_dir).items() if k not in ("XDG_RUNTIME_DIR", "DELIGHT_LOG_JSON")}
+    for command in (["keys", "create", "--name", "quiet", "--scopes", "events:write"], ["keys", "list"]):
+        done = subprocess.run([DELIGHT, *command], env=env, capture_output=True, timeout=START_TIMEOUT)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stderr.decode() == "", command
+    serve_log = (data_dir / "serve.log").read_text()
+    assert '"logger":"alembic' not in serve_log
+    assert "Warning" not in serve_log
+
+
 def test_readme_purchase_wins_from_the_demo_rules_and_replays(
     served: tuple[str, str, subprocess.Popen[bytes], Path],
 ) -> None:

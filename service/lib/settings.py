@@ -48,8 +48,9 @@ class AppSettings:
     """Where the campaign files, ``catalog.yaml`` and ``settings.yaml`` live."""
     data_dir: Path = Path(".delight")
     """Where the embedded PostgreSQL and Redis keep their data."""
-    log_level: str = "INFO"
-    """The lowest level that is logged."""
+    log_level: str | None = None
+    """The lowest level that is logged; unset means ``INFO`` for ``delight serve`` and ``WARNING`` for the
+    command line's other commands, which say what they did on stdout."""
     log_json: bool | None = None
     """JSON log lines; unset means JSON unless stderr is a terminal."""
     rules_sync: bool = True
@@ -97,7 +98,7 @@ class Settings:
             app=AppSettings(
                 rules_dir=Path(env.get("DELIGHT_RULES_DIR") or "rules"),
                 data_dir=Path(env.get("DELIGHT_DATA_DIR") or ".delight"),
-                log_level=(env.get("DELIGHT_LOG_LEVEL") or "INFO").upper(),
+                log_level=(env.get("DELIGHT_LOG_LEVEL") or "").upper() or None,
                 log_json=log_json,
                 rules_sync=(env.get("DELIGHT_RULES_SYNC") or "true").lower() not in {"0", "false", "no"},
                 jobs_every=float(_int(env, "DELIGHT_JOBS_EVERY", 3600)),
