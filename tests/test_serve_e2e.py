@@ -40,12 +40,18 @@ def _env(data_dir: Path, rules_dir: Path = ROOT / "rules") -> dict[str, str]:
     return env
 
 
-def readme_purchase() -> dict[str, object]:
-    """The example purchase exactly as the README shows it."""
+def readme_walkthrough() -> str:
+    """The shell commands of the README's walk-through ("Win something"), in order, as a newcomer pastes them."""
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"-d '(\{\"event_id\".*?\})'\n", readme)
+    section = readme[readme.index("### Win something") : readme.index("## Using your own")]
+    return "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+
+
+def readme_purchase(occurred_at: str = "2026-11-20T10:15:00Z") -> dict[str, object]:
+    """The walk-through's first purchase, made at ``occurred_at``."""
+    match = re.search(r"<<EOF\n(\{\"event_id\".*?\})\nEOF", readme_walkthrough())
     assert match, "README lost its example purchase"
-    event: dict[str, object] = json.loads(match.group(1))
+    event: dict[str, object] = json.loads(match.group(1).replace("$NOW", occurred_at))
     return event
 
 
@@ -117,25 +123,43 @@ def test_a_command_that_succeeds_prints_nothing_on_stderr(
     assert "Warning" not in serve_log
 
 
-def test_readme_purchase_wins_from_the_demo_rules_and_replays(
+def test_the_readmes_walk_through_works_as_written(
     served: tuple[str, str, subprocess.Popen[bytes], Path],
 ) -> None:
-    base, key, _, _ = served
-    headers = {"Authorization": f"Bearer {key}"}
-    event = readme_purchase()
-    first = httpx.post(f"{base}/v1/events", json=event, headers=headers, timeout=10)
-    assert first.status_code == 201, first.text
-    awards = first.json()["awards"]
-    assert {a["rule_id"] for a in awards} == {"first-purchase-candle", "vase-with-handmade"}
-    assert all(a["message"].startswith(("Welcome, Ana!", "Thank you, Ana!")) for a in awards)
+    """Every command of "Win something" run in bash as written, against a fresh service on the demo rules: each
+    answers 2xx, Ana wins the candle and the vase, her third purchase earns 200 points, the vase is redeemed and
+    100 points are spent; her purchase posted again is a replay, and with another total a conflict."""
+    base, _, _, data_dir = served
+    script = readme_walkthrough().replace("http://127.0.0.1:8000", base).replace("python3 -m service", DELIGHT)
+    # any answer but a 2xx stops the script; each answer on a line of its own, for the checks below
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n'
+    walked = subprocess.run(
+        ["bash", "-c", prelude + script + '\necho "$NOW"'],
+        env=_env(data_dir),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=START_TIMEOUT,
+    )
+    assert walked.returncode == 0, walked.stdout.decode() + walked.stderr.decode()
+    assert walked.stderr.decode() == ""
+    *lines, now = walked.stdout.decode().splitlines()
+    purchase, profile, second, third, redeemed, spent = (json.loads(line) for line in lines)
+    assert {a["rule_id"] for a in purchase["awards"]} == {"first-purchase-candle", "vase-with-handmade"}
+    assert all(a["message"].startswith(("Welcome, Ana!", "Thank you, Ana!")) for a in purchase["awards"])
+    assert profile["purchase_count"] == 1
+    assert second["awards"] == []
+    assert [(a["rule_id"], a["points"]) for a in third["awards"]] == [("points-on-third-visit", 200)]
+    assert (redeemed["award"]["rule_id"], redeemed["award"]["status"]) == ("vase-with-handmade", "redeemed")
+    assert (spent["points"], spent["points_balance"]) == (100, 100)
+
+    headers = {"Authorization": f"Bearer {served[1]}"}
+    event = readme_purchase(now)
     again = httpx.post(f"{base}/v1/events", json=event, headers=headers, timeout=10)
     assert again.status_code == 200
-    assert again.json() == {**first.json(), "duplicate": True}
+    assert again.json()["duplicate"] is True
+    assert [a["code"] for a in again.json()["awards"]] == [a["code"] for a in purchase["awards"]]
     changed = {**event, "order": {**event["order"], "total": 1.0}}  # type: ignore[dict-item]
     assert httpx.post(f"{base}/v1/events", json=changed, headers=headers, timeout=10).status_code == 409
-    profile = httpx.get(f"{base}/v1/customers/{event['customer_id']}", headers=headers, timeout=10)
-    assert profile.status_code == 200
-    assert profile.json()["purchase_count"] == 1
 
 
 def test_served_schema_is_the_committed_contract(served: tuple[str, str, subprocess.Popen[bytes], Path]) -> None:
@@ -201,7 +225,7 @@ def test_a_body_that_does_not_arrive_gets_408_and_stores_nothing(
     served: tuple[str, str, subprocess.Popen[bytes], Path],
 ) -> None:
     base, key, _, _ = served
-    event = json.dumps({**readme_purchase(), "event_id": "slow-body-1"}).encode()
+    event = json.dumps({**readme_purchase(), "event_id": "slow-body-1", "customer_id": "c-slow"}).encode()
     with _connect(base) as sock:
         sock.sendall(
             b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
@@ -212,7 +236,7 @@ def test_a_body_that_does_not_arrive_gets_408_and_stores_nothing(
     assert status == b"HTTP/1.1 408 Request Timeout"
     assert problem["detail"] == "the request body did not arrive within 2 s"
     headers = {"Authorization": f"Bearer {key}"}
-    stored = httpx.get(f"{base}/v1/customers/{readme_purchase()['customer_id']}", headers=headers, timeout=10)
+    stored = httpx.get(f"{base}/v1/customers/c-slow", headers=headers, timeout=10)
     assert stored.status_code in (200, 404)
     fresh = httpx.post(f"{base}/v1/events", content=event, headers={**headers, "Content-Type": "application/json"})
     assert fresh.status_code == 201, fresh.text  # the slow one left nothing under its id
