@@ -243,6 +243,9 @@ def seeded(base_url: str, http: requests.Session, auth: dict[str, str], spare_ke
         campaign=list(CAMPAIGNS),
         scopes=[[scope] for scope in scopes.ALL] + [list(scopes.ALL)],
         points=[1, 25, -1],  # adjustments and spends the seeded balance covers
+        # Redeemed now: a generated instant is almost never within the offline window, and an operation whose
+        # every answer is a 422 for it has its success contract unchecked.
+        redeemed_at=[None],
     )
 
 
