@@ -23,6 +23,7 @@ from scipy import stats  # type: ignore[import-untyped]
 from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]
 
 from tests.conftest import AppFactory, purchase
+from tests.test_programme import post
 from tests.test_uplift_report import iso
 
 SETTINGS = "seed: segment-tests\npoint_value: 0.01\n"
@@ -80,17 +81,6 @@ def event(s: Shopper, key: str, cents: int, at: dt.datetime) -> Json:
         store_id=s.store,
         customer={"segments": s.segments},
     )
-
-
-async def post(client: Any, keys: Json, events: list[Json]) -> list[Json]:
-    results: list[Json] = []
-    for start in range(0, len(events), 500):
-        chunk = events[start : start + 500]
-        response = await client.post("/v1/events/batch", json={"events": chunk}, headers=keys["events:write"])
-        assert response.status_code == 200, response.text
-        results += response.json()["results"]
-    assert [r["status"] for r in results] == [201] * len(events)
-    return results
 
 
 def by_segment(body: Json, rule: str = "mug") -> dict[str, Json]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any, Literal, cast
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
@@ -41,6 +41,7 @@ from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
 
 Format = Literal["json", "csv", "html"]
+R = TypeVar("R")
 
 Since = Annotated[
     dt.datetime | None,
@@ -118,6 +119,30 @@ def _wanted(request: Request[Any, Any, Any], format: Format | None) -> Format:
     return "json"
 
 
+def _answer(
+    request: Request[Any, Any, Any],
+    format: Format | None,
+    report: R,
+    as_csv: Callable[[R], str],
+    as_html: Callable[[R], str],
+    filename: str,
+) -> Response[R]:
+    """The report as JSON, or as the CSV download or the page the request asks for (``format``, else Accept)."""
+    wanted = _wanted(request, format)
+    if wanted == "json":
+        return Response(report)
+    other: Any = (
+        Response(
+            as_csv(report),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        )
+        if wanted == "csv"
+        else Response(as_html(report), media_type="text/html; charset=utf-8")
+    )
+    return cast("Response[R]", other)
+
+
 class UpliftController(Controller):
     path = "/v1/reports"
     tags = ["reports"]
@@ -193,20 +218,7 @@ class UpliftController(Controller):
             )
         if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
             raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
-        wanted = _wanted(request, format)
-        if wanted == "json":
-            return Response(report)
-        filename = f"uplift-{campaign}-{window_days}d"
-        other: Any = (
-            Response(
-                to_csv(report),
-                media_type="text/csv",
-                headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
-            )
-            if wanted == "csv"
-            else Response(render_html(report), media_type="text/html; charset=utf-8")
-        )
-        return cast("Response[UpliftReport]", other)
+        return _answer(request, format, report, to_csv, render_html, f"uplift-{campaign}-{window_days}d")
 
     @get(
         "/programme",
@@ -249,19 +261,7 @@ class UpliftController(Controller):
                 by=by,
                 spend_tiers=tiers,
             )
-        wanted = _wanted(request, format)
-        if wanted == "json":
-            return Response(report)
-        other: Any = (
-            Response(
-                programme_csv(report),
-                media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="programme.csv"'},
-            )
-            if wanted == "csv"
-            else Response(programme_html(report), media_type="text/html; charset=utf-8")
-        )
-        return cast("Response[ProgrammeReport]", other)
+        return _answer(request, format, report, programme_csv, programme_html, "programme")
 
     @get(
         "/campaigns",
@@ -289,19 +289,7 @@ class UpliftController(Controller):
         await catch_up_to_now(request.app.state.engine)
         async with sessionmaker() as session, session.begin():
             report = await overview(session, rule_set, window_days=window_days)
-        wanted = _wanted(request, format)
-        if wanted == "json":
-            return Response(report)
-        other: Any = (
-            Response(
-                overview_csv(report),
-                media_type="text/csv",
-                headers={"Content-Disposition": f'attachment; filename="campaigns-{window_days}d.csv"'},
-            )
-            if wanted == "csv"
-            else Response(overview_html(report), media_type="text/html; charset=utf-8")
-        )
-        return cast("Response[Overview]", other)
+        return _answer(request, format, report, overview_csv, overview_html, f"campaigns-{window_days}d")
 
 
 EXPOSURES = """

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from msgspec import Struct
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from service.reports import cells
 from service.reports.uplift import (
     CAMPAIGN_ROW,
     RuleUplift,
@@ -127,39 +128,32 @@ CSV_COLUMNS = (
 
 
 def to_csv(report: Overview) -> str:
-    import csv
-    import io
+    return cells.to_csv(CSV_COLUMNS, (_csv_row(report, c) for c in report.campaigns))
 
-    from service.reports.cells import cell
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for c in report.campaigns:
-        r, u, v = c.result, c.result.uplift, c.result.revenue_uplift
-        row = {
-            "campaign": c.campaign,
-            "status": c.status,
-            "holdout": c.holdout,
-            "customers": c.customers,
-            "treated_repeat_rate": r.treated.repeat_rate,
-            "control_repeat_rate": r.control.repeat_rate,
-            "uplift_absolute": u.absolute if u else None,
-            "uplift_ci95_low": u.ci95[0] if u else None,
-            "uplift_ci95_high": u.ci95[1] if u else None,
-            "uplift_p_value": u.p_value if u else None,
-            "revenue_uplift_absolute": v.absolute if v else None,
-            "award_cost": r.award_cost,
-            "incremental_revenue": r.incremental_revenue,
-            "return_on_cost": r.return_on_cost,
-            "report_status": r.status,
-            "report": c.report,
-            "window_days": report.window_days,
-            "as_of": report.as_of,
-            "complete_until": report.complete_until,
-        }
-        writer.writerow({k: cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+def _csv_row(report: Overview, c: CampaignGlance) -> dict[str, Any]:
+    r, u, v = c.result, c.result.uplift, c.result.revenue_uplift
+    return {
+        "campaign": c.campaign,
+        "status": c.status,
+        "holdout": c.holdout,
+        "customers": c.customers,
+        "treated_repeat_rate": r.treated.repeat_rate,
+        "control_repeat_rate": r.control.repeat_rate,
+        "uplift_absolute": u.absolute if u else None,
+        "uplift_ci95_low": u.ci95[0] if u else None,
+        "uplift_ci95_high": u.ci95[1] if u else None,
+        "uplift_p_value": u.p_value if u else None,
+        "revenue_uplift_absolute": v.absolute if v else None,
+        "award_cost": r.award_cost,
+        "incremental_revenue": r.incremental_revenue,
+        "return_on_cost": r.return_on_cost,
+        "report_status": r.status,
+        "report": c.report,
+        "window_days": report.window_days,
+        "as_of": report.as_of,
+        "complete_until": report.complete_until,
+    }
 
 
 def render_html(report: Overview) -> str:

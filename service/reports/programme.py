@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from msgspec import Struct, field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from service.reports import cells
 from service.reports.uplift import (
     CAMPAIGN_ROW,
+    CSV_COLUMNS,
     SPEND_TIERS,
     Dimension,
     RuleUplift,
@@ -119,19 +121,7 @@ def as_uplift_reports(report: ProgrammeReport) -> list[UpliftReport]:
 
 def to_csv(report: ProgrammeReport) -> str:
     """One row per window, in the uplift report's columns (``campaign`` is ``programme``, ``rule_id`` ``*``)."""
-    import csv
-    import io
-
-    from service.reports.cells import cell
-    from service.reports.uplift import CSV_COLUMNS
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for window in as_uplift_reports(report):
-        for row in csv_rows(window):
-            writer.writerow({k: cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+    return cells.to_csv(CSV_COLUMNS, (row for window in as_uplift_reports(report) for row in csv_rows(window)))
 
 
 def render_table(report: ProgrammeReport) -> str:
@@ -140,7 +130,7 @@ def render_table(report: ProgrammeReport) -> str:
     head = f"the surprise programme against its holdout ({report.holdout:.1%} of customers held out of every campaign)"
     parts = [head, ""]
     for window in as_uplift_reports(report):
-        parts.append(uplift_table(window).replace("uplift of programme", "programme"))
+        parts.append(uplift_table(window))
         parts.append("")
     return "\n".join(parts)
 

@@ -35,7 +35,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.projection.freshness import Freshness, freshness
-from service.reports import stats
+from service.reports import cells, stats
 
 MAX_WINDOW_DAYS = 365  # the timelines hold a year either side of t0
 MIN_CUSTOMERS = 30  # per group, with closed windows, before any interval is printed
@@ -1004,17 +1004,7 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
 
 
 def to_csv(report: UpliftReport) -> str:
-    import csv
-    import io
-
-    from service.reports.cells import cell
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in csv_rows(report):
-        writer.writerow({k: cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+    return cells.to_csv(CSV_COLUMNS, csv_rows(report))
 
 
 def _when(at: dt.datetime | None) -> str:
