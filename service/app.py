@@ -7,6 +7,7 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Response
@@ -17,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 from litestar.types import Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -77,6 +79,10 @@ def provide_registry(state: State) -> RuleRegistry:
     return registry
 
 
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PATH = "/static"
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Delight",
@@ -86,7 +92,16 @@ def openapi_config() -> OpenAPIConfig:
             "whether the customer won something. Errors are RFC 9457 problem+json documents."
         ),
         path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
+        # Everything the docs page loads comes from this server: by default Scalar's script, a stylesheet, an
+        # icon and web fonts come from CDNs, and the page stays blank on a network with no way out.
+        render_plugins=[
+            ScalarRenderPlugin(
+                js_url=f"{STATIC_PATH}/scalar/standalone.js",
+                css_url="data:text/css,",  # the standalone script carries its own styles
+                favicon='<link rel="icon" href="data:,">',
+                options={"withDefaultFonts": False},
+            )
+        ],
         components=Components(
             security_schemes={
                 "apiKey": SecurityScheme(
@@ -200,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhooksController,
             HealthController,
             MetricsController,
+            create_static_files_router(STATIC_PATH, directories=[STATIC_DIR], name="static"),
         ],
         dependencies={
             "db_session": Provide(provide_db_session),

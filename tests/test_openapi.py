@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,26 @@ def test_contract_paths_of_v1_are_all_present() -> None:
         ("GET", "/health/ready"),
     ]:
         assert expected in present
+
+
+STATIC = Path(__file__).resolve().parent.parent / "service" / "static"
+LINK = re.compile(r"""\b(?:src|href|data-url)\s*=\s*["']([^"']*)["']""")
+
+
+async def test_the_docs_page_loads_nothing_from_elsewhere_and_its_script_is_served(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    page = await client.get("/schema")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    links = LINK.findall(page.text)
+    assert "/static/scalar/standalone.js" in links
+    assert all(link.startswith(("/", "data:")) and not link.startswith("//") for link in links), links
+    assert "://" not in page.text, "the page names no other host: it must work on a network with no way out"
+
+    script = await client.get("/static/scalar/standalone.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert script.content == (STATIC / "scalar" / "standalone.js").read_bytes()
+    assert (STATIC / "scalar" / "LICENSE").read_text().count("MIT License") == 1
+    assert (await client.get("/static/scalar/missing.js")).status_code == 404
