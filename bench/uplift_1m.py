@@ -141,7 +141,7 @@ async def in_process(url: str, runs: int, window_days: int) -> tuple[list[float]
             async with engine.connect() as connection:
                 started = time.perf_counter()
                 report = await uplift_report(
-                    connection, campaign=CAMPAIGN, window_days=window_days, holdout=0.1, rule_ids=()
+                    connection, campaign=CAMPAIGN, window_days=window_days, holdout=0.1, currency="EUR", rule_ids=()
                 )
                 times.append(time.perf_counter() - started)
             total = report.campaign_total

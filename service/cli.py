@@ -360,6 +360,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     from service.reports import programme, uplift
     from service.reports.uplift_html import render_html
     from service.rules.loader import RuleSetError, load_rule_set
+    from service.rules.spec import SettingsSpec
 
     campaign = getattr(args, "campaign", None)  # None: the programme
     if campaign is not None and not 1 <= args.window_days <= uplift.MAX_WINDOW_DAYS:
@@ -392,6 +393,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         print("delight: --to is before --from", file=sys.stderr)
         return 2
     active = rule_set.by_name.get(campaign) if rule_set and campaign else None
+    currency = (rule_set.settings if rule_set else SettingsSpec()).currency
 
     async def run(url: str) -> uplift.UpliftReport | programme.ProgrammeReport:
         async with projector_connection(url) as conn:
@@ -403,6 +405,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
                     return await programme.programme_report(
                         connection,
                         holdout=rule_set.settings.programme_holdout if rule_set else 0.0,
+                        currency=currency,
                         since=since,
                         until=until,
                         cap_percentile=args.cap_percentile,
@@ -415,6 +418,7 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
                     campaign=campaign,
                     window_days=args.window_days,
                     holdout=active.holdout if active else None,
+                    currency=currency,
                     rule_ids=[r.id for r in active.rules] if active else (),
                     since=since,
                     until=until,

@@ -204,7 +204,7 @@ async def test_a_report_counts_what_committed_before_it_and_says_so_when_it_cann
         async with sessions() as session:
             stale = await freshness(session)
         async with sessions() as session, session.begin():
-            report = await uplift_report(session, campaign="loyal", window_days=1, holdout=None)
+            report = await uplift_report(session, campaign="loyal", window_days=1, holdout=None, currency="EUR")
     finally:
         await holder.close()
     assert 0.5 <= patience < 3

@@ -36,9 +36,22 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Request, Response, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    Response,
+    Route,
+    async_playwright,
+)
 
+from service.reports.uplift import CAMPAIGN_ROW
+from service.reports.uplift_html import render_html
 from tests.conftest import PACK_CATALOG, AppFactory, interaction, purchase
+from tests.test_report_pages import group as closed_windows
+from tests.test_report_pages import judged, uplift_report
 
 Client = AsyncTestClient[Litestar]
 
@@ -49,7 +62,8 @@ START_TIMEOUT = 90
 CAMPAIGN = "uplift-demo"
 TINY = "tiny-trial"
 WINDOW_DAYS = 14
-SETTINGS = "seed: http-tests\n"
+CURRENCY = "GBP"
+SETTINGS = f"seed: http-tests\ncurrency: {CURRENCY}\n"
 MAIN_YAML = f"""\
 campaign: {CAMPAIGN}
 holdout: 0.5
@@ -231,7 +245,7 @@ def _pp(v: Any) -> str:
 
 
 def _money(v: Any) -> str:
-    return "—" if v is None else f"{v:,.2f}"
+    return "—" if v is None else f"{v:,.2f} {CURRENCY}"
 
 
 def _g3(v: Any) -> str:
@@ -508,6 +522,7 @@ async def test_page_renders_in_chromium_and_every_number_matches_the_json(
         page = loaded.page
         order = await page.locator("section[data-rule]").evaluate_all("els => els.map(e => e.dataset.rule)")
         assert order == ["*", *[r["rule_id"] for r in report["rules"]]]
+        assert await page.locator('[data-field="currency"]').inner_text() == report["currency"] == CURRENCY
         assert (await section(page, "*").locator("h2").inner_text()).startswith("The campaign as a whole")
         for rule in [report["campaign_total"], *report["rules"]]:
             await assert_section_matches(page, rule)
@@ -535,6 +550,59 @@ async def test_bars_and_curves_are_drawn_to_the_json(
         for rule in [report["campaign_total"], *report["rules"]]:
             await assert_bars_match(loaded.page, rule)
             await assert_curves_match(loaded.page, rule)
+
+
+async def test_bar_labels_stay_inside_the_drawing_up_to_a_repeat_rate_of_100_percent(browser: Browser) -> None:
+    everyone, most = closed_windows(200, 200), closed_windows(200, 190)  # 100.0% and 95.0%, whiskers reaching 100% too
+    total = judged(CAMPAIGN_ROW, everyone, most)
+    rules = [judged("all-back", everyone, most), judged("most-back", most, everyone)]
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = await context.new_page()
+        await page.set_content(render_html(uplift_report(rules, total)))
+        charts = page.locator("svg.bars")
+        assert await charts.count() == 3
+        for k in range(3):
+            chart = charts.nth(k)
+            width = float(await chart.get_attribute("width") or 0)
+            labels = chart.locator("text")
+            assert await labels.count() == 4  # the two groups' names and rates
+            for box in await labels.evaluate_all(
+                "els => els.map(e => { const b = e.getBBox(); return [b.x, b.width]; })"
+            ):
+                x, w = box
+                assert x >= 0, (k, x, w)
+                assert x + w <= width, (k, x, w, width)
+            shown = await labels.all_text_contents()
+            assert "100.0%" in shown
+    finally:
+        await context.close()
+
+
+async def test_the_api_docs_page_renders_from_this_server_alone(browser: Browser, served: str) -> None:
+    """``/schema`` in Chromium with every request to another host refused: Scalar still draws the API."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    elsewhere: list[str] = []
+
+    async def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(served) or route.request.url.startswith("data:"):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    try:
+        await context.route("**/*", only_this_server)
+        page = await context.new_page()
+        response = await page.goto(f"{served}/schema", wait_until="load")
+        assert response is not None
+        assert response.status == 200
+        # Scalar draws the document's description once its script has run and read /schema/openapi.json
+        await page.get_by_text("The surprise-and-delight loyalty engine").first.wait_for(timeout=30_000)
+        await page.wait_for_load_state("networkidle")
+    finally:
+        await context.close()
+    assert elsewhere == []
 
 
 async def test_the_page_needs_a_reports_key(browser: Browser, served: str, keys: dict[str, Any]) -> None:

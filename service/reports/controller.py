@@ -207,6 +207,7 @@ class UpliftController(Controller):
                 campaign=campaign,
                 window_days=window_days,
                 holdout=active.holdout if active else None,
+                currency=rule_set.settings.currency,
                 rule_ids=[r.id for r in active.rules] if active else (),
                 since=since,
                 until=until,
@@ -254,6 +255,7 @@ class UpliftController(Controller):
             report = await programme_report(
                 session,
                 holdout=rule_set.settings.programme_holdout,
+                currency=rule_set.settings.currency,
                 since=since,
                 until=until,
                 cap_percentile=cap_percentile,

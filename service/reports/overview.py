@@ -49,6 +49,8 @@ class CampaignGlance(Struct):
 
 class Overview(Struct):
     window_days: int
+    currency: str
+    """What every amount is in: the shop's ``currency`` from ``settings.yaml`` (ISO 4217)."""
     as_of: dt.datetime | None
     complete_until: dt.datetime | None
     campaigns: list[CampaignGlance]
@@ -101,7 +103,13 @@ async def overview(db: AsyncSession | AsyncConnection, rule_set: RuleSet, *, win
                 report=f"/v1/reports/uplift?campaign={quote(name)}&window_days={window_days}&format=html",
             )
         )
-    return Overview(window_days=window_days, as_of=as_of, complete_until=state.complete_until, campaigns=rows)
+    return Overview(
+        window_days=window_days,
+        currency=rule_set.settings.currency,
+        as_of=as_of,
+        complete_until=state.complete_until,
+        campaigns=rows,
+    )
 
 
 CSV_COLUMNS = (
@@ -158,6 +166,7 @@ def _csv_row(report: Overview, c: CampaignGlance) -> dict[str, Any]:
 
 def render_html(report: Overview) -> str:
     from service.reports.uplift_html import STYLE, _money, _num, _pct, _pp
+    from service.reports.words import plural
 
     rows = []
     for c in report.campaigns:
@@ -168,7 +177,7 @@ def render_html(report: Overview) -> str:
             f"<td>{escape(c.status)}</td><td>{_pct(c.holdout, 0) if c.holdout is not None else '—'}</td>"
             f"<td>{_num('customers', f'{c.customers:,}', c.customers)}</td>"
             f"<td>{_num('uplift.absolute', _pp(u.absolute), u.absolute) if u else '—'}</td><td>{interval}</td>"
-            f"<td>{_num('award_cost', _money(r.award_cost), r.award_cost)}</td>"
+            f"<td>{_num('award_cost', _money(r.award_cost, report.currency), r.award_cost)}</td>"
             f"<td>{_num('return_on_cost', _pct(r.return_on_cost, 0), r.return_on_cost)}</td></tr>"
         )
     as_of = report.as_of.isoformat() if report.as_of else "no events yet"
@@ -179,8 +188,9 @@ def render_html(report: Overview) -> str:
 <style>{STYLE}</style></head>
 <body data-window-days="{report.window_days}">
 <h1>Campaigns at a glance</h1>
-<p class="sub">Each campaign as a whole, treated against its holdout: repeat purchase within {report.window_days} days
-of each customer's first exposure, award cost and return on it; latest event
+<p class="sub">Each campaign as a whole, treated against its holdout: repeat purchase within {report.window_days}
+{plural(report.window_days, "day")} of each customer's first exposure, award cost (in
+<span data-field="currency">{escape(report.currency)}</span>) and return on it; latest event
 <span data-field="as_of">{escape(as_of)}</span>, counting every event committed up to
 <span data-field="complete_until">{escape(complete)}</span>. Each name opens the campaign's report;
 the <a href="/v1/reports/programme?format=html">programme report</a> asks whether all of them together pay.</p>

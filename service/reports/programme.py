@@ -52,6 +52,8 @@ class ProgrammeReport(Struct):
     complete_until: dt.datetime | None
     cap_percentile: float
     returns_netted: bool
+    currency: str
+    """What every amount is in: the shop's ``currency`` from ``settings.yaml`` (ISO 4217)."""
     windows: list[ProgrammeWindow]
 
 
@@ -59,6 +61,7 @@ async def programme_report(
     db: AsyncSession | AsyncConnection,
     *,
     holdout: float,
+    currency: str,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     cap_percentile: float = 99.0,
@@ -77,6 +80,7 @@ async def programme_report(
             campaign=CAMPAIGN_ROW,
             window_days=days,
             holdout=holdout,
+            currency=currency,
             since=since,
             until=until,
             target_uplift=target_uplift,
@@ -95,6 +99,7 @@ async def programme_report(
         complete_until=state.complete_until,
         cap_percentile=cap_percentile,
         returns_netted=net_returns,
+        currency=currency,
         windows=windows,
     )
 
@@ -112,6 +117,7 @@ def as_uplift_reports(report: ProgrammeReport) -> list[UpliftReport]:
             holdout=report.holdout,
             cap_percentile=report.cap_percentile,
             returns_netted=report.returns_netted,
+            currency=report.currency,
             campaign_total=w.result,
             rules=[],
         )
@@ -140,9 +146,16 @@ def render_html(report: ProgrammeReport) -> str:
     from html import escape
 
     from service.reports.uplift_html import STYLE, _section
+    from service.reports.words import plural
 
     sections = "".join(
-        _section(w.result, w.window_days, f"Within {w.window_days} days of first exposure") for w in report.windows
+        _section(
+            w.result,
+            w.window_days,
+            report.currency,
+            f"Within {w.window_days} {plural(w.window_days, 'day')} of first exposure",
+        )
+        for w in report.windows
     )
     as_of = report.as_of.isoformat() if report.as_of else "no events yet"
     complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
@@ -160,7 +173,8 @@ def render_html(report: ProgrammeReport) -> str:
 campaign, from each customer's first exposure to any campaign; {escape(period)}; latest event
 <span data-field="as_of">{escape(as_of)}</span>, counting every event committed up to
 <span data-field="complete_until">{escape(complete)}</span>. Award cost is every campaign's, within the window.
-Intervals are 95%; a customer counts once their window has closed.</p>
+Money is in <span data-field="currency">{escape(report.currency)}</span>. Intervals are 95%; a customer counts once
+their window has closed.</p>
 {sections}
 </body></html>
 """

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.projection.freshness import Freshness, freshness
 from service.reports import cells, stats
+from service.reports.words import plural
 
 MAX_WINDOW_DAYS = 365  # the timelines hold a year either side of t0
 MIN_CUSTOMERS = 30  # per group, with closed windows, before any interval is printed
@@ -339,6 +340,8 @@ class UpliftReport(Struct):
     """The percentile each rule's revenue is capped at for the capped figures (99: the 99th)."""
     returns_netted: bool
     """Whether refunds in the window were taken off revenue (``net_returns``)."""
+    currency: str
+    """What every amount is in: the shop's ``currency`` from ``settings.yaml`` (ISO 4217)."""
     campaign_total: RuleUplift | None
     rules: list[RuleUplift]
 
@@ -431,7 +434,9 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
     else:
         for name, n, g in (("treated", nt, treated), ("control", nc, control)):
             if n < MIN_CUSTOMERS:
-                notes.append(f"{name}: {n} customers with a closed window; at least {MIN_CUSTOMERS} are needed")
+                notes.append(
+                    f"{name}: {n} {plural(n, 'customer')} with a closed window; at least {MIN_CUSTOMERS} are needed"
+                )
             elif min(g.repeaters, n - g.repeaters) < MIN_OUTCOMES:
                 notes.append(
                     f"{name}: {g.repeaters} of {n} repeated; at least {MIN_OUTCOMES} repeaters and "
@@ -441,7 +446,8 @@ def _judge(rule_id: str, treated: _Group, control: _Group, days: int, *, variant
             status = "insufficient_data"
     open_customers = exposed - nt - nc
     if open_customers:
-        notes.append(f"{open_customers} customers' {days}-day windows are still open and not counted")
+        whose, windows = ("customer's", "window is") if open_customers == 1 else ("customers'", "windows are")
+        notes.append(f"{open_customers} {whose} {days}-day {windows} still open and not counted")
     if srm is not None and srm < SRM_ALPHA:
         notes.append(
             f"sample-ratio mismatch (p = {srm:.2g}): the split differs from the holdout; "
@@ -624,7 +630,7 @@ def _variant_results(rule_id: str, treated: dict[str, _Group], control: _Group, 
             verdict = (
                 f"no winner: {best} has the highest repeat rate, but not by more than chance explains "
                 f"against {', '.join(sorted(set(ready) - {best} - beaten))} once adjusted for "
-                f"{len(repeat_p)} comparisons"
+                f"{len(repeat_p)} {plural(len(repeat_p), 'comparison')}"
             )
     return VariantResults(variants=rows, comparisons=comparisons, winner=winner, verdict=verdict)
 
@@ -642,6 +648,7 @@ async def uplift_report(
     campaign: str,
     window_days: int,
     holdout: float | None,
+    currency: str,
     rule_ids: Sequence[str] = (),
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
@@ -666,6 +673,7 @@ async def uplift_report(
         campaign=campaign,
         window_days=window_days,
         holdout=holdout,
+        currency=currency,
         rule_ids=rule_ids,
         since=since,
         until=until,
@@ -774,6 +782,7 @@ async def read_report(
     campaign: str,
     window_days: int,
     holdout: float | None,
+    currency: str,
     rule_ids: Sequence[str] = (),
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
@@ -841,6 +850,7 @@ async def read_report(
         holdout=holdout,
         cap_percentile=cap_percentile,
         returns_netted=net_returns,
+        currency=currency,
         campaign_total=total,
         rules=per_rule,
     )
@@ -1018,7 +1028,8 @@ def _pct(value: float | None) -> str:
 def render_table(report: UpliftReport) -> str:
     """A plain-text summary for the terminal."""
     lines = [
-        f"uplift of {report.campaign}: repeat purchase within {report.window_days} days of first exposure",
+        f"uplift of {report.campaign}: repeat purchase within {report.window_days} "
+        f"{plural(report.window_days, 'day')} of first exposure; money in {report.currency}",
         f"latest event {report.as_of.isoformat() if report.as_of else '(none)'}; "
         f"events committed up to {_when(report.complete_until)} counted",
         "",
@@ -1078,9 +1089,10 @@ def plan_sentence(plan: PowerPlan) -> str:
     """The power plan in words, for the terminal and the page."""
     if plan.detectable_uplift_30d is None or plan.detectable_uplift_90d is None:
         return "not enough traffic or holdout yet to say what this can detect"
+    per_day, target, days = plan.customers_per_day or 0.0, plan.target_uplift * 100, plan.days_for_target or 0.0
     return (
-        f"at {plan.customers_per_day:g} customers a day with {_pct(plan.holdout)} held out, 30 days of enrolment "
-        f"detect an uplift of {plan.detectable_uplift_30d * 100:.1f} points in repeat rate with 80% power "
-        f"(90 days: {plan.detectable_uplift_90d * 100:.1f}); {plan.target_uplift * 100:g} points take "
-        f"{plan.days_for_target:g} days"
+        f"at {per_day:g} {plural(per_day, 'customer')} a day with {_pct(plan.holdout)} held out, 30 days of "
+        f"enrolment detect an uplift of {plan.detectable_uplift_30d * 100:.1f} points in repeat rate with 80% power "
+        f"(90 days: {plan.detectable_uplift_90d * 100:.1f}); {target:g} {plural(target, 'point takes', 'points take')} "
+        f"{days:g} {plural(days, 'day')}"
     )

@@ -17,8 +17,10 @@ from service.reports.uplift import (
     breakdown_sentence,
     plan_sentence,
 )
+from service.reports.words import plural
 
 TREATED, CONTROL = "#1b7f5b", "#8a8f98"
+LABEL_EM = 0.7  # a generous width of one character of a label, in ems: what decides where it goes
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -42,8 +44,8 @@ def _pp(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:+.1f} pp"
 
 
-def _money(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
+def _money(value: float | None, currency: str) -> str:
+    return "—" if value is None else f"{value:,.2f} {currency}"
 
 
 def _num(field: str, shown: str, raw: object) -> str:
@@ -81,9 +83,12 @@ def _bars(rule: RuleUplift) -> str:
                 f'<path d="M{x0:.1f},{mid}H{x1:.1f}M{x0:.1f},{mid - 7}V{mid + 7}M{x1:.1f},{mid - 7}V{mid + 7}" '
                 'stroke="#1d2330" stroke-width="1.5"/>'
             )
-        parts.append(
-            f'<text x="{left + rate * scale + 6:.1f}" y="{y + bar_h + 14}" font-size="12">{_pct(g.repeat_rate)}</text>'
-        )
+        # After the bar's end when it fits; otherwise ending at the drawing's right edge.
+        label, x = _pct(g.repeat_rate), left + rate * scale + 6
+        anchor = "start"
+        if x + LABEL_EM * 12 * len(label) > width:
+            x, anchor = width - 2, "end"
+        parts.append(f'<text x="{x:.1f}" y="{y + bar_h + 14}" font-size="12" text-anchor="{anchor}">{label}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -116,13 +121,14 @@ def _curves(rule: RuleUplift, days: int) -> str:
     return "".join(parts)
 
 
-def _group_row(name: str, g: GroupOutcome, key: str) -> str:
+def _group_row(name: str, g: GroupOutcome, key: str, currency: str) -> str:
+    revenue = _money(g.revenue_per_customer, currency)
     return (
         f"<tr><td>{name}</td>"
         f"<td>{_num(f'{key}.customers', f'{g.customers:,}', g.customers)}</td>"
         f"<td>{_num(f'{key}.repeaters', f'{g.repeaters:,}', g.repeaters)}</td>"
         f"<td>{_num(f'{key}.repeat_rate', _pct(g.repeat_rate), g.repeat_rate)}</td>"
-        f"<td>{_num(f'{key}.revenue_per_customer', _money(g.revenue_per_customer), g.revenue_per_customer)}</td>"
+        f"<td>{_num(f'{key}.revenue_per_customer', revenue, g.revenue_per_customer)}</td>"
         f"<td>{_num(f'{key}.open', f'{g.open:,}', g.open)}</td></tr>"
     )
 
@@ -133,14 +139,24 @@ def _verdict(rule: RuleUplift) -> str:
         return "No verdict yet."
     if rule.srm_mismatch:
         return "Do not trust this comparison: the split differs from the holdout (sample-ratio mismatch)."
-    if u.ci95[0] > 0:
-        return "Surprises bring customers back: the whole interval is above zero."
-    if u.ci95[1] < 0:
-        return "Surprised customers come back less: the whole interval is below zero."
-    return "Not distinguishable from no effect yet: the interval includes zero."
+    low, high = u.ci95
+    interval = f"the uplift in repeat rate is between {low * 100:+.1f} and {high * 100:+.1f} points (95% interval)"
+    if low > 0:
+        absolute = f"Surprises bring customers back: {interval}, all of it above zero."
+    elif high < 0:
+        absolute = f"Surprised customers come back less: {interval}, all of it below zero."
+    else:
+        absolute = f"Not distinguishable from no effect yet: {interval}, which includes zero."
+    if u.relative_ci95 is None:
+        return f"{absolute} No relative uplift can be given: no held-out customer repeated."
+    low, high = u.relative_ci95
+    relative = f"Relative to the holdout's repeat rate it is between {low * 100:+.1f}% and {high * 100:+.1f}%"
+    if low <= 0 <= high:
+        return f"{absolute} {relative}, which includes no change."
+    return f"{absolute} {relative}."
 
 
-def _variants(rule: RuleUplift) -> str:
+def _variants(rule: RuleUplift, currency: str) -> str:
     """Each reward variant against the holdout, every pair against each other, and the verdict."""
     results = rule.variants
     if results is None:
@@ -152,14 +168,14 @@ def _variants(rule: RuleUplift) -> str:
         f"<td>{f'{_pp(v.uplift.ci95[0])} to {_pp(v.uplift.ci95[1])}' if v.uplift else escape(v.status)}</td>"
         f"<td>{f'{v.uplift.p_value:.3g}' if v.uplift else '—'}</td>"
         f"<td>{f'{v.uplift.p_adjusted:.3g}' if v.uplift and v.uplift.p_adjusted is not None else '—'}</td>"
-        f"<td>{_money(v.treated.revenue_per_customer)}</td><td>{_money(v.award_cost)}</td>"
+        f"<td>{_money(v.treated.revenue_per_customer, currency)}</td><td>{_money(v.award_cost, currency)}</td>"
         f"<td>{_pct(v.return_on_cost, 0)}</td><td>{v.fallbacks:,}</td></tr>"
         for v in results.variants
     )
     pairs = "".join(
         f"<tr><td>{escape(c.variant)} over {escape(c.against)}</td><td>{_pp(c.repeat_rate_difference)}</td>"
         f"<td>{_pp(c.ci95[0])} to {_pp(c.ci95[1])}</td><td>{c.p_value:.3g}</td><td>{c.p_adjusted:.3g}</td>"
-        f"<td>{_money(c.revenue_difference)}</td><td>{c.revenue_p_adjusted:.3g}</td></tr>"
+        f"<td>{_money(c.revenue_difference, currency)}</td><td>{c.revenue_p_adjusted:.3g}</td></tr>"
         for c in results.comparisons
     )
     comparisons = (
@@ -208,7 +224,7 @@ def _breakdown(rule: RuleUplift) -> str:
 <p class="adjustment">p-values adjusted by {escape(b.adjustment)}.</p>"""
 
 
-def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
+def _section(rule: RuleUplift, days: int, currency: str, title: str | None = None, lead: str = "") -> str:
     if title is None:
         title = "The campaign as a whole" if rule.rule_id == CAMPAIGN_ROW else f"Rule {escape(rule.rule_id)}"
     u, v, cu = rule.uplift, rule.revenue_uplift, rule.revenue_uplift_cuped
@@ -229,19 +245,19 @@ def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
     if v:
         uplift_rows += (
             "<tr><td>revenue per customer (Welch)</td>"
-            f"<td>{_num('revenue_uplift.absolute', _money(v.absolute), v.absolute)}</td>"
-            f"<td>{_money(v.ci95[0])} to {_money(v.ci95[1])}</td>"
+            f"<td>{_num('revenue_uplift.absolute', _money(v.absolute, currency), v.absolute)}</td>"
+            f"<td>{_money(v.ci95[0], currency)} to {_money(v.ci95[1], currency)}</td>"
             f"<td>{_num('revenue_uplift.p_value', f'{v.p_value:.3g}', v.p_value)}</td></tr>"
         )
     if cu:
         uplift_rows += (
             "<tr><td>revenue per customer, CUPED</td>"
-            f"<td>{_num('revenue_uplift_cuped.absolute', _money(cu.absolute), cu.absolute)}</td>"
-            f"<td>{_money(cu.ci95[0])} to {_money(cu.ci95[1])}</td><td>{cu.p_value:.3g}</td></tr>"
+            f"<td>{_num('revenue_uplift_cuped.absolute', _money(cu.absolute, currency), cu.absolute)}</td>"
+            f"<td>{_money(cu.ci95[0], currency)} to {_money(cu.ci95[1], currency)}</td><td>{cu.p_value:.3g}</td></tr>"
         )
     for label, field, w in (
         (
-            f"revenue per customer, capped at {_money(rule.revenue_cap)}",
+            f"revenue per customer, capped at {_money(rule.revenue_cap, currency)}",
             "revenue_uplift_capped",
             rule.revenue_uplift_capped,
         ),
@@ -249,8 +265,8 @@ def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
     ):
         if w is not None:
             uplift_rows += (
-                f"<tr><td>{label}</td><td>{_num(f'{field}.absolute', _money(w.absolute), w.absolute)}</td>"
-                f"<td>{_money(w.ci95[0])} to {_money(w.ci95[1])}</td><td>{w.p_value:.3g}</td></tr>"
+                f"<tr><td>{label}</td><td>{_num(f'{field}.absolute', _money(w.absolute, currency), w.absolute)}</td>"
+                f"<td>{_money(w.ci95[0], currency)} to {_money(w.ci95[1], currency)}</td><td>{w.p_value:.3g}</td></tr>"
             )
     uplift_table = (
         f"<table><tr><th>uplift</th><th>estimate</th><th>95% interval</th><th>p-value</th></tr>{uplift_rows}</table>"
@@ -260,23 +276,29 @@ def _section(rule: RuleUplift, days: int, title: str | None = None) -> str:
     srm = "—" if rule.srm_p_value is None else f"{rule.srm_p_value:.3g}" + (" — mismatch" if rule.srm_mismatch else "")
     return f"""
 <section class="rule" data-rule="{escape(rule.rule_id)}" data-window-days="{days}">
-<h2>{title}<span class="status" data-field="status">{escape(rule.status)}</span></h2>
+<h2>{title}<span class="status" data-field="status">{escape(rule.status)}</span></h2>{lead}
 <p class="verdict">{_verdict(rule)}</p>{notes}
 <div class="grid"><div>{_bars(rule)}</div><div>{_curves(rule, days)}
 <div class="legend"><span style="background:{TREATED}"></span>treated<span style="background:{CONTROL}"></span>control
 </div></div></div>
 <table><tr><th>group</th><th>customers</th><th>repeaters</th><th>repeat rate</th><th>revenue / customer</th>
 <th>window open</th></tr>
-{_group_row("treated", rule.treated, "treated")}{_group_row("control", rule.control, "control")}</table>
-{uplift_table}{_variants(rule)}{_breakdown(rule)}
+{_group_row("treated", rule.treated, "treated", currency)}{_group_row("control", rule.control, "control", currency)}
+</table>
+{uplift_table}{_variants(rule, currency)}{_breakdown(rule)}
 <p class="plan">Planning: {escape(plan_sentence(rule.plan)) if rule.plan else "—"}.</p>
 <table><tr><th>cost and return</th><th></th></tr>
-<tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost), rule.award_cost)}</td></tr>
+<tr><td>award cost</td><td>{_num("award_cost", _money(rule.award_cost, currency), rule.award_cost)}</td></tr>
 <tr><td>incremental revenue</td>
-<td>{_num("incremental_revenue", _money(rule.incremental_revenue), rule.incremental_revenue)}</td></tr>
+<td>{_num("incremental_revenue", _money(rule.incremental_revenue, currency), rule.incremental_revenue)}</td></tr>
 <tr><td>return on cost</td><td>{_num("return_on_cost", _pct(rule.return_on_cost, 0), rule.return_on_cost)}</td></tr>
 <tr><td>sample-ratio check p-value</td><td>{_num("srm_p_value", srm, rule.srm_p_value)}</td></tr></table>
 </section>"""
+
+
+def _same_customers(total: RuleUplift, rule: RuleUplift) -> bool:
+    """Whether the campaign as a whole counts exactly the rule's customers, purchases and awards."""
+    return (total.treated, total.control, total.award_cost) == (rule.treated, rule.control, rule.award_cost)
 
 
 def render_html(report: UpliftReport) -> str:
@@ -284,9 +306,17 @@ def render_html(report: UpliftReport) -> str:
         f"first exposed from {report.since.date() if report.since else 'the start'} "
         f"to {report.until.date() if report.until else 'now'}"
     )
-    sections = [_section(r, report.window_days) for r in report.rules]
-    if report.campaign_total:
-        sections.insert(0, _section(report.campaign_total, report.window_days))
+    days, currency, total = report.window_days, report.currency, report.campaign_total
+    sections = [_section(r, days, currency) for r in report.rules]
+    if total is not None and len(report.rules) == 1 and _same_customers(total, report.rules[0]):
+        (rule,) = report.rules
+        lead = (
+            f'<p class="sub whole">The campaign has this one rule, so the campaign as a whole is rule '
+            f"{escape(rule.rule_id)}: one section says it for both.</p>"
+        )
+        sections = [_section(rule, days, currency, f"Rule {escape(rule.rule_id)}, the whole campaign", lead)]
+    elif total is not None:
+        sections.insert(0, _section(total, days, currency))
     as_of = report.as_of.isoformat() if report.as_of else "no events yet"
     complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
     return f"""<!doctype html>
@@ -295,13 +325,13 @@ def render_html(report: UpliftReport) -> str:
 <style>{STYLE}</style></head>
 <body data-campaign="{escape(report.campaign)}" data-window-days="{report.window_days}">
 <h1>Did the surprises of {escape(report.campaign)} pay?</h1>
-<p class="sub">Repeat purchase within {report.window_days} days of each customer's first exposure, treated against
-the randomised holdout; {period}; latest event <span data-field="as_of">{escape(as_of)}</span>, counting every
-event committed up to <span data-field="complete_until">{escape(complete)}</span>. Intervals are 95%; a customer
-counts once their window has closed. Revenue is {
-        "net of refunds made in the window" if report.returns_netted else "what was paid, refunds not taken off"
-    }; capped figures cap each customer's at the rule's
-{report.cap_percentile:g}th percentile. Rules share customers, so add up the campaign's own figures, not the rules'.</p>
+<p class="sub">Repeat purchase within {days} {plural(days, "day")} of each customer's first exposure, treated
+against the randomised holdout; {period}; latest event <span data-field="as_of">{escape(as_of)}</span>, counting
+every event committed up to <span data-field="complete_until">{escape(complete)}</span>. Intervals are 95%; a
+customer counts once their window has closed. Money is in <span data-field="currency">{escape(currency)}</span>.
+Revenue is {"net of refunds made in the window" if report.returns_netted else "what was paid, refunds not taken off"};
+capped figures cap each customer's at the rule's {report.cap_percentile:g}th percentile. Rules share customers, so
+add up the campaign's own figures, not the rules'.</p>
 {"".join(sections)}
 </body></html>
 """

@@ -191,6 +191,9 @@ class SettingsSpec(Struct, forbid_unknown_fields=True):
     """How long a gift or offer stays redeemable when its rule does not say."""
     point_value: Annotated[float, Meta(ge=0, le=1000)] = 0.0
     """What one point costs the shop, for award costs."""
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] = "EUR"
+    """The shop's currency (ISO 4217): order totals, costs and point values are in it, and reports show money in
+    it. Revenue adds up ``order.total`` as sent, whatever the event's ``order.currency``."""
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
     """The shop's IANA time zone: campaign dates and ``occurred_at.hour`` are read in it."""
     offer_cost: Money = 0.0
