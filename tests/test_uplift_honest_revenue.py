@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from scipy import stats  # type: ignore[import-untyped]
 
+from service.reports.stats import Moments
+from service.reports.uplift import _capped, _caps
 from tests.conftest import AppFactory, projected, purchase, rebuilt
 from tests.test_uplift_report import BASE, DAY, SETTINGS, iso, report, rows_by_rule
 
@@ -88,9 +90,7 @@ def shoppers(n: int, seed: int = 20261207) -> tuple[list[Customer], list[Json]]:
 def capped_figures(yt: np.ndarray, yc: np.ndarray, xt: np.ndarray, xc: np.ndarray, q: float) -> Json:
     """The capped figures the report should give, from scratch: numpy's percentile, SciPy's Welch test."""
     cap_y = float(np.percentile(np.concatenate([yt, yc]), q))
-    cap_x = float(np.percentile(np.concatenate([xt, xc]), q))
-    yt, yc = np.minimum(yt, cap_y), np.minimum(yc, cap_y)
-    xt, xc = np.minimum(xt, cap_x), np.minimum(xc, cap_x)
+    yt, yc = np.minimum(yt, cap_y), np.minimum(yc, cap_y)  # pre-exposure spend, the covariate, as it is
     welch = stats.ttest_ind(yt, yc, equal_var=False)
     ci = welch.confidence_interval(0.95)
     x, y = np.concatenate([xt, xc]), np.concatenate([yt, yc])
@@ -202,3 +202,56 @@ async def test_capped_and_netted_revenue_agree_with_numpy_and_scipy_on_the_poste
                 running += cents
                 steps.append((at, running))
             assert built.returns[c.customer_id] == steps
+
+
+class Row:
+    """One group of the report's pass, as ``_caps`` and ``_capped`` read it."""
+
+    def __init__(self, cap_key: str, n: int, tail: list[list[float]]) -> None:
+        self.cap_key, self.n, self.tail = cap_key, n, tail
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99, 0.999, 1.0])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_cap_and_the_capped_sums_from_the_customers_above_a_threshold_are_numpys(q: float, seed: int) -> None:
+    """A large rule's pass collects only the customers above a threshold from a sample; the cap and the capped
+    sums worked out from them and the plain sums must be what numpy gives on every customer."""
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    y = np.where(rng.random(n) < 0.6, 0.0, np.round(rng.lognormal(4, 1.5, n), 2))  # most buy nothing again
+    x = np.round(rng.lognormal(3, 1, n), 2)
+    treated = rng.random(n) < 0.9
+    threshold = float(np.percentile(y, max(0.0, q * 100 - 2)))  # where the sample would put it
+    rows = [
+        Row("rule", int(g.sum()), [[float(a), float(b)] for a, b in zip(y[g], x[g], strict=True) if a > threshold])
+        for g in (treated, ~treated)
+    ]
+    caps = _caps(rows, q)
+    if caps is None:  # the cap lies among values at or below the threshold (here: no repeat purchase at all)
+        assert float(np.percentile(y, q * 100)) <= threshold
+        rows = [
+            Row("rule", int(g.sum()), [[float(a), float(b)] for a, b in zip(y[g], x[g], strict=True)])
+            for g in (treated, ~treated)
+        ]
+        caps = _caps(rows, q)  # as the pass looks again, at everyone
+        assert caps is not None
+    assert caps["rule"] == pytest.approx(float(np.percentile(y, q * 100)), rel=1e-12, abs=1e-12)
+    for g, row in zip((treated, ~treated), rows, strict=True):
+        raw = Moments(
+            int(g.sum()),
+            float(y[g].sum()),
+            float((y[g] ** 2).sum()),
+            float(x[g].sum()),
+            float((x[g] ** 2).sum()),
+            float((x[g] * y[g]).sum()),
+        )
+        capped = _capped(raw, row.tail, caps["rule"])
+        yc = np.minimum(y[g], caps["rule"])
+        assert capped.sum_y == pytest.approx(float(yc.sum()), rel=1e-9, abs=1e-6)  # less the tail: float residue
+        assert capped.sum_y2 == pytest.approx(float((yc**2).sum()), rel=1e-9, abs=1e-3)
+        assert capped.sum_xy == pytest.approx(float((yc * x[g]).sum()), rel=1e-9, abs=1e-3)
+        assert (capped.sum_x, capped.sum_x2) == (raw.sum_x, raw.sum_x2)
+    # A threshold above the cap's neighbours leaves them out: the pass must look at everyone again.
+    high = float(np.percentile(y, min(100.0, q * 100 + 1))) + 1
+    short = [Row("rule", n, [[float(a), 0.0] for a in y if a > high])]
+    assert q == 1.0 or _caps(short, q) is None

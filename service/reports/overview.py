@@ -28,7 +28,7 @@ from service.reports.uplift import (
 from service.rules.ruleset import RuleSet
 
 # Every campaign's row; the programme's (campaign ``*``) has a report of its own.
-QUERY = _query("f.campaign", where="f.rule_id = '*' AND f.campaign <> '*'", cap_by="rule_id, key")
+QUERY = _query("f.campaign", where="f.rule_id = '*' AND f.campaign <> '*'", cap_by="s.key")
 
 Status = Literal["running", "scheduled", "ended", "not in the rule set"]
 
@@ -81,7 +81,8 @@ async def overview(db: AsyncSession | AsyncConnection, rule_set: RuleSet, *, win
         "cutoff": (as_of - dt.timedelta(days=window_days)) if as_of else dt.datetime.min.replace(tzinfo=dt.UTC),
     }
     groups: dict[str, dict[str, _Group]] = {}
-    for _, grp, name, g in await _read_groups(db, QUERY, params):
+    read, _ = await _read_groups(db, QUERY, params)
+    for _, grp, name, g in read:
         groups.setdefault(name or "", {})[grp] = g
     today = dt.datetime.now(rule_set.zone).date()
     names = sorted(set(groups) | {c.name for c in rule_set.campaigns})

@@ -24,6 +24,7 @@ the window. The report says how complete the projection was
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,32 +46,18 @@ SRM_ALPHA = 0.001
 CAMPAIGN_ROW = "*"
 
 
-# One pass over the campaign's first exposures, each joined to its customer's purchases (kept in memory, ``s``);
-# the percentile each rule's revenue and pre-exposure spend are capped at (``caps``); then the sums over ``s``,
-# raw and capped, grouped by rule and
-# group and reward variant (``NULL`` for a rule with one award). Revenue ``y`` is what the customer spent in
-# (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals read at the
-# right places of the timeline (``width_bucket`` counts the purchases at or before an instant). A customer
-# counts (``closed``) once their window has closed; ``day`` is the day of their first purchase after t0 (1..N)
-# when it falls in the window. The regr_* aggregates share one transition state, so ``y`` and ``x`` are worked
-# out once per row and give every sum the statistics need; the days of first repeat come back as an array per
-# group, for the repeat curve. Grouping by plain columns lets PostgreSQL aggregate in parallel workers (an
-# expression over t0 in the GROUP BY made it expect as many groups as rows, and aggregate everything in one
-# process); the join is left to the planner, which hashes the customers' timelines for a large campaign and
-# looks them up by key for a small one. The window is an interval of seconds, never of calendar days, which
-# would move by an hour across a change to summer time.
-def _query(
-    key: str = "f.variant",
-    join: str = "",
-    final_key: str = "s.key",
-    where: str = "f.campaign = :campaign",
-    cap_by: str = "rule_id",
-) -> TextClause:
-    """The report's pass over the first exposures ``where`` says, its groups keyed by ``key`` (the reward variant;
-    or a segment for a breakdown, worked out per row from ``f`` and ``t``, or through ``join``, which sees
-    ``s.customer_id``, as ``final_key``), revenue capped at a percentile of each ``cap_by``."""
-    sql = """
-    WITH s AS MATERIALIZED (
+# One pass over the campaign's first exposures (``ROWS``), each joined to its customer's purchases, grouped by rule and
+# group and reward variant (``NULL`` for a rule with one award), or by a segment for a breakdown. Revenue ``y`` is what
+# the customer spent in (t0, t0 + N days], pre-exposure spend ``x`` what they spent in [t0 - N days, t0): running totals
+# read at the right places of the timeline (``width_bucket`` counts the purchases at or before an instant). A customer
+# counts (``closed``) once their window has closed; ``day`` is the day of their first purchase after t0 (1..N) when it
+# falls in the window. The regr_* aggregates share one transition state, so ``y`` and ``x`` are worked out once per row
+# and give every sum the statistics need; the days of first repeat come back as an array per group, for the repeat
+# curve. Grouping by plain columns lets PostgreSQL aggregate in parallel workers (an expression over t0 in the GROUP BY
+# made it expect as many groups as rows, and aggregate everything in one process); the join is left to the planner,
+# which hashes the customers' timelines for a large campaign and looks them up by key for a small one. The window is an
+# interval of seconds, never of calendar days, which would move by an hour across a change to summer time.
+ROWS = """
         SELECT f.rule_id, f."group" AS grp, {key} AS key{customer}, f.variant_drawn IS NOT NULL AS fallback,
                f.holdout, f.t0, f.t0 <= :cutoff AS closed,
                CASE WHEN t.at[b.upto_t0 + 1] <= b.window_end
@@ -95,12 +82,20 @@ def _query(
         WHERE {where}
           AND f.t0 >= coalesce(CAST(:since AS timestamptz), '-infinity')
           AND f.t0 < coalesce(CAST(:until AS timestamptz), 'infinity')
-    ), caps AS (
-        SELECT {cap_by}, percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY y) AS cap_y,
-               percentile_cont(CAST(:cap AS float8)) WITHIN GROUP (ORDER BY x) AS cap_x
-        FROM s WHERE closed GROUP BY {cap_by}
-    )
-    SELECT s.rule_id, s.grp, {final_key} AS key, count(*) AS exposed,
+"""
+# A cheap look at the revenue of a sample of the rows (1% of the table's pages, the same ones every time), for where
+# each rule's cap may lie: the pass below then collects every customer above that, and the cap and the capped sums
+# are worked out exactly from them (``_cap``), in the same pass as everything else.
+SAMPLE = """
+    SELECT {cap_by} AS k, count(*) AS n, percentile_cont(CAST(:below AS float8)) WITHIN GROUP (ORDER BY s.y) AS y
+    FROM ({rows}) AS s
+    WHERE s.closed
+    GROUP BY 1
+"""
+# Customers whose revenue is above their rule's ``tail_from`` (all of them where it is not given) come back as
+# (revenue, pre-exposure spend) pairs, ``tail``; ``tail_min``, the lowest of those, spares most rows the lookup.
+SUMS = """
+    SELECT s.rule_id, s.grp, {final_key} AS key, {cap_by} AS cap_key, count(*) AS exposed,
            coalesce(sum(coalesce(s.holdout, :holdout)), 0) AS expected_control,
            count(*) FILTER (WHERE s.closed AND s.fallback) AS fallbacks,
            count(*) FILTER (WHERE s.closed) AS n, min(s.t0) AS first_t0, max(s.t0) AS last_t0,
@@ -109,19 +104,45 @@ def _query(
            coalesce(regr_syy(s.y, s.x) FILTER (WHERE s.closed), 0) AS syy,
            coalesce(regr_sxx(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxx,
            coalesce(regr_sxy(s.y, s.x) FILTER (WHERE s.closed), 0) AS sxy,
-           min(c.cap_y) AS cap_y,
-           coalesce(regr_avgy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS avg_yc,
-           coalesce(regr_avgx(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS avg_xc,
-           coalesce(regr_syy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS syy_c,
-           coalesce(regr_sxx(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxx_c,
-           coalesce(regr_sxy(least(s.y, c.cap_y), least(s.x, c.cap_x)) FILTER (WHERE s.closed), 0) AS sxy_c,
+           array_agg(ARRAY[s.y, s.x]) FILTER (
+               WHERE s.closed AND s.y > CAST(:tail_min AS float8)
+                 AND s.y > coalesce(CAST(CAST(:tail_from AS jsonb) ->> {cap_by} AS float8), '-infinity')
+           ) AS tail,
            coalesce(sum(s.cost) FILTER (WHERE s.closed), 0) AS cost,
            array_agg(s.day) FILTER (WHERE s.closed AND s.day IS NOT NULL) AS days
-    FROM s LEFT JOIN caps c USING ({cap_by}){join}
-    GROUP BY 1, 2, 3
-    """
+    FROM ({rows}) AS s{join}
+    GROUP BY 1, 2, 3, 4
+"""
+SAMPLED = "first_exposures f TABLESAMPLE SYSTEM (1) REPEATABLE (0)"
+# The sample's few rows look their customers' timelines up by key, rather than hash the whole table.
+SAMPLE_BY_KEY = text("SET LOCAL enable_hashjoin = off")
+ANY_JOIN = text("SET LOCAL enable_hashjoin = on")
+MIN_SAMPLE = 200  # sampled customers of a rule below which all of its customers come back instead
+
+
+def _query(
+    key: str = "f.variant",
+    join: str = "",
+    final_key: str = "s.key",
+    where: str = "f.campaign = :campaign",
+    cap_by: str = "s.rule_id",
+) -> Pass:
+    """The report's pass over the first exposures ``where`` says, its groups keyed by ``key`` (the reward variant;
+    or a segment for a breakdown, worked out per row from ``f`` and ``t``, or through ``join``, which sees
+    ``s.customer_id``, as ``final_key``), revenue capped per ``cap_by``; and the sample that goes before it."""
     customer = ", f.customer_id" if join else ""
-    return text(sql.format(key=key, customer=customer, final_key=final_key, join=join, where=where, cap_by=cap_by))
+    rows = ROWS.format(key=key, customer=customer, where=where)
+    sampled = rows.replace("FROM first_exposures f", f"FROM {SAMPLED}")
+    return Pass(
+        sample=text(SAMPLE.format(rows=sampled, cap_by=cap_by)),
+        sums=text(SUMS.format(rows=rows, cap_by=cap_by, final_key=final_key, join=join)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    sample: TextClause
+    sums: TextClause
 
 
 QUERY = _query()
@@ -160,7 +181,7 @@ def _tiers(bounds: Sequence[float]) -> str:
     return f"CASE {' '.join(cases)} ELSE '{low:g} and over' END"
 
 
-def breakdown_query(by: Dimension, spend_tiers: Sequence[float] = SPEND_TIERS) -> TextClause:
+def breakdown_query(by: Dimension, spend_tiers: Sequence[float] = SPEND_TIERS) -> Pass:
     """The report's pass with its groups keyed by a segment of ``by`` instead of the reward variant."""
     if by == "segment":
         return _query("NULL", SEGMENTS_JOIN, "seg.name")
@@ -264,7 +285,7 @@ class RuleUplift(Struct):
     revenue_uplift_capped: RevenueUplift | None = None
     """Welch's test on revenue capped at ``revenue_cap``: a few very large baskets move it far less."""
     revenue_uplift_capped_cuped: CupedUplift | None = None
-    """CUPED on the capped revenue, the pre-exposure spend capped at the same percentile of its own."""
+    """CUPED on the capped revenue, adjusted by the pre-exposure spend."""
     variant: str | None = None
     """On a variant's row: the variant, its treated customers against the rule's whole holdout."""
     fallbacks: int = 0
@@ -357,7 +378,7 @@ class _Group:
     fallbacks: int = 0
     first_t0: dt.datetime | None = None
     last_t0: dt.datetime | None = None
-    capped: stats.Moments | None = None  # the same sums, revenue and pre-exposure spend capped
+    capped: stats.Moments | None = None  # the same sums, revenue capped
     cap: float | None = None
 
     def add(self, other: _Group) -> None:
@@ -686,11 +707,29 @@ async def uplift_report(
 
 
 async def _read_groups(
-    db: AsyncSession | AsyncConnection, query: TextClause, params: dict[str, Any]
-) -> list[tuple[str, str, str | None, _Group]]:
-    """The pass's rows as (rule, group, key, its customers' sums)."""
+    db: AsyncSession | AsyncConnection, query: Pass, params: dict[str, Any], caps: dict[str, float] | None = None
+) -> tuple[list[tuple[str, str, str | None, _Group]], dict[str, float]]:
+    """The pass's rows as (rule, group, key, its customers' sums), revenue capped at ``caps`` (by rule, or what the
+    pass caps by) or, without them, at the ``cap`` percentile of each; and the caps."""
+    if caps is None:
+        below = max(0.0, params["cap"] - 0.02)
+        await db.execute(SAMPLE_BY_KEY)
+        sampled = (await db.execute(query.sample, {**params, "below": below})).all()
+        await db.execute(ANY_JOIN)
+        tail_from = {r.k: r.y for r in sampled if r.n >= MIN_SAMPLE and r.y is not None}
+        everyone = len(tail_from) < len(sampled)  # a rule too small to sample: all of its customers come back
+    else:
+        tail_from, everyone = caps, False
+    rows = (await db.execute(query.sums, {**params, **_tail(tail_from, everyone)})).all()
+    if caps is None:
+        found = _caps(rows, params["cap"])
+        if found is None:  # the sample put a cap's neighbours below where the pass looked: look at everyone
+            rows = (await db.execute(query.sums, {**params, **_tail({}, True)})).all()
+            found = _caps(rows, params["cap"])
+            assert found is not None
+        caps = found
     out = []
-    for row in (await db.execute(query, params)).all():
+    for row in rows:
         g = _Group(
             exposed=row.exposed,
             expected_control=float(row.expected_control),
@@ -705,10 +744,54 @@ async def _read_groups(
             if row.grp == "treatment":
                 g.cost = float(row.cost) / 100.0
             g.moments = _moments(row.n, row.avg_y, row.avg_x, row.syy, row.sxx, row.sxy)
-            g.capped = _moments(row.n, row.avg_yc, row.avg_xc, row.syy_c, row.sxx_c, row.sxy_c)
-            g.cap = row.cap_y
+            g.cap = caps.get(row.cap_key)
+            g.capped = _capped(g.moments, row.tail or (), g.cap)
         out.append((row.rule_id, row.grp, row.key, g))
-    return out
+    return out, caps
+
+
+def _tail(tail_from: dict[str, float], everyone: bool) -> dict[str, Any]:
+    """The pass's parameters for collecting the customers above ``tail_from``; for a key not in it, those above
+    the lowest of ``tail_from`` (a key the sample missed: ``_caps`` tells if that was not enough), or everyone."""
+    lowest = -math.inf if everyone else min(tail_from.values(), default=-math.inf)
+    return {"tail_from": json.dumps(tail_from), "tail_min": lowest}
+
+
+def _caps(rows: Sequence[Any], q: float) -> dict[str, float] | None:
+    """Each cap key's ``q`` percentile of revenue (linear interpolation, as ``percentile_cont``), from its
+    customers' count and the revenue of those above where the pass looked; ``None`` if those do not reach it."""
+    counts: dict[str, int] = {}
+    tails: dict[str, list[float]] = {}
+    for row in rows:
+        counts[row.cap_key] = counts.get(row.cap_key, 0) + row.n
+        tails.setdefault(row.cap_key, []).extend(pair[0] for pair in row.tail or ())
+    caps = {}
+    for key, n in counts.items():
+        if not n:
+            continue
+        values = sorted(tails[key])
+        position = q * (n - 1)
+        low, high = math.floor(position), math.ceil(position)
+        first = n - len(values)  # the rank of the smallest value collected
+        if low < first:
+            return None
+        v_low, v_high = values[low - first], values[high - first]
+        caps[key] = v_low + (position - low) * (v_high - v_low)
+    return caps
+
+
+def _capped(m: stats.Moments, tail: Sequence[Sequence[float]], cap: float | None) -> stats.Moments:
+    """The sums with every revenue above ``cap`` counted as ``cap`` (pre-exposure spend as it is), from the sums
+    and the customers above where the pass looked."""
+    if cap is None:
+        return m
+    sum_y, sum_y2, sum_xy = m.sum_y, m.sum_y2, m.sum_xy
+    for y, x in tail:
+        if y > cap:
+            sum_y -= y - cap
+            sum_y2 -= y * y - cap * cap
+            sum_xy -= (y - cap) * x
+    return stats.Moments(m.n, sum_y, sum_y2, m.sum_x, m.sum_x2, sum_xy)
 
 
 def _rest(total: _Group, part: _Group) -> tuple[int, int]:
@@ -806,7 +889,8 @@ async def read_report(
     }
     groups: dict[tuple[str, str], _Group] = {}
     by_variant: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> variant -> its customers
-    for rule_id, grp, variant, g in await _read_groups(db, QUERY, params):
+    read, caps = await _read_groups(db, QUERY, params)
+    for rule_id, grp, variant, g in read:
         if variant is None:  # the rule's one group, as it came
             groups[(rule_id, grp)] = g
         else:  # one variant's: the rule's group is the sum of its variants'
@@ -830,7 +914,8 @@ async def read_report(
     total.plan = _plan(*campaign_groups, target_uplift)
     if by is not None:
         by_segment: dict[tuple[str, str], dict[str, _Group]] = {}  # (rule, group) -> segment -> its customers
-        for rule_id, grp, segment, g in await _read_groups(db, breakdown_query(by, spend_tiers), params):
+        in_segments, _ = await _read_groups(db, breakdown_query(by, spend_tiers), params, caps)
+        for rule_id, grp, segment, g in in_segments:
             by_segment.setdefault((rule_id, grp), {})[segment or "(none)"] = g
         for r in [*per_rule, total]:
             r.breakdown = _breakdown(
