@@ -626,3 +626,51 @@ async def test_simulate_needs_the_rules_admin_scope(client: Client, keys: dict[s
     assert (await client.post("/v1/rules/simulate", json=body, headers=keys["events:write"])).status_code == 403
     assert (await client.post("/v1/rules/simulate", json=body)).status_code == 401
     assert (await client.post("/v1/rules/simulate", json=body, headers=keys["rules:admin"])).status_code == 200
+
+
+# --- a draft ----------------------------------------------------------------------------------------------------
+
+DRAFT = """\
+campaign: autumn
+rules:
+  - id: vase-over-40
+    when: type == "purchase" and order.total >= 40
+    award: {gift: vase}
+"""
+
+
+async def test_simulate_runs_the_event_through_a_draft_with_the_settings_and_catalog_in_force(
+    client: Client, keys: dict[str, Any], engine: AsyncEngine
+) -> None:
+    before = await snapshot(engine)
+    result = await simulate(client, keys, purchase("sim-draft", "c-draft", 50.0), draft={"autumn.yaml": DRAFT})
+    assert {r["campaign"] for r in result["rules"]} == {"autumn"}  # the draft's campaigns replace those in force
+    vase = rule(result, "vase-over-40")
+    assert (vase["matched"], vase["outcome"]) == (True, "awarded")
+    assert [a["gift"]["id"] for a in result["awards"]] == ["vase"]  # from the catalogue in force
+    assert result["version"] != (await client.get("/v1/rules", headers=keys["rules:admin"])).json()["version"]
+    assert await snapshot(engine) == before
+    # The set in force is untouched: the same event without the draft meets its own rules.
+    live = await simulate(client, keys, purchase("sim-draft", "c-draft", 50.0))
+    assert "autumn" not in {r["campaign"] for r in live["rules"]}
+
+
+async def test_a_draft_with_errors_is_answered_with_each_file_and_line(client: Client, keys: dict[str, Any]) -> None:
+    broken = DRAFT.replace("order.total >= 40", "order.totl >= 40").replace("gift: vase", "gift: teapot")
+    response = await client.post(
+        "/v1/rules/simulate",
+        json={"event": purchase("sim-bad", "c-1", 50.0), "draft": {"autumn.yaml": broken}},
+        headers=keys["rules:admin"],
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    errors = {(e["field"], e["message"]) for e in response.json()["errors"]}
+    assert ("draft/autumn.yaml:4", "`when` names an unknown field `totl`") in errors
+    assert ("draft/autumn.yaml:5", "gift `teapot` is not in catalog.yaml") in errors
+    bad_name = await client.post(
+        "/v1/rules/simulate",
+        json={"event": purchase("sim-bad", "c-1", 50.0), "draft": {"../etc/passwd": DRAFT}},
+        headers=keys["rules:admin"],
+    )
+    assert bad_name.status_code in (400, 422), bad_name.text
+    assert "draft" in bad_name.text

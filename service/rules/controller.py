@@ -24,7 +24,14 @@ from service.rules import repository as rules_repo
 from service.rules.loader import RuleSetError
 from service.rules.registry import RuleRegistry
 from service.rules.ruleset import Campaign, Limit, RuleSet
-from service.rules.simulate import SimulateIn, SimulationOut, counter_keys, profile_from_input, simulate
+from service.rules.simulate import (
+    SimulateIn,
+    SimulationOut,
+    counter_keys,
+    draft_rule_set,
+    profile_from_input,
+    simulate,
+)
 
 
 class LimitOut(Struct):
@@ -246,7 +253,9 @@ class RulesController(Controller):
             "Runs the event through the active rule set on the customer's stored profile (or on `customer`, a "
             "profile as it stands before the event) and the budgets, stock and limits as they stand. For every "
             "rule: whether it matched, the value of each clause of its condition, the chance draw, the holdout "
-            "group, limit and counter state, and the award it would give with its message rendered."
+            "group, limit and counter state, and the award it would give with its message rendered. With `draft`, "
+            "the event runs through that rule set instead (a draft with errors is answered 422, each error's "
+            "`field` being `draft/FILE:LINE`)."
         ),
         status_code=200,
         responses=problem_responses(400, 401, 403, 422, 503),
@@ -262,6 +271,14 @@ class RulesController(Controller):
         errors = semantic_errors(data.event, "event")
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
+        if data.draft is not None:
+            try:
+                rule_set = draft_rule_set(rule_set, data.draft)
+            except RuleSetError as exc:
+                raise ValidationError(
+                    f"the draft has {len(exc.errors)} error(s)",
+                    errors=[FieldError(field=f"{e.path}:{e.line}", message=e.message) for e in exc.errors],
+                ) from None
         customer_id = data.event.customer_id
         if data.customer is not None:
             profile = profile_from_input(customer_id, data.customer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -24,6 +25,7 @@ from service.customers.profile import apply_delta, delta_for, empty_profile
 from service.events.schemas import CustomerAttributes, EventIn
 from service.rules import clauses, engine
 from service.rules.facts import build_facts
+from service.rules.loader import CATALOG_FILE, SETTINGS_FILE, load_rule_set_texts
 from service.rules.ruleset import Limit, RuleSet
 
 
@@ -41,9 +43,32 @@ class ProfileIn(Struct, forbid_unknown_fields=True):
     attributes: CustomerAttributes | None = None
 
 
+DraftName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.ya?ml$")]
+DraftText = Annotated[str, Meta(max_length=1_000_000)]
+
+
 class SimulateIn(Struct, forbid_unknown_fields=True):
     event: EventIn
     customer: ProfileIn | None = None
+    draft: (
+        Annotated[
+            dict[DraftName, DraftText],
+            Meta(
+                max_length=100,
+                description="A draft rule set to run the event through instead of the one in force: its files by "
+                "name (`settings.yaml`, `catalog.yaml`, campaign files), as text. Its campaigns replace those in "
+                "force; without `settings.yaml` or `catalog.yaml` it takes the ones in force.",
+            ),
+        ]
+        | None
+    ) = None
+
+
+def draft_rule_set(in_force: RuleSet, draft: dict[str, str]) -> RuleSet:
+    """The draft as a rule set (``RuleSetError`` with every error, each named ``draft/FILE:LINE``), with the
+    settings and catalog in force where it has none."""
+    kept = {name: text for name, text in in_force.files.items() if name in (SETTINGS_FILE, CATALOG_FILE)}
+    return load_rule_set_texts({**kept, **draft}, Path("draft"))
 
 
 class ClauseOut(Struct):
