@@ -450,6 +450,49 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _report_campaigns(args: argparse.Namespace, settings: Settings) -> int:
+    """``delight report campaigns``: every campaign at a glance, as ``GET /v1/reports/campaigns`` gives it."""
+    import msgspec
+
+    from service.lib.db import create_engine
+    from service.lib.embedded import embedded_servers
+    from service.projection.apply import catch_up, projector_connection
+    from service.reports import overview
+    from service.reports.uplift import MAX_WINDOW_DAYS
+
+    if not 1 <= args.window_days <= MAX_WINDOW_DAYS:
+        print(f"delight: --window-days must be between 1 and {MAX_WINDOW_DAYS}", file=sys.stderr)
+        return 2
+    rule_set = _load_or_report(settings.app.rules_dir)
+    if rule_set is None:
+        return 1
+
+    async def run(url: str) -> overview.Overview:
+        async with projector_connection(url) as conn:
+            await catch_up(conn)
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await overview.overview(connection, rule_set, window_days=args.window_days)
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        report = asyncio.run(run(database_url))
+    if args.format == "json":
+        print(msgspec.json.format(msgspec.json.encode(report)).decode())
+    elif args.format == "csv":
+        sys.stdout.write(overview.to_csv(report))
+    elif args.format == "html":
+        sys.stdout.write(overview.render_html(report))
+    else:
+        print(overview.render_table(report))
+    return 0
+
+
 def _reports_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -625,6 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--spend-tiers", default="100,500", help="with --by spend_tier: the tiers' bounds, ascending (100,500)"
         )
         each.set_defaults(handler=_report_uplift)
+    glance = report.add_parser(
+        "campaigns", help="every campaign at a glance: status, customers, uplift, cost and return"
+    )
+    glance.add_argument("--window-days", type=int, default=30, help="days after first exposure that count (1-365)")
+    glance.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    glance.set_defaults(handler=_report_campaigns)
     rebuild = report.add_parser(
         "rebuild", help="rebuild the uplift projection from the stored events (servers may keep running)"
     )

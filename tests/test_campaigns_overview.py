@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
+import os
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import AppFactory
-from tests.test_uplift_report import SETTINGS, THANKS, population, post_batch, report
+from tests.test_uplift_report import (
+    SETTINGS,
+    THANKS,
+    delight,
+    population,
+    post_batch,
+    report,
+    without_freshness,
+    write_pack,
+)
 
 LATER = """\
 campaign: autumn
@@ -113,3 +126,33 @@ async def report_of(app: Any, keys: dict[str, Any], path: str) -> Any:
     response = await app.get(path, headers=keys["reports:read"])
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def test_the_command_line_gives_the_overview_and_the_programme_report_the_api_gives(
+    rules_app: AppFactory, keys: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    async with rules_app(THANKS, SPRING, settings=SETTINGS) as app:
+        await post_batch(app, keys, population(60))
+        overview = await report_of(app, keys, "/v1/reports/campaigns?window_days=14")
+        programme = await report_of(app, keys, "/v1/reports/programme")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DELIGHT_")}
+    env |= {
+        "DELIGHT_DATABASE_URL": database_url,
+        "DELIGHT_RULES_DIR": str(write_pack(tmp_path / "rules", THANKS, SPRING)),
+        "DELIGHT_DATA_DIR": str(tmp_path / "data"),
+        "DELIGHT_LOG_LEVEL": "WARNING",
+    }
+    (glance_rc, glance, _), (table_rc, table, _), (whole_rc, whole, _), (bad_rc, _, bad_err) = await asyncio.gather(
+        delight("report", "campaigns", "--window-days", "14", "--format", "json", env=env),
+        delight("report", "campaigns", "--window-days", "14", env=env),
+        delight("report", "programme", "--format", "json", env=env),
+        delight("report", "campaigns", "--window-days", "0", env=env),
+    )
+    assert (glance_rc, table_rc, whole_rc, bad_rc) == (0, 0, 0, 2)
+    assert without_freshness(json.loads(glance)) == without_freshness(overview)
+    assert without_freshness(json.loads(whole)) == without_freshness(programme)
+    for c in overview["campaigns"]:
+        [line] = [line for line in table.splitlines() if line.startswith(f"{c['campaign']} ")]
+        assert f" {c['customers']:,} " in line
+        assert f" {c['result']['award_cost']:,.2f} " in line
+    assert "--window-days must be between 1 and 365" in bad_err

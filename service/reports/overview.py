@@ -165,6 +165,24 @@ def _csv_row(report: Overview, c: CampaignGlance) -> dict[str, Any]:
     }
 
 
+def render_table(report: Overview) -> str:
+    """A plain-text summary for the terminal."""
+    lines = [
+        f"every campaign: repeat purchase within {report.window_days} days of first exposure, treated against held out",
+        "",
+        f"{'campaign':<24} {'status':<20} {'customers':>10} {'uplift':>9} {'95% CI':>19} {'cost':>12} {'return':>8}",
+    ]
+    for c in report.campaigns:
+        r, u = c.result, c.result.uplift
+        ci = f"[{u.ci95[0] * 100:+.1f}, {u.ci95[1] * 100:+.1f}] pp" if u else r.status
+        lines.append(
+            f"{c.campaign:<24} {c.status:<20} {c.customers:>10,} "
+            f"{(f'{u.absolute * 100:+.1f}pp' if u else '—'):>9} {ci:>19} {r.award_cost:>12,.2f} "
+            f"{(f'{r.return_on_cost:+.2f}' if r.return_on_cost is not None else '—'):>8}"
+        )
+    return "\n".join(lines)
+
+
 def render_html(report: Overview) -> str:
     from service.reports.uplift_html import STYLE, _money, _num, _pct, _pp
     from service.reports.words import plural
