@@ -10,15 +10,19 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.lib.logging import get_logger
 from service.lib.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from service.rules.ruleset import RuleSet
+
+R = TypeVar("R")
 
 log = get_logger("delight.serve")
 
@@ -352,11 +356,6 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
     import zoneinfo
 
-    import msgspec
-
-    from service.lib.db import create_engine
-    from service.lib.embedded import embedded_servers
-    from service.projection.apply import catch_up, projector_connection
     from service.reports import programme, uplift
     from service.reports.uplift_html import render_html
     from service.rules.loader import RuleSetError, load_rule_set
@@ -370,11 +369,9 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         print("delight: --cap-percentile must be between 50 and 100", file=sys.stderr)
         return 2
     try:
-        tiers = tuple(float(part) for part in args.spend_tiers.split(","))
+        tiers = uplift.parse_spend_tiers(args.spend_tiers)
     except ValueError:
-        tiers = ()
-    if not tiers or list(tiers) != sorted(set(tiers)) or tiers[0] <= 0:
-        print("delight: --spend-tiers takes ascending amounts above 0, like 100,500", file=sys.stderr)
+        print(f"delight: --spend-tiers takes {uplift.SPEND_TIERS_RULE}", file=sys.stderr)
         return 2
     try:
         rule_set: RuleSet | None = load_rule_set(settings.app.rules_dir)
@@ -395,39 +392,67 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     active = rule_set.by_name.get(campaign) if rule_set and campaign else None
     currency = (rule_set.settings if rule_set else SettingsSpec()).currency
 
-    async def run(url: str) -> uplift.UpliftReport | programme.ProgrammeReport:
+    async def read_programme(connection: AsyncConnection) -> programme.ProgrammeReport:
+        return await programme.programme_report(
+            connection,
+            holdout=rule_set.settings.programme_holdout if rule_set else 0.0,
+            currency=currency,
+            since=since,
+            until=until,
+            cap_percentile=args.cap_percentile,
+            net_returns=args.net_returns,
+            by=args.by,
+            spend_tiers=tiers,
+        )
+
+    async def read_uplift(connection: AsyncConnection) -> uplift.UpliftReport:
+        assert campaign is not None
+        return await uplift.uplift_report(
+            connection,
+            campaign=campaign,
+            window_days=args.window_days,
+            holdout=active.holdout if active else None,
+            currency=currency,
+            rule_ids=[r.id for r in active.rules] if active else (),
+            since=since,
+            until=until,
+            target_uplift=args.target_uplift,
+            cap_percentile=args.cap_percentile,
+            net_returns=args.net_returns,
+            by=args.by,
+            spend_tiers=tiers,
+        )
+
+    if campaign is None:
+        return _print_report(
+            settings, args.format, read_programme, programme.to_csv, programme.render_html, programme.render_table
+        )
+    return _print_report(settings, args.format, read_uplift, uplift.to_csv, render_html, uplift.render_table)
+
+
+def _print_report(
+    settings: Settings,
+    format: str,
+    read: Callable[[AsyncConnection], Awaitable[R]],
+    as_csv: Callable[[R], str],
+    as_html: Callable[[R], str],
+    as_table: Callable[[R], str],
+) -> int:
+    """A report ``read`` from the projection once every event committed before now is in it, printed as
+    ``format`` asks (JSON, CSV, HTML or a table), on the database configured or an embedded one."""
+    import msgspec
+
+    from service.lib.db import create_engine
+    from service.lib.embedded import embedded_servers
+    from service.projection.apply import catch_up, projector_connection
+
+    async def run(url: str) -> R:
         async with projector_connection(url) as conn:
             await catch_up(conn)  # every event committed before now, whether or not a server is running
         engine = create_engine(url)
         try:
             async with engine.connect() as connection:
-                if campaign is None:
-                    return await programme.programme_report(
-                        connection,
-                        holdout=rule_set.settings.programme_holdout if rule_set else 0.0,
-                        currency=currency,
-                        since=since,
-                        until=until,
-                        cap_percentile=args.cap_percentile,
-                        net_returns=args.net_returns,
-                        by=args.by,
-                        spend_tiers=tiers,
-                    )
-                return await uplift.uplift_report(
-                    connection,
-                    campaign=campaign,
-                    window_days=args.window_days,
-                    holdout=active.holdout if active else None,
-                    currency=currency,
-                    rule_ids=[r.id for r in active.rules] if active else (),
-                    since=since,
-                    until=until,
-                    target_uplift=args.target_uplift,
-                    cap_percentile=args.cap_percentile,
-                    net_returns=args.net_returns,
-                    by=args.by,
-                    spend_tiers=tiers,
-                )
+                return await read(connection)
         finally:
             await engine.dispose()
 
@@ -436,27 +461,19 @@ def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
         _,
     ):
         report = asyncio.run(run(database_url))
-    if args.format == "json":
+    if format == "json":
         print(msgspec.json.format(msgspec.json.encode(report)).decode())
-    elif isinstance(report, programme.ProgrammeReport):
-        render = {"csv": programme.to_csv, "html": programme.render_html}.get(args.format, programme.render_table)
-        sys.stdout.write(render(report) + ("" if args.format in ("csv", "html") else "\n"))
-    elif args.format == "csv":
-        sys.stdout.write(uplift.to_csv(report))
-    elif args.format == "html":
-        sys.stdout.write(render_html(report))
+    elif format == "csv":
+        sys.stdout.write(as_csv(report))
+    elif format == "html":
+        sys.stdout.write(as_html(report))
     else:
-        print(uplift.render_table(report))
+        print(as_table(report))
     return 0
 
 
 def _report_campaigns(args: argparse.Namespace, settings: Settings) -> int:
     """``delight report campaigns``: every campaign at a glance, as ``GET /v1/reports/campaigns`` gives it."""
-    import msgspec
-
-    from service.lib.db import create_engine
-    from service.lib.embedded import embedded_servers
-    from service.projection.apply import catch_up, projector_connection
     from service.reports import overview
     from service.reports.uplift import MAX_WINDOW_DAYS
 
@@ -467,30 +484,10 @@ def _report_campaigns(args: argparse.Namespace, settings: Settings) -> int:
     if rule_set is None:
         return 1
 
-    async def run(url: str) -> overview.Overview:
-        async with projector_connection(url) as conn:
-            await catch_up(conn)
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as connection:
-                return await overview.overview(connection, rule_set, window_days=args.window_days)
-        finally:
-            await engine.dispose()
+    async def read(connection: AsyncConnection) -> overview.Overview:
+        return await overview.overview(connection, rule_set, window_days=args.window_days)
 
-    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
-        database_url,
-        _,
-    ):
-        report = asyncio.run(run(database_url))
-    if args.format == "json":
-        print(msgspec.json.format(msgspec.json.encode(report)).decode())
-    elif args.format == "csv":
-        sys.stdout.write(overview.to_csv(report))
-    elif args.format == "html":
-        sys.stdout.write(overview.render_html(report))
-    else:
-        print(overview.render_table(report))
-    return 0
+    return _print_report(settings, args.format, read, overview.to_csv, overview.render_html, overview.render_table)
 
 
 def _reports_rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -32,8 +32,10 @@ from service.reports.programme import to_csv as programme_csv
 from service.reports.uplift import (
     MAX_WINDOW_DAYS,
     SPEND_TIERS,
+    SPEND_TIERS_RULE,
     Dimension,
     UpliftReport,
+    parse_spend_tiers,
     to_csv,
     uplift_report,
 )
@@ -41,6 +43,7 @@ from service.reports.uplift_html import render_html
 from service.rules.ruleset import RuleSet
 
 Format = Literal["json", "csv", "html"]
+FormatParam = Annotated[Format | None, Parameter(description="Overrides the Accept header (handy for links).")]
 R = TypeVar("R")
 
 Since = Annotated[
@@ -85,15 +88,12 @@ def _tiers(spend_tiers: str | None) -> tuple[float, ...]:
     if spend_tiers is None:
         return SPEND_TIERS
     try:
-        bounds = tuple(float(part) for part in spend_tiers.split(","))
+        return parse_spend_tiers(spend_tiers)
     except ValueError:
-        bounds = ()
-    if not 1 <= len(bounds) <= 10 or any(not 0 < b < 1e9 for b in bounds) or list(bounds) != sorted(set(bounds)):
         raise ValidationError(
-            "spend_tiers takes 1 to 10 ascending amounts above 0, comma-separated, like 100,500",
+            f"spend_tiers takes {SPEND_TIERS_RULE}",
             errors=[FieldError("spend_tiers", "must be ascending amounts above 0, like 100,500")],
-        )
-    return bounds
+        ) from None
 
 
 def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
@@ -193,9 +193,7 @@ class UpliftController(Controller):
         net_returns: NetReturns = False,
         by: By = None,
         spend_tiers: SpendTiers = None,
-        format: Annotated[
-            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
-        ] = None,
+        format: FormatParam = None,
     ) -> Response[UpliftReport]:
         _period(since, until)
         tiers = _tiers(spend_tiers)
@@ -244,9 +242,7 @@ class UpliftController(Controller):
         net_returns: NetReturns = False,
         by: By = None,
         spend_tiers: SpendTiers = None,
-        format: Annotated[
-            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
-        ] = None,
+        format: FormatParam = None,
     ) -> Response[ProgrammeReport]:
         _period(since, until)
         tiers = _tiers(spend_tiers)
@@ -284,9 +280,7 @@ class UpliftController(Controller):
         window_days: Annotated[
             int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")
         ] = 30,
-        format: Annotated[
-            Format | None, Parameter(description="Overrides the Accept header (handy for links).")
-        ] = None,
+        format: FormatParam = None,
     ) -> Response[Overview]:
         await catch_up_to_now(request.app.state.engine)
         async with sessionmaker() as session, session.begin():

@@ -148,8 +148,8 @@ class Pass:
 QUERY = _query()
 
 Dimension = Literal["channel", "store", "new_returning", "spend_tier", "segment"]
-DIMENSIONS: tuple[Dimension, ...] = ("channel", "store", "new_returning", "spend_tier", "segment")
 SPEND_TIERS = (100.0, 500.0)
+SPEND_TIERS_RULE = "1 to 10 ascending amounts above 0, comma-separated, like 100,500"
 # What the customer had spent before their first exposure, in cents: their timeline's running total just before t0.
 PRE_EXPOSURE_CENTS = "coalesce(t.cum[width_bucket(f.t0 - interval '1 microsecond', t.at)], 0)"
 # A customer's ``segments`` attribute as it stands now, one row per segment ("(none)" for a customer with none).
@@ -168,6 +168,17 @@ SEGMENTS_WARNING = (
     "segments chosen after looking at the results are hypotheses: a segment that differs here is one to test again "
     "in a campaign of its own, not a finding"
 )
+
+
+def parse_spend_tiers(text: str) -> tuple[float, ...]:
+    """``100,500`` as the tiers' bounds; ``ValueError`` unless they are ``SPEND_TIERS_RULE``."""
+    try:
+        bounds = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        bounds = ()
+    if not 1 <= len(bounds) <= 10 or any(not 0 < b < 1e9 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ValueError(f"spend tiers are {SPEND_TIERS_RULE}")
+    return bounds
 
 
 def _tiers(bounds: Sequence[float]) -> str:
