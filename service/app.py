@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.audit.controller import AuditController
 from service.awards.controller import RedemptionController
 from service.awards.expiry import run_periodically
+from service.console import console_router
 from service.customers.controller import CustomerController
 from service.events.controller import EventController
 from service.events.ingest import EventIngest
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhooksController,
             HealthController,
             MetricsController,
+            console_router(),
             create_static_files_router(STATIC_PATH, directories=[STATIC_DIR], name="static"),
         ],
         dependencies={

@@ -224,6 +224,36 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _console_login(args: argparse.Namespace, settings: Settings) -> int:
+    from service.console import sessions
+    from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
+    from service.lib.embedded import embedded_servers
+
+    async def run(url: str) -> str | None:
+        engine = create_engine(url)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                if await sessions.key_holder(session, args.key_id) is None:
+                    return None
+                return await sessions.new_link(session, args.key_id)
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        upgrade_database(database_url)
+        token = asyncio.run(run(database_url))
+    if token is None:
+        print(f"delight: no key {args.key_id!r} that is not revoked (see `delight keys list`)", file=sys.stderr)
+        return 1
+    minutes = sessions.LINK_LIFETIME.seconds // 60
+    print(f"Open this link within {minutes} minutes to sign in once with the key {args.key_id}:")
+    print(f"{args.url.rstrip('/')}/console/link/{token}")
+    return 0
+
+
 def _customers_erase(args: argparse.Namespace, settings: Settings) -> int:
     from service.customers.erasure import erase_customer
     from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
@@ -597,6 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id (the 16 hex digits after dlk_)")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_keys_revoke)
+
+    console = commands.add_parser("console", help="the console in the browser").add_subparsers(
+        dest="console_command", required=True
+    )
+    console_login = console.add_parser(
+        "login", help="print a one-time link that signs in to the console with a key (good for 15 minutes)"
+    )
+    console_login.add_argument("key_id", help="the key's id (the 16 hex digits after dlk_; see `delight keys list`)")
+    console_login.add_argument("--url", default="http://127.0.0.1:8000", help="where delight serve is reached")
+    console_login.set_defaults(handler=_console_login)
 
     customers = commands.add_parser("customers", help="customers' personal data").add_subparsers(
         dest="customers_command", required=True

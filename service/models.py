@@ -1,6 +1,7 @@
 """Every table, imported in one place so that migrations see the whole schema."""
 
 from service.awards.models import Award, PointsEntry
+from service.console.models import ConsoleLink, ConsoleSession
 from service.controls.models import Counter, Exposure
 from service.customers.models import Customer
 from service.events.models import Event
@@ -15,6 +16,8 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Award",
+    "ConsoleLink",
+    "ConsoleSession",
     "Counter",
     "Customer",
     "CustomerTimeline",

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import itertools
 import os
+import re
 import secrets
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -49,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
 TABLES_RESET_PER_TEST = (
+    "console_sessions",
+    "console_links",
     "projection_state",
     "customer_timelines",
     "first_exposures",
@@ -165,6 +169,35 @@ async def serving(app: Litestar, seconds: float = 60) -> AsyncIterator[AsyncTest
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with serving(app, seconds=30) as test_client:
         yield test_client
+
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a console page's forms."""
+    match = CSRF_FIELD.search(page)
+    assert match, "the page has no form with a CSRF token"
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture
+async def browser(client: AsyncTestClient[Litestar]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of its own (its own cookies) on the running app, as one browser at the console is."""
+    transport = httpx.ASGITransport(app=cast("Any", client.app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as http:
+        yield http
+
+
+async def sign_in(http: httpx.AsyncClient, key: str) -> str:
+    """Sign ``http`` in to the console with ``key`` through the sign-in form; the session's CSRF token."""
+    form = await http.get("/console/login")
+    assert form.status_code == 200, form.text
+    signed_in = await http.post("/console/login", data={"csrf": csrf_of(form.text), "key": key, "next": "/console"})
+    assert signed_in.status_code == 303, signed_in.text
+    home = await http.get("/console")
+    assert home.status_code == 200, home.text
+    return csrf_of(home.text)
 
 
 @pytest.fixture(scope="session")

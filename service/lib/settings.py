@@ -23,6 +23,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _flag(raw: str | None) -> bool | None:
+    return None if not raw else raw.lower() in {"1", "true", "yes"}
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseSettings:
     url: str | None = None
@@ -69,6 +73,11 @@ class AppSettings:
     """Seconds a client has to send a request's body once its headers are in."""
     max_connections: int = 1000
     """Connections one server process holds at once; more are answered 503 at once."""
+    console_idle_minutes: int = 30
+    """A console session left this long without a request ends."""
+    console_secure_cookies: bool | None = None
+    """Mark the console's cookies ``Secure``; unset means when the request came over TLS. Set it behind a proxy
+    that ends TLS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +101,12 @@ class Settings:
                     f"DELIGHT_WEBHOOK_ALLOW must list addresses or CIDR ranges, comma-separated; {part.strip()!r} is "
                     "neither"
                 ) from None
-        log_json_raw = env.get("DELIGHT_LOG_JSON")
-        log_json = None if not log_json_raw else log_json_raw.lower() in {"1", "true", "yes"}
         return cls(
             app=AppSettings(
                 rules_dir=Path(env.get("DELIGHT_RULES_DIR") or "rules"),
                 data_dir=Path(env.get("DELIGHT_DATA_DIR") or ".delight"),
                 log_level=(env.get("DELIGHT_LOG_LEVEL") or "").upper() or None,
-                log_json=log_json,
+                log_json=_flag(env.get("DELIGHT_LOG_JSON")),
                 rules_sync=(env.get("DELIGHT_RULES_SYNC") or "true").lower() not in {"0", "false", "no"},
                 jobs_every=float(_int(env, "DELIGHT_JOBS_EVERY", 3600)),
                 rate_limit=_int(env, "DELIGHT_RATE_LIMIT", 6000),
@@ -108,6 +115,8 @@ class Settings:
                 header_timeout=float(_int(env, "DELIGHT_HEADER_TIMEOUT", 10)),
                 body_timeout=float(_int(env, "DELIGHT_BODY_TIMEOUT", 30)),
                 max_connections=_int(env, "DELIGHT_MAX_CONNECTIONS", 1000),
+                console_idle_minutes=max(_int(env, "DELIGHT_CONSOLE_IDLE_MINUTES", 30), 1),
+                console_secure_cookies=_flag(env.get("DELIGHT_CONSOLE_SECURE_COOKIES")),
             ),
             db=DatabaseSettings(
                 url=db_url,
