@@ -18,7 +18,7 @@ import re
 import secrets
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +29,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -169,6 +169,36 @@ async def serving(app: Litestar, seconds: float = 60) -> AsyncIterator[AsyncTest
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with serving(app, seconds=30) as test_client:
         yield test_client
+
+
+ASYNCPG_INTROSPECTION = ("typeinfo_tree", "set_config('jit'")
+
+
+@contextmanager
+def sent_statements(app: Litestar) -> Iterator[list[Any]]:
+    """Every query asyncpg sends on a connection of ``app``'s pool while the block runs (BEGIN and COMMIT too), as
+    asyncpg's ``LoggedQuery`` (``query``, ``args``); asyncpg learning a type is left out. Queries reach the list on
+    the loop's next turn after they are sent."""
+    statements: list[Any] = []
+
+    def record(query: Any) -> None:
+        if not any(mark in query.query for mark in ASYNCPG_INTROSPECTION):
+            statements.append(query)
+
+    def checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(record)
+
+    def checkin(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.remove_query_logger(record)
+
+    pool = app.state.engine.sync_engine.pool
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
+    try:
+        yield statements
+    finally:
+        event.remove(pool, "checkout", checkout)
+        event.remove(pool, "checkin", checkin)
 
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')

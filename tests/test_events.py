@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events.schemas import EventIn
@@ -19,7 +19,7 @@ from service.lib import pg
 from service.rules.engine import drawn
 from service.rules.facts import build_facts
 from service.rules.loader import load_rule_set
-from tests.conftest import TEST_RULES, interaction, post_all, purchase
+from tests.conftest import TEST_RULES, interaction, post_all, purchase, sent_statements
 
 Client = AsyncTestClient[Litestar]
 
@@ -263,48 +263,27 @@ async def test_award_records_the_rule_set_version_that_produced_it(
     assert stored == 1
 
 
-ASYNCPG_INTROSPECTION = ("typeinfo_tree", "set_config('jit'")
-
-
 async def test_an_event_costs_a_fixed_number_of_round_trips_whatever_it_wins(
     client: Client, keys: dict[str, Any], app: Litestar
 ) -> None:
     """Counted at the driver: every query asyncpg sends on a connection of the service's pool, BEGIN and COMMIT too."""
-    statements: list[str] = []
-
-    def record(query: Any) -> None:
-        if any(mark in query.query for mark in ASYNCPG_INTROSPECTION):
-            return  # asyncpg learning a type, once per connection
-        statements.append(query.query.split(None, 1)[0].upper().rstrip(";"))
-
-    def checkout(dbapi_connection: Any, *_: Any) -> None:
-        dbapi_connection.driver_connection.add_query_logger(record)
-
-    def checkin(dbapi_connection: Any, *_: Any) -> None:
-        dbapi_connection.driver_connection.remove_query_logger(record)
-
     await post(client, keys, {})  # verifies (and caches) the API key before counting
-    pool = app.state.engine.sync_engine.pool
-    event.listen(pool, "checkout", checkout)
-    event.listen(pool, "checkin", checkin)
 
-    async def sent_for(event: dict[str, Any]) -> list[str]:
-        await post(client, keys, event)
-        await asyncio.sleep(0)  # asyncpg hands each query to its loggers on the next turn of the loop
-        sent = list(statements)
-        statements.clear()
-        return sent
+    with sent_statements(app) as statements:
 
-    try:
+        async def sent_for(event: dict[str, Any]) -> list[str]:
+            await post(client, keys, event)
+            await asyncio.sleep(0)  # asyncpg hands each query to its loggers on the next turn of the loop
+            sent = [q.query.split(None, 1)[0].upper().rstrip(";") for q in statements]
+            statements.clear()
+            return sent
+
         with_award = await sent_for(purchase("e-1", "c-1", 150.0))  # wins the mug
         without_award = await sent_for(purchase("e-2", "c-2", 5.0))  # wins nothing
         replay = await sent_for(purchase("e-2", "c-2", 5.0))  # replay
         exposed_before = await sent_for(purchase("e-3", "c-1", 5.0))  # wins nothing, but c-1 was exposed
         undrawn = await sent_for(interaction("i-1", "c-3", name="store_visit"))  # no rule can match it
         undrawn_replay = await sent_for(interaction("i-1", "c-3", name="store_visit"))
-    finally:
-        event.remove(pool, "checkout", checkout)
-        event.remove(pool, "checkin", checkin)
     # store the event and count it into the profile; then one statement draws the counters (the mug has a stock)
     # and writes the awards, exposures, ledger entries and balance; the purchase of a customer exposed before
     # joins the timelines the uplift report reads inside the first statement
