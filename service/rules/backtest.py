@@ -6,12 +6,16 @@ customer (a pure mirror of the SQL upsert); events whose ``occurred_at`` falls
 in the period are also run through the rules with fresh, in-memory limits,
 budgets and stock. The chance draws and holdout groups are the live ones, so
 the same rules on the same events give the same winners as live.
+
+One pass can judge the events by several rule sets at once (``replay``),
+each with its own counters and award logs: ``impact`` compares a draft with
+the rule set in force that way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -114,28 +118,106 @@ async def stored_events(connection: AsyncConnection) -> AsyncIterator[EventIn]:
             yield decoder.decode(row.payload)
 
 
-async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.datetime, end: dt.datetime) -> Report:
-    """Replay ``events`` (in arrival order); rules judge those with ``start <= occurred_at < end``."""
-    tallies = {(c.name, r.id): RuleTally(c.name, r.id, holdout=c.holdout) for c in rule_set.campaigns for r in c.rules}
-    planned = {key for key, tally in tallies.items() if 0 < tally.holdout < 1}  # a plan needs a holdout
-    # Customers exposed, with the rules they were exposed to: tuples of strings, untracked by the garbage collector.
-    watching: dict[str, tuple[tuple[str, str], ...]] = {}
-    last_seen: dt.datetime | None = None
+class Replay:
+    """One rule set judging replayed events: its tallies, its in-memory counters, and each customer's award log
+    as this rule set would have left it (what its limits and fatigue read).
+
+    The profiles are not its own: they follow from the events alone, so ``replay`` keeps one per customer for
+    every rule set judging the same stream.
+    """
+
+    def __init__(self, rule_set: RuleSet) -> None:
+        self.rule_set = rule_set
+        self.tallies = {
+            (c.name, r.id): RuleTally(c.name, r.id, holdout=c.holdout) for c in rule_set.campaigns for r in c.rules
+        }
+        self._planned = {key for key, tally in self.tallies.items() if 0 < tally.holdout < 1}  # a plan needs one
+        # Customers exposed, with the rules they were exposed to: tuples of strings, untracked by the GC.
+        self._watching: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._logs: dict[str, list[list[Any]]] = {}
+        self._counters = MemoryCounters()
+        self._zone = rule_set.zone
+
+    def repeat(self, purchase: EventIn) -> None:
+        """Any stored purchase, in the period or not: it may be the repeat of an exposure a plan's baseline counts."""
+        for watched in self._watching.get(purchase.customer_id, ()):
+            tally = self.tallies[watched]
+            t0 = tally.exposed[purchase.customer_id]
+            if t0 < purchase.occurred_at <= t0 + PLAN_WINDOW:
+                tally.repeated.add(purchase.customer_id)
+
+    def feed(self, event: EventIn, event_data: dict[str, Any], profile: dict[str, Any]) -> None:
+        """Judge an event of the period, ``profile`` being its customer's once the event is counted."""
+        rule_set, tallies, customer_id = self.rule_set, self.tallies, event.customer_id
+        facts = build_facts(event_data, profile, self._zone)
+        outcomes = engine.evaluate(rule_set, facts, matched_only=True)
+        for outcome in outcomes:
+            tallies[(outcome.campaign, outcome.rule_id)].matches += 1
+        history = [LogEntry.from_json(e) for e in self._logs.get(customer_id, ())]
+        plan = controls.plan(rule_set, facts, outcomes, history)
+        if not plan.candidates:
+            return
+        counters = self._counters
+        chosen = [plan.candidates[p] for p in controls.accept(plan, counters.take, counters.room, counters.give_back)]
+        at = int(event.occurred_at.timestamp())
+        for candidate in chosen:
+            key = (candidate.campaign, candidate.outcome.rule_id)
+            tally = tallies[key]
+            if key in self._planned and customer_id not in tally.exposed:
+                tally.exposed[customer_id] = event.occurred_at
+                self._watching[customer_id] = (*self._watching.get(customer_id, ()), key)
+            if candidate.group == "control":
+                tally.held_out += 1
+                continue
+            decision = candidate.outcome.decision
+            assert decision is not None
+            tally.awards += 1
+            tally.cost += decision.cost
+            tally.customers.add(customer_id)
+            if decision.variant is not None:
+                tally.variants[decision.variant] = tally.variants.get(decision.variant, 0) + 1
+        self._logs[customer_id] = controls.log_after(
+            history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
+        )
+
+    def awarded(self) -> set[str]:
+        """Customers given at least one award by any rule."""
+        return set().union(*(t.customers for t in self.tallies.values()))
+
+    def report(self, stream: Stream) -> Report:
+        for tally in self.tallies.values():
+            tally.settle_plan(stream.last_seen)
+        tallies = list(self.tallies.values())
+        return Report(self.rule_set.version, stream.start, stream.end, stream.read, stream.in_period, tallies)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """What one pass over the stored events saw."""
+
+    start: dt.datetime
+    end: dt.datetime
+    read: int
+    in_period: int
+    last_seen: dt.datetime | None
+
+
+async def replay(
+    replays: Sequence[Replay], events: AsyncIterator[EventIn], start: dt.datetime, end: dt.datetime
+) -> Stream:
+    """Replay ``events`` (in arrival order) once for all of ``replays``: every event updates its customer's
+    profile, and each replay judges those with ``start <= occurred_at < end``."""
     profiles: dict[str, dict[str, Any]] = {}
     orders: OrderTotals = {}
-    counters = MemoryCounters()
+    last_seen: dt.datetime | None = None
     read = in_period = 0
-    zone = rule_set.zone
     async for event in events:
         read += 1
         if last_seen is None or event.occurred_at > last_seen:
             last_seen = event.occurred_at
-        if event.type == "purchase":  # a repeat for the plan's baseline
-            for watched in watching.get(event.customer_id, ()):
-                tally = tallies[watched]
-                t0 = tally.exposed[event.customer_id]
-                if t0 < event.occurred_at <= t0 + PLAN_WINDOW:
-                    tally.repeated.add(event.customer_id)
+        if event.type == "purchase":
+            for judge in replays:
+                judge.repeat(event)
         attributes = msgspec.to_builtins(event.customer) if event.customer else {}
         before = profiles.get(event.customer_id) or empty_profile(event.customer_id)
         profile = apply_delta(before, delta_for(event, attributes))
@@ -148,38 +230,15 @@ async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.
             continue
         in_period += 1
         event_data = msgspec.to_builtins(event, builtin_types=(dt.datetime, dt.date))
-        facts = build_facts(event_data, profile, zone)
-        outcomes = engine.evaluate(rule_set, facts, matched_only=True)
-        for outcome in outcomes:
-            tallies[(outcome.campaign, outcome.rule_id)].matches += 1
-        history = [LogEntry.from_json(e) for e in profile["award_log"]]
-        plan = controls.plan(rule_set, facts, outcomes, history)
-        if not plan.candidates:
-            continue
-        chosen = [plan.candidates[p] for p in controls.accept(plan, counters.take, counters.room, counters.give_back)]
-        at = int(event.occurred_at.timestamp())
-        for candidate in chosen:
-            key = (candidate.campaign, candidate.outcome.rule_id)
-            tally = tallies[key]
-            if key in planned and event.customer_id not in tally.exposed:
-                tally.exposed[event.customer_id] = event.occurred_at
-                watching[event.customer_id] = (*watching.get(event.customer_id, ()), key)
-            if candidate.group == "control":
-                tally.held_out += 1
-                continue
-            decision = candidate.outcome.decision
-            assert decision is not None
-            tally.awards += 1
-            tally.cost += decision.cost
-            tally.customers.add(event.customer_id)
-            if decision.variant is not None:
-                tally.variants[decision.variant] = tally.variants.get(decision.variant, 0) + 1
-        profiles[event.customer_id]["award_log"] = controls.log_after(
-            history, [LogEntry(at, c.campaign, c.outcome.rule_id, event.type == "interaction") for c in chosen]
-        )
-    for tally in tallies.values():
-        tally.settle_plan(last_seen)
-    return Report(rule_set.version, start, end, read, in_period, list(tallies.values()))
+        for judge in replays:
+            judge.feed(event, event_data, profile)
+    return Stream(start, end, read, in_period, last_seen)
+
+
+async def backtest(rule_set: RuleSet, events: AsyncIterator[EventIn], start: dt.datetime, end: dt.datetime) -> Report:
+    """Replay ``events`` (in arrival order); rules judge those with ``start <= occurred_at < end``."""
+    judge = Replay(rule_set)
+    return judge.report(await replay([judge], events, start, end))
 
 
 def render_table(report: Report) -> str:
