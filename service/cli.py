@@ -18,7 +18,7 @@ from service.lib.logging import get_logger
 from service.lib.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from service.rules.ruleset import RuleSet
 
@@ -381,6 +381,93 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rules_diff(args: argparse.Namespace, settings: Settings) -> int:
+    """``delight rules diff``: a draft against the rule set in force, both judging the stored events of the period
+    in one pass, writing nothing."""
+    import datetime as dt
+
+    from service.lib.db import create_engine
+    from service.lib.embedded import embedded_servers
+    from service.rules.backtest import stored_events
+    from service.rules.impact import Impact, impact, render_table
+    from service.rules.loader import RuleSetError
+
+    try:
+        first = dt.date.fromisoformat(args.start)
+        last = dt.date.fromisoformat(args.end)
+    except ValueError as exc:
+        print(f"delight: --from and --to take dates like 2026-03-01 ({exc})", file=sys.stderr)
+        return 2
+    if last < first:
+        print("delight: --to is before --from", file=sys.stderr)
+        return 2
+    draft_path = Path(args.draft)
+    whole_draft: RuleSet | None = None
+    if draft_path.is_file():
+        if draft_path.suffix not in {".yaml", ".yml"}:
+            print(f"delight: {draft_path} is neither a rules directory nor a .yaml file", file=sys.stderr)
+            return 2
+    else:  # a directory is a whole rule set: checked before any server starts
+        whole_draft = _load_or_report(draft_path)
+        if whole_draft is None:
+            return 1
+
+    async def run(url: str) -> Impact:
+        engine = create_engine(url)
+        try:
+            live = await _rules_in_force(engine, settings.app.rules_dir)
+            draft = whole_draft or _draft_file(live, draft_path)
+            start = dt.datetime(first.year, first.month, first.day, tzinfo=live.zone)
+            end = dt.datetime(last.year, last.month, last.day, tzinfo=live.zone) + dt.timedelta(days=1)
+            async with engine.connect() as connection:
+                return await impact(live, draft, stored_events(connection), start, end)
+        finally:
+            await engine.dispose()
+
+    with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
+        database_url,
+        _,
+    ):
+        try:
+            result = asyncio.run(run(database_url))
+        except RuleSetError as exc:
+            _print_rule_errors(exc)
+            return 1
+    if args.format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(render_table(result))
+    return 0
+
+
+async def _rules_in_force(engine: AsyncEngine, rules_dir: Path) -> RuleSet:
+    """The rule set in force in the database; the one in ``rules_dir``, saying so, when none is stored yet.
+    Raises ``RuleSetError``."""
+    from service.lib.db import create_sessionmaker
+    from service.rules import repository
+    from service.rules.loader import load_rule_set, load_rule_set_texts
+
+    async with create_sessionmaker(engine)() as session:
+        in_force = await repository.active(session)
+    if in_force is None:
+        print(f"delight: no rule set is in force in the database; comparing with {rules_dir}", file=sys.stderr)
+        return load_rule_set(rules_dir)
+    return load_rule_set_texts(in_force[1], rules_dir)
+
+
+def _draft_file(live: RuleSet, path: Path) -> RuleSet:
+    """One campaign file as a draft, with the settings and catalog of ``live`` (as ``simulate`` takes a draft).
+    Raises ``RuleSetError``."""
+    from service.rules.loader import RuleError, RuleSetError
+    from service.rules.simulate import draft_rule_set
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RuleSetError([RuleError(str(path), 1, "file is not UTF-8 text")]) from None
+    return draft_rule_set(live, {path.name: text}, path.parent)
+
+
 def _report_uplift(args: argparse.Namespace, settings: Settings) -> int:
     """``delight report uplift`` and ``delight report programme``: the same reading of the projection."""
     import datetime as dt
@@ -662,6 +749,17 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--to", dest="end", required=True, help="last day, inclusive")
     backtest.add_argument("--format", choices=["table", "json"], default="table")
     backtest.set_defaults(handler=_rules_backtest)
+
+    diff = rules.add_parser(
+        "diff",
+        help="replay stored events against a draft and the rule set in force, writing nothing; per rule, live "
+        "against draft, and the customers who would gain or lose a surprise",
+    )
+    diff.add_argument("draft", help="a rules directory, or one campaign file (with the settings and catalog in force)")
+    diff.add_argument("--from", dest="start", required=True, help="first day, e.g. 2026-03-01 (shop time zone)")
+    diff.add_argument("--to", dest="end", required=True, help="last day, inclusive")
+    diff.add_argument("--format", choices=["table", "json"], default="table")
+    diff.set_defaults(handler=_rules_diff)
 
     schema = rules.add_parser("schema", help="write the JSON Schemas editors use to check rule files")
     schema.add_argument("--output", "-o", help="directory (default: RULES_DIR/schema)")

@@ -3,9 +3,13 @@ who the two rule sets' conditions pick out of the stored events."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import os
 import random
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,9 @@ from service.rules.backtest import Report, RuleTally, backtest, stored_events
 from service.rules.impact import Impact, impact
 from service.rules.loader import load_rule_set
 from service.rules.ruleset import RuleSet
-from tests.conftest import AppFactory, interaction, post_all, purchase
+from tests.conftest import ROOT, AppFactory, interaction, post_all, purchase
+from tests.test_cli import UNREACHABLE_DATABASE
+from tests.test_serve_e2e import DELIGHT
 
 WELCOME = """\
 campaign: welcome
@@ -191,3 +197,101 @@ async def test_the_same_rule_set_on_both_sides_changes_nothing(
     assert {r.status for r in result.rules} == {"same"}
     assert (result.gained, result.lost) == ([], [])
     assert result.live.awards == result.draft.awards > 0
+
+
+PERIOD = ("--from", "2026-03-05", "--to", "2026-03-31")
+
+
+def delight_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``delight`` run on this checkout's code (the installed script may be another's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")}
+    return (
+        env | {"DELIGHT_DATABASE_URL": database_url, "DELIGHT_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)} | extra
+    )
+
+
+def run_delight(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DELIGHT, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def delight(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(run_delight, env, *args)
+
+
+async def test_diff_command_prints_the_impact_on_the_rule_set_in_force_as_json_and_a_table(
+    rules_app: AppFactory, keys: dict[str, Any], engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    async with rules_app(WELCOME, REVIEWS, settings=SETTINGS) as client:  # its rule set is the one in force
+        await post_in_order(client, keys, history(seed=3, count=60))
+        live_dir = Path(client.app.state.registry.rules_dir)
+    draft = draft_pack(live_dir, tmp_path / "draft")
+    env = delight_env(database_url, tmp_path / "data")
+
+    result = await delight(env, "rules", "diff", str(draft), *PERIOD, "--format", "json")
+
+    assert (result.returncode, result.stderr) == (0, "")
+    expected, _, _ = await replayed(engine, load_rule_set(live_dir), load_rule_set(draft))
+    assert json.loads(result.stdout) == expected.as_dict()
+
+    table = await delight(env, "rules", "diff", str(draft), *PERIOD)
+    assert (table.returncode, table.stderr) == (0, "")
+    rows = {
+        line.split()[1]: line.split()[2]
+        for line in table.stdout.splitlines()
+        if line.startswith(("welcome", "reviews"))
+    }
+    assert rows == {"second-visit": "same", "big-basket": "changed", "app-visit": "added", "thanks": "removed"}
+    assert f"customers who would gain a surprise: {len(expected.gained)}" in table.stdout
+    assert not (tmp_path / "data").exists()  # the database given, not an embedded one
+
+
+async def test_diff_command_takes_one_campaign_file_with_the_settings_and_catalog_in_force(
+    rules_app: AppFactory, keys: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    async with rules_app(WELCOME, REVIEWS, settings=SETTINGS) as client:
+        await post_all(client, keys, history(seed=4, count=30))
+    draft = tmp_path / "welcome.yaml"
+    draft.write_text(DRAFT_WELCOME)  # gives a mug: the catalog in force has one
+    env = delight_env(database_url, tmp_path / "data")
+    result = await delight(env, "rules", "diff", str(draft), *PERIOD, "--format", "json")
+    assert (result.returncode, result.stderr) == (0, "")
+    statuses = {r["rule_id"]: r["status"] for r in json.loads(result.stdout)["rules"]}
+    assert statuses["app-visit"] == "added"
+    assert statuses["thanks"] == "removed"  # a campaign the file does not bring is not in the draft
+
+    draft.write_text(DRAFT_WELCOME.replace("{gift: mug}", "{gift: teapot}"))
+    broken = await delight(env, "rules", "diff", str(draft), *PERIOD)
+    assert (broken.returncode, broken.stdout) == (1, "")
+    assert broken.stderr.splitlines() == [f"{draft}:8: gift `teapot` is not in catalog.yaml"]
+
+
+async def test_diff_command_without_a_rule_set_in_force_compares_with_the_rules_dir_and_says_so(
+    database_url: str, tmp_path: Path
+) -> None:
+    live = write_pack(tmp_path / "live", ("settings.yaml", SETTINGS), ("c0.yaml", REVIEWS))
+    draft = write_pack(tmp_path / "draft", ("settings.yaml", SETTINGS), ("c0.yaml", REVIEWS.replace("20", "30")))
+    env = delight_env(database_url, tmp_path / "data", DELIGHT_RULES_DIR=str(live))
+    result = await delight(env, "rules", "diff", str(draft), *PERIOD, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"delight: no rule set is in force in the database; comparing with {live}\n"
+    assert json.loads(result.stdout)["events_read"] == 0
+
+
+def test_diff_command_refuses_a_broken_draft_directory_with_path_and_line_before_reaching_a_database(
+    tmp_path: Path,
+) -> None:
+    write_pack(
+        tmp_path / "draft",
+        ("c.yaml", "campaign: x\nrules:\n  - id: a\n    when: order.totl > 1\n    award: {points: 1}\n"),
+    )
+    env = delight_env(UNREACHABLE_DATABASE, tmp_path / "data")
+    result = run_delight(env, "rules", "diff", str(tmp_path / "draft"), *PERIOD)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [f"{tmp_path / 'draft' / 'c.yaml'}:4: `when` names an unknown field `totl`"]
+    assert not (tmp_path / "data").exists()  # no embedded PostgreSQL was started either
+
+
+def test_diff_command_with_to_before_from_exits_2(tmp_path: Path) -> None:
+    env = delight_env(UNREACHABLE_DATABASE, tmp_path / "data")
+    result = run_delight(env, "rules", "diff", str(tmp_path), "--from", "2026-03-31", "--to", "2026-03-01")
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", "delight: --to is before --from\n")

@@ -64,11 +64,11 @@ class SimulateIn(Struct, forbid_unknown_fields=True):
     ) = None
 
 
-def draft_rule_set(in_force: RuleSet, draft: dict[str, str]) -> RuleSet:
-    """The draft as a rule set (``RuleSetError`` with every error, each named ``draft/FILE:LINE``), with the
+def draft_rule_set(in_force: RuleSet, draft: dict[str, str], base: Path = Path("draft")) -> RuleSet:
+    """The draft as a rule set (``RuleSetError`` with every error, each named ``BASE/FILE:LINE``), with the
     settings and catalog in force where it has none."""
     kept = {name: text for name, text in in_force.files.items() if name in (SETTINGS_FILE, CATALOG_FILE)}
-    return load_rule_set_texts({**kept, **draft}, Path("draft"))
+    return load_rule_set_texts({**kept, **draft}, base)
 
 
 class ClauseOut(Struct):
