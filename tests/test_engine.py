@@ -631,23 +631,31 @@ def test_offer_whose_category_renders_empty_is_not_awarded(tmp_path: Path) -> No
 
 # --- the time limit ---------------------------------------------------------------------------------------------------
 
+HEAVY_RULES = "".join(
+    f"  - id: r{n}\n"
+    f'    when: type == "purchase" and [i for i in order.items if i.quantity > {n}].length > 999\n'
+    "    award: {points: 1}\n"
+    for n in range(500)
+)
+"""500 rules, each passing once over an order's items: cheap alone, too slow together for one event's limit."""
+
+
+def heavy_event() -> dict[str, Any]:
+    event = purchase()
+    event["order"]["items"] = [{"sku": f"S-{k}", "quantity": 1000, "unit_price": 0.1} for k in range(1000)]
+    return event
+
 
 def test_conditions_still_untested_when_the_events_time_is_up_do_not_hold_and_the_rest_is_judged(
     tmp_path: Path,
 ) -> None:
     """Each rule's condition passes once over the order's 1,000 items, cheap alone and bounded by the loader, but
     500 of them take longer than the time limit: those left when it runs out fail, the event is still judged."""
-    rules = "".join(
-        f"  - id: r{n}\n"
-        f'    when: type == "purchase" and [i for i in order.items if i.quantity > {n}].length > 999\n'
-        "    award: {points: 1}\n"
-        for n in range(500)
-    )
+    rules = HEAVY_RULES
     rule_set = load(
         tmp_path, "campaign: c\nrules:\n" + rules + "  - id: cheap\n    when: order.total > 1\n    award: {gift: mug}\n"
     )
-    event = purchase()
-    event["order"]["items"] = [{"sku": f"S-{k}", "quantity": 1000, "unit_price": 0.1} for k in range(1000)]
+    event = heavy_event()
     outcomes = {o.rule_id: o for o in evaluate(rule_set, facts(event))}
 
     timed_out = [r for r, o in outcomes.items() if o.reason.startswith("not evaluated: the event's conditions took")]
@@ -658,3 +666,14 @@ def test_conditions_still_untested_when_the_events_time_is_up_do_not_hold_and_th
     assert timed_out == [f"r{n}" for n in range(500 - len(timed_out) + 1, 500)] + ["cheap"]  # all after the limit
     assert all(outcomes[r].decision is not None for r in judged)
     assert engine.clock.deadline == float("inf")  # nothing left behind for the next caller
+
+
+def test_a_replay_judges_every_condition_however_long_the_event_takes(tmp_path: Path) -> None:
+    """A back-test answers no till: a busy machine must not change what it finds, so its backstop is far longer."""
+    rules = HEAVY_RULES
+    rule_set = load(tmp_path, "campaign: c\nrules:\n" + rules)
+    event = heavy_event()
+    live = evaluate(rule_set, facts(event))
+    replayed = evaluate(rule_set, facts(event), time_limit=engine.REPLAY_TIME_LIMIT)
+    assert any(o.reason.startswith("not evaluated") for o in live)
+    assert all(o.matched for o in replayed)

@@ -40,7 +40,10 @@ END = text(
     "UPDATE console_sessions SET ended_at = now() WHERE session_hash = :hash AND ended_at IS NULL RETURNING key_id"
 )
 
-NEW_LINK = text("INSERT INTO console_links (token_hash, key_id, expires_at) VALUES (:hash, :key_id, now() + CAST(:lifetime AS interval))")
+NEW_LINK = text(
+    "INSERT INTO console_links (token_hash, key_id, expires_at) "
+    "VALUES (:hash, :key_id, now() + CAST(:lifetime AS interval))"
+)
 
 USE_LINK = text(
     """

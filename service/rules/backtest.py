@@ -150,7 +150,7 @@ class Replay:
         """Judge an event of the period, ``profile`` being its customer's once the event is counted."""
         rule_set, tallies, customer_id = self.rule_set, self.tallies, event.customer_id
         facts = build_facts(event_data, profile, self._zone)
-        outcomes = engine.evaluate(rule_set, facts, matched_only=True)
+        outcomes = engine.evaluate(rule_set, facts, matched_only=True, time_limit=engine.REPLAY_TIME_LIMIT)
         for outcome in outcomes:
             tallies[(outcome.campaign, outcome.rule_id)].matches += 1
         history = [LogEntry.from_json(e) for e in self._logs.get(customer_id, ())]
