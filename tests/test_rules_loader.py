@@ -160,6 +160,17 @@ def test_yaml_syntax_error_is_reported_at_its_line(tmp_path: Path) -> None:
     assert str(error) == f"{tmp_path / 'c.yaml'}:4: {error.message}"
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x7f", "\ufffe"])
+def test_a_control_character_is_reported_at_its_line_not_raised(tmp_path: Path, character: str) -> None:
+    text = rule_file(extra=f"message: hi{character}")
+    pack(tmp_path, c_yaml=text)
+    error = only_error(tmp_path)
+    assert (error.line, error.message) == (
+        line_of(text, "message"),
+        f"YAML cannot hold the character U+{ord(character):04X}",
+    )
+
+
 def test_unknown_key_is_reported_at_the_line_of_the_key(tmp_path: Path) -> None:
     text = rule_file(extra="message: hi\ncolour: red")
     pack(tmp_path, c_yaml=text)

@@ -674,3 +674,18 @@ async def test_a_draft_with_errors_is_answered_with_each_file_and_line(client: C
     )
     assert bad_name.status_code in (400, 422), bad_name.text
     assert "draft" in bad_name.text
+
+
+async def test_a_draft_with_a_control_character_is_a_422_at_its_line(client: Client, keys: dict[str, Any]) -> None:
+    response = await client.post(
+        "/v1/rules/simulate",
+        json={
+            "event": purchase("sim-bad", "c-1", 50.0),
+            "draft": {"autumn.yaml": DRAFT.replace("vase-over", "vase\x01")},
+        },
+        headers=keys["rules:admin"],
+    )
+    assert response.status_code == 422, response.text
+    assert [(e["field"], e["message"]) for e in response.json()["errors"]] == [
+        ("draft/autumn.yaml:3", "YAML cannot hold the character U+0001")
+    ]

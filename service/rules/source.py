@@ -69,7 +69,11 @@ class _Loader(yaml.SafeLoader):
 def read_yaml(text: str) -> Located:
     if len(text.encode()) > MAX_FILE_BYTES:
         raise SourceError(1, f"file is larger than {MAX_FILE_BYTES} bytes")
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a control character, refused before parsing begins
+        line = text.count("\n", 0, exc.position) + 1
+        raise SourceError(line, f"YAML cannot hold the character U+{exc.character:04X}") from None
     try:
         root = loader.get_single_node()
         located = Located(data=None)
