@@ -13,12 +13,13 @@ from litestar.di import Provide
 from service.console.audit import AuditPages
 from service.console.auth import EXCEPTION_HANDLERS, provide_signed_in
 from service.console.controller import SignInController
+from service.console.drafts import DraftPages
 
 
 def console_router() -> Router:
     return Router(
         path="/console",
-        route_handlers=[SignInController, AuditPages],
+        route_handlers=[SignInController, AuditPages, DraftPages],
         dependencies={"user": Provide(provide_signed_in)},
         exception_handlers=EXCEPTION_HANDLERS,
         include_in_schema=False,

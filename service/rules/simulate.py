@@ -43,8 +43,11 @@ class ProfileIn(Struct, forbid_unknown_fields=True):
     attributes: CustomerAttributes | None = None
 
 
-DraftName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.ya?ml$")]
-DraftText = Annotated[str, Meta(max_length=1_000_000)]
+DRAFT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.ya?ml$"
+MAX_DRAFT_FILES = 100
+MAX_DRAFT_CHARS = 1_000_000
+DraftName = Annotated[str, Meta(pattern=DRAFT_NAME)]
+DraftText = Annotated[str, Meta(max_length=MAX_DRAFT_CHARS)]
 
 
 class SimulateIn(Struct, forbid_unknown_fields=True):
@@ -54,7 +57,7 @@ class SimulateIn(Struct, forbid_unknown_fields=True):
         Annotated[
             dict[DraftName, DraftText],
             Meta(
-                max_length=100,
+                max_length=MAX_DRAFT_FILES,
                 description="A draft rule set to run the event through instead of the one in force: its files by "
                 "name (`settings.yaml`, `catalog.yaml`, campaign files), as text. Its campaigns replace those in "
                 "force; without `settings.yaml` or `catalog.yaml` it takes the ones in force.",
