@@ -20,6 +20,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.console import drafts
 from service.keys.scopes import REPORTS_READ, RULES_ADMIN
 from service.rules.backtest import Report, backtest, stored_events
 from service.rules.loader import load_rule_set
@@ -381,6 +382,16 @@ async def test_backtest_with_bad_dates_or_to_before_from_is_a_400(
         assert shown.status_code == 400, (start, end)
         assert said in Fields(shown.text).all("problems")[0]
         assert f'name="from" value="{start}"' in shown.text
+
+
+async def test_a_second_backtest_while_one_runs_is_told_to_wait(
+    browser: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    csrf = await open_drafts(browser, sessionmaker)
+    async with drafts.BACKTESTS:  # one running in this process
+        shown = await post_draft(browser, csrf, "backtest", text=AUTUMN, **{"from": "2026-03-01", "to": "2026-03-31"})
+    assert shown.status_code == 503
+    assert "Another back-test is running" in Fields(shown.text).all("problems")[0]
 
 
 # --- several files --------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ into the rules directory and the rules are reloaded.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
 import re
-from decimal import Decimal
 from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +24,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.console.auth import need, read_form, settings_of
 from service.console.page import csrf_field, page
@@ -38,7 +38,8 @@ from service.lib.db import transaction
 from service.lib.errors import ValidationError
 from service.lib.validation import convert
 from service.reports.words import plural
-from service.rules.backtest import Report, RuleTally, backtest, stored_events
+from service.rules.backtest import stored_events
+from service.rules.impact import impact
 from service.rules.loader import RuleError, RuleSetError
 from service.rules.ruleset import RuleSet
 from service.rules.simulate import (
@@ -202,70 +203,6 @@ def parse_period(first: str, last: str, zone: ZoneInfo) -> tuple[dt.datetime, dt
     if b < a:
         raise Refused(["“To” is before “from”."])
     return start, end
-
-
-# --- the impact of a draft -------------------------------------------------------------------------------------
-
-
-async def impact(
-    live: RuleSet, draft: RuleSet, connection: AsyncConnection, start: dt.datetime, end: dt.datetime
-) -> dict[str, Any]:
-    """What the draft would have changed over the stored events of ``[start, end)``: per rule, the awards,
-    customers and cost of the set in force against the draft's, and who would gain or lose a surprise.
-
-    This is the seam for a back-test of both sets in one pass: here ``backtest`` runs twice, once per set, over
-    the events ``connection`` reads (hold it in one snapshot so both passes see the same ones). A replacement
-    returns the same shape: ``rules`` (each with ``campaign``, ``rule_id``, ``status`` — added, removed, or
-    changed or same by what the rule does on these events, not by its text — and ``live`` and ``draft``
-    figures, ``None`` where the rule is not in that set), ``gained`` and ``lost`` (``count`` and a ``sample``
-    of ids), and ``totals``.
-    """
-    before = await backtest(live, stored_events(connection), start, end)
-    after = await backtest(draft, stored_events(connection), start, end)
-    was = {(t.campaign, t.rule_id): t for t in before.rules}
-    now = {(t.campaign, t.rule_id): t for t in after.rules}
-    rows = [
-        {
-            "campaign": key[0],
-            "rule_id": key[1],
-            "status": _status(was.get(key), now.get(key)),
-            "live": _figures([was[key]]) if key in was else None,
-            "draft": _figures([now[key]]) if key in now else None,
-        }
-        for key in sorted(dict.fromkeys([*was, *now]), key=lambda key: key[0])  # by campaign, live rules first
-    ]
-    reached_live, reached_draft = _reached(before), _reached(after)
-    return {
-        "rules": rows,
-        "gained": _sample(reached_draft - reached_live),
-        "lost": _sample(reached_live - reached_draft),
-        "totals": {"events": after.events_in_period, "live": _figures(before.rules), "draft": _figures(after.rules)},
-    }
-
-
-def _figures(tallies: list[RuleTally]) -> dict[str, Any]:
-    return {
-        "awards": sum(t.awards for t in tallies),
-        "customers": len(set().union(*(t.customers for t in tallies))),
-        "cost": float(sum((t.cost for t in tallies), Decimal(0))),
-    }
-
-
-def _reached(report: Report) -> set[str]:
-    return set().union(*(t.customers for t in report.rules))
-
-
-def _sample(customers: set[str]) -> dict[str, Any]:
-    return {"count": len(customers), "sample": sorted(customers)[:SAMPLE]}
-
-
-def _status(live: RuleTally | None, draft: RuleTally | None) -> str:
-    if live is None:
-        return "added"
-    if draft is None:
-        return "removed"
-    outcome = [(t.matches, t.awards, t.held_out, t.cost, t.customers) for t in (live, draft)]
-    return "same" if outcome[0] == outcome[1] else "changed"
 
 
 # --- the page ----------------------------------------------------------------------------------------------------
@@ -515,9 +452,9 @@ def _figures_cells(live: dict[str, Any] | None, draft: dict[str, Any] | None) ->
 
 def _who(title: str, name: str, group: dict[str, Any]) -> str:
     items = "".join(f'<li><code data-field="customer">{escape(c)}</code></li>' for c in group["sample"])
-    shown = f" (the first {len(group['sample'])})" if group["count"] > len(group["sample"]) else ""
+    shown = f" (the first {len(group['sample'])})" if group["customers"] > len(group["sample"]) else ""
     listed = f'<ul data-group="{name}">{items}</ul>' if items else ""
-    return f'<h3>{title}: <span data-field="{name}_count">{group["count"]:,}</span>{shown}</h3>{listed}'
+    return f'<h3>{title}: <span data-field="{name}_count">{group["customers"]:,}</span>{shown}</h3>{listed}'
 
 
 ROW_CLASS = {"added": ' class="add"', "removed": ' class="del"'}
@@ -532,11 +469,11 @@ def _impact(result: dict[str, Any], live: RuleSet, draft: RuleSet, first: str, l
         f"{_figures_cells(r['live'], r['draft'])}</tr>"
         for r in result["rules"]
     )
-    totals = result["totals"]
+    events = result["events_in_period"]
     return (
         "<h2>Back-test: the draft against the rules in force</h2>"
         f"<p>{escape(first)} to {escape(last)}, shop time: "
-        f'<span data-field="events">{totals["events"]:,}</span> stored {plural(totals["events"], "event")} '
+        f'<span data-field="events">{events:,}</span> stored {plural(events, "event")} '
         f"through version <code>{escape(live.version)}</code> (in force) and <code>{escape(draft.version)}</code> "
         "(the draft), each with fresh limits, budgets and stock. A rule is <em>changed</em> when it would do "
         "something else on these events, <em>same</em> when not, whatever its text.</p>"
@@ -546,7 +483,7 @@ def _impact(result: dict[str, Any], live: RuleSet, draft: RuleSet, first: str, l
         "<tr><th>in force</th><th>draft</th><th>in force</th><th>draft</th><th>in force</th><th>draft</th></tr>"
         f"</thead><tbody>{rows}</tbody>"
         '<tfoot><tr data-total="all"><th class="text" colspan="3">all rules (customers counted once)</th>'
-        f"{_figures_cells(totals['live'], totals['draft'])}</tr></tfoot></table></div>"
+        f"{_figures_cells(result['live'], result['draft'])}</tr></tfoot></table></div>"
         + _who("Customers who would gain a surprise", "gained", result["gained"])
         + _who("Customers who would lose their surprise", "lost", result["lost"])
     )
@@ -578,14 +515,20 @@ async def _simulate(request: Request[Any, Any, Any], draft: RuleSet, entered: En
     return _simulation(simulate(draft, event, profile, usage))
 
 
+BACKTESTS = asyncio.Lock()
+"""One back-test at a time in a serving process: it replays every stored event, beside the tills' requests."""
+
+
 async def _backtest(request: Request[Any, Any, Any], live: RuleSet, draft: RuleSet, entered: Entered) -> str:
     start, end = parse_period(entered.start, entered.end, draft.zone)
+    if BACKTESTS.locked():
+        raise Refused(["Another back-test is running on this server; try again when it has finished."], 503)
     engine: AsyncEngine = request.app.state.engine
-    async with engine.connect() as connection:
+    async with BACKTESTS, engine.connect() as connection:
         snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
         async with snapshot.begin():
-            result = await impact(live, draft, snapshot, start, end)
-    return _impact(result, live, draft, entered.start, entered.end)
+            result = await impact(live, draft, stored_events(snapshot), start, end)
+    return _impact(result.as_dict(), live, draft, entered.start, entered.end)
 
 
 class DraftPages(Controller):
