@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from tests.conftest import TEST_RULES, make_settings, purchase
-from tests.test_serve_e2e import DELIGHT, _free_port
+from tests.replicas import running
 
 Client = AsyncTestClient[Litestar]
 
@@ -147,57 +144,16 @@ async def test_the_file_watcher_outlives_a_file_it_refuses_and_takes_the_next_go
 # --- two real replicas --------------------------------------------------------------------------------------------
 
 
-def _start(rules: Path, database_url: str, redis_url: str, data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")}
-    env.update(
-        DELIGHT_DATABASE_URL=database_url,
-        DELIGHT_REDIS_URL=redis_url,
-        DELIGHT_RULES_DIR=str(rules),
-        DELIGHT_DATA_DIR=str(data),
-        DELIGHT_LOG_JSON="true",
-    )
-    port = _free_port()
-    log = (data.parent / f"{data.name}.log").open("wb")
-    proc = subprocess.Popen([DELIGHT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "replica exited"
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("replica did not become ready")
-
-
 @pytest.fixture
 def replicas(
     tmp_path: Path, database_url: str, redis_url: str, keys: dict[str, Any]
 ) -> Iterator[tuple[tuple[str, Path], tuple[str, Path], dict[str, str]]]:
-    started = []
-    try:
-        bases = []
-        for name in ("a", "b"):
-            rules = tmp_path / f"rules-{name}"
-            shutil.copytree(TEST_RULES, rules)
-            data = tmp_path / f"data-{name}"
-            data.mkdir()
-            proc, base = _start(rules, database_url, redis_url, data)
-            started.append(proc)
-            bases.append((base, rules))
-        for proc, (base, _) in zip(started, bases, strict=True):
-            _wait_ready(base, proc)
-        yield bases[0], bases[1], keys["rules:admin"]
-    finally:
-        for proc in started:
-            proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            proc.wait(timeout=30)
+    rules = []
+    for name in ("a", "b"):
+        rules.append(tmp_path / f"rules-{name}")
+        shutil.copytree(TEST_RULES, rules[-1])
+    with running(rules, tmp_path, database_url, redis_url) as (a, b):
+        yield (a.base, a.rules), (b.base, b.rules), keys["rules:admin"]
 
 
 def _version(base: str, headers: dict[str, str]) -> str:
