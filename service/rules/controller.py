@@ -109,6 +109,84 @@ def _limit(limit: Limit | None) -> LimitOut | None:
     return None if limit is None else LimitOut(limit.count, limit.seconds)
 
 
+async def rule_set_overview(db: AsyncSession, rule_set: RuleSet) -> RuleSetOut:
+    """The rule set in force with each campaign's budget spent and left, today's awards and each gift's stock."""
+    today = dt.datetime.now(rule_set.zone).date()
+    keys = [f"budget:{c.name}" for c in rule_set.campaigns]
+    keys += [f"daily:{c.name}:{today.isoformat()}" for c in rule_set.campaigns]
+    keys += [f"stock:{g}" for g in rule_set.gifts]
+    usage = await controls_repo.usage(db, keys)
+    today_counts = await rules_repo.awards_between(db, today, today, rule_set.zone)
+
+    def spent(key: str) -> tuple[int, float]:
+        n, cents = usage.get(key, (0, 0))
+        return n, cents / 100
+
+    def budget(c: Campaign) -> BudgetOut | None:
+        if c.budget is None:
+            return None
+        b = c.budget
+        n, cost = spent(f"budget:{c.name}")
+        n_today, cost_today = spent(f"daily:{c.name}:{today.isoformat()}")
+        return BudgetOut(
+            awards=b.awards,
+            cost=None if b.cost is None else float(b.cost),
+            daily_awards=b.daily_awards,
+            daily_cost=None if b.daily_cost is None else float(b.daily_cost),
+            awards_spent=n,
+            cost_spent=cost,
+            awards_left=None if b.awards is None else max(b.awards - n, 0),
+            cost_left=None if b.cost is None else max(round(float(b.cost) - cost, 2), 0.0),
+            awards_today=n_today,
+            cost_today=cost_today,
+        )
+
+    return RuleSetOut(
+        version=rule_set.version,
+        loaded_at=rule_set.loaded_at,
+        timezone=rule_set.settings.timezone,
+        campaigns=[
+            CampaignOut(
+                campaign=c.name,
+                description=c.description,
+                active_from=c.starts,
+                active_until=c.until,
+                holdout=c.holdout,
+                limit=_limit(c.limit),
+                budget=budget(c),
+                awards_today=today_counts.get(c.name, 0),
+                source=c.source,
+                rules=[
+                    RuleOut(
+                        r.id,
+                        r.when,
+                        r.kind,
+                        r.chance,
+                        r.priority,
+                        float(r.cost),
+                        _limit(r.limit),
+                        r.source,
+                        r.line,
+                        [VariantOut(v.variant or "", v.kind, v.weight, float(v.cost)) for v in r.variants] or None,
+                    )
+                    for r in c.rules
+                ],
+            )
+            for c in rule_set.campaigns
+        ],
+        gifts=[
+            GiftOut(
+                id=g.id,
+                name=g.name,
+                unit_cost=float(g.unit_cost),
+                stock=g.stock,
+                stock_left=None if g.stock is None else max(g.stock - spent(f"stock:{g.id}")[0], 0),
+            )
+            for g in rule_set.gifts.values()
+        ],
+    )
+
+
 class ReloadOut(Struct):
     version: str
     previous_version: str
@@ -133,80 +211,7 @@ class RulesController(Controller):
     async def get_rules(
         self, rule_set: NamedDependency[RuleSet], db_session: NamedDependency[AsyncSession]
     ) -> RuleSetOut:
-        today = dt.datetime.now(rule_set.zone).date()
-        keys = [f"budget:{c.name}" for c in rule_set.campaigns]
-        keys += [f"daily:{c.name}:{today.isoformat()}" for c in rule_set.campaigns]
-        keys += [f"stock:{g}" for g in rule_set.gifts]
-        usage = await controls_repo.usage(db_session, keys)
-        today_counts = await rules_repo.awards_on(db_session, today, rule_set.zone)
-
-        def spent(key: str) -> tuple[int, float]:
-            n, cents = usage.get(key, (0, 0))
-            return n, cents / 100
-
-        def budget(c: Campaign) -> BudgetOut | None:
-            if c.budget is None:
-                return None
-            b = c.budget
-            n, cost = spent(f"budget:{c.name}")
-            n_today, cost_today = spent(f"daily:{c.name}:{today.isoformat()}")
-            return BudgetOut(
-                awards=b.awards,
-                cost=None if b.cost is None else float(b.cost),
-                daily_awards=b.daily_awards,
-                daily_cost=None if b.daily_cost is None else float(b.daily_cost),
-                awards_spent=n,
-                cost_spent=cost,
-                awards_left=None if b.awards is None else max(b.awards - n, 0),
-                cost_left=None if b.cost is None else max(round(float(b.cost) - cost, 2), 0.0),
-                awards_today=n_today,
-                cost_today=cost_today,
-            )
-
-        return RuleSetOut(
-            version=rule_set.version,
-            loaded_at=rule_set.loaded_at,
-            timezone=rule_set.settings.timezone,
-            campaigns=[
-                CampaignOut(
-                    campaign=c.name,
-                    description=c.description,
-                    active_from=c.starts,
-                    active_until=c.until,
-                    holdout=c.holdout,
-                    limit=_limit(c.limit),
-                    budget=budget(c),
-                    awards_today=today_counts.get(c.name, 0),
-                    source=c.source,
-                    rules=[
-                        RuleOut(
-                            r.id,
-                            r.when,
-                            r.kind,
-                            r.chance,
-                            r.priority,
-                            float(r.cost),
-                            _limit(r.limit),
-                            r.source,
-                            r.line,
-                            [VariantOut(v.variant or "", v.kind, v.weight, float(v.cost)) for v in r.variants] or None,
-                        )
-                        for r in c.rules
-                    ],
-                )
-                for c in rule_set.campaigns
-            ],
-            gifts=[
-                GiftOut(
-                    id=g.id,
-                    name=g.name,
-                    unit_cost=float(g.unit_cost),
-                    stock=g.stock,
-                    stock_left=None if g.stock is None else max(g.stock - spent(f"stock:{g.id}")[0], 0),
-                )
-                for g in rule_set.gifts.values()
-            ],
-        )
+        return await rule_set_overview(db_session, rule_set)
 
     @post(
         "/reload",

@@ -23,7 +23,7 @@ ACTIVATE = text(
 ACTIVE = text("SELECT version, files FROM rule_sets WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1")
 ACTIVE_VERSION = text("SELECT version FROM rule_sets WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1")
 
-AWARDS_ON = text(
+AWARDS_BETWEEN = text(
     """
     SELECT campaign, count(*) AS n FROM awards
     WHERE issued_at >= :start AND issued_at < :end
@@ -60,9 +60,10 @@ async def active_version(session: AsyncSession) -> str | None:
     return result
 
 
-async def awards_on(session: AsyncSession, day: dt.date, zone: dt.tzinfo) -> dict[str, int]:
-    """Awards per campaign whose event happened on ``day`` in the shop's time zone."""
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=zone)
-    end = start + dt.timedelta(days=1)
-    rows = (await session.execute(AWARDS_ON, {"start": start, "end": end})).all()
+async def awards_between(session: AsyncSession, first: dt.date, last: dt.date, zone: dt.tzinfo) -> dict[str, int]:
+    """Awards per campaign whose event happened from day ``first`` to day ``last`` (both included) in the shop's
+    time zone."""
+    start = dt.datetime(first.year, first.month, first.day, tzinfo=zone)
+    end = dt.datetime(last.year, last.month, last.day, tzinfo=zone) + dt.timedelta(days=1)
+    rows = (await session.execute(AWARDS_BETWEEN, {"start": start, "end": end})).all()
     return {row.campaign: int(row.n) for row in rows}
