@@ -21,7 +21,7 @@ class AuditEntry(Struct):
     entry_id: int
     at: dt.datetime
     actor: str  # "key <key id>", "cli", "startup" or "file watcher"
-    action: str  # rules.activated, key.created, key.revoked, points.adjusted, customer.erased
+    action: str  # rules.activated, rules.refused, key.created, key.revoked, points.adjusted, customer.erased, console.*
     subject: str | None
     details: dict[str, Any]
 

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.audit import repository as audit
 from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.lib.tasks import stop_if_cancelled
@@ -86,7 +87,7 @@ class RuleRegistry:
                 check_programme_holdout(self.current, programme_share(in_force[1]), self._settings_path)
         except RuleSetError as exc:  # the set in force stays, as for a refused reload
             assert in_force is not None
-            log.error("rules_refused", errors=[str(e) for e in exc.errors], version_in_force=in_force[0])
+            await self._refused(exc, "startup", in_force[0])
             self.current = await asyncio.to_thread(load_rule_set_texts, in_force[1], self.rules_dir)
         else:
             await self._activate(self.current, "startup")
@@ -113,9 +114,13 @@ class RuleRegistry:
         """Load the rules directory again and put it in force; ``(previous, new)``. Raises ``RuleSetError``."""
         async with self._lock:
             before = snapshot(self.rules_dir)
-            new = await asyncio.to_thread(load_rule_set, self.rules_dir)
             previous = self.current
-            check_programme_holdout(new, previous.settings.programme_holdout, self._settings_path)
+            try:
+                new = await asyncio.to_thread(load_rule_set, self.rules_dir)
+                check_programme_holdout(new, previous.settings.programme_holdout, self._settings_path)
+            except RuleSetError as exc:
+                await self._refused(exc, actor, previous.version)
+                raise
             await self._activate(new, actor)
             self.current = new
             self._snapshot = before
@@ -149,6 +154,20 @@ class RuleRegistry:
         if self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.publish(CHANNEL, rule_set.version)
+
+    async def _refused(self, exc: RuleSetError, actor: str, version_in_force: str) -> None:
+        """Log a refused rule set and record it in the audit log, in a transaction of its own (a refusal changes
+        nothing else), so the console can show its errors. The refusal stands even if its record cannot be written."""
+        errors = [str(e) for e in exc.errors]
+        log.error("rules_refused", errors=errors, version_in_force=version_in_force, actor=actor)
+        try:
+            async with transaction(self._sessions) as session:
+                await audit.record(
+                    session, actor, "rules.refused", None, {"errors": errors, "version_in_force": version_in_force}
+                )
+        except DATABASE_ERRORS as failure:
+            stop_if_cancelled()
+            log.warning("rules_refusal_not_recorded", error=type(failure).__name__)
 
     async def _listen(self, redis: Redis) -> None:
         while True:
@@ -186,8 +205,8 @@ class RuleRegistry:
             self._snapshot = current
             try:
                 await self.reload("file watcher")
-            except RuleSetError as exc:
-                log.error("rules_reload_refused", errors=[str(e) for e in exc.errors])
+            except RuleSetError:
+                pass  # logged and audited by the reload; the set in force stays until the next edit
             except DATABASE_ERRORS as exc:
                 stop_if_cancelled()
                 log.warning("rules_reload_failed", error=type(exc).__name__)
