@@ -12,6 +12,7 @@ from litestar.di import Provide
 
 from service.console.audit import AuditPages
 from service.console.auth import EXCEPTION_HANDLERS, provide_signed_in
+from service.console.campaigns import CampaignPages, RuleSetPages
 from service.console.controller import SignInController
 from service.console.drafts import DraftPages
 
@@ -19,7 +20,7 @@ from service.console.drafts import DraftPages
 def console_router() -> Router:
     return Router(
         path="/console",
-        route_handlers=[SignInController, AuditPages, DraftPages],
+        route_handlers=[SignInController, CampaignPages, RuleSetPages, DraftPages, AuditPages],
         dependencies={"user": Provide(provide_signed_in)},
         exception_handlers=EXCEPTION_HANDLERS,
         include_in_schema=False,

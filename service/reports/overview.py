@@ -58,13 +58,7 @@ class Overview(Struct):
 
 def _status(rule_set: RuleSet, name: str, today: dt.date) -> Status:
     campaign = rule_set.by_name.get(name)
-    if campaign is None:
-        return "not in the rule set"
-    if campaign.starts is not None and today < campaign.starts:
-        return "scheduled"
-    if campaign.until is not None and today > campaign.until:
-        return "ended"
-    return "running"
+    return "not in the rule set" if campaign is None else campaign.status_on(today)
 
 
 async def overview(db: AsyncSession | AsyncConnection, rule_set: RuleSet, *, window_days: int = 30) -> Overview:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import repository as audit
@@ -28,6 +29,36 @@ AWARDS_BETWEEN = text(
     SELECT campaign, count(*) AS n FROM awards
     WHERE issued_at >= :start AND issued_at < :end
     GROUP BY campaign
+    """
+)
+
+HISTORY = text(
+    """
+    SELECT version, first_loaded_at, activated_at, activated_by FROM rule_sets
+    ORDER BY activated_at DESC NULLS LAST, first_loaded_at DESC
+    LIMIT :limit
+    """
+)
+
+STORED = text(
+    "SELECT version, files, first_loaded_at, activated_at, activated_by FROM rule_sets WHERE version = :version"
+)
+
+LAST_ACTIVATED = text("SELECT max(activated_at) FROM rule_sets")
+
+CAMPAIGN_DAYS = text(
+    """
+    SELECT CAST(issued_at AT TIME ZONE CAST(:zone AS text) AS date) AS day, count(*) AS awards, sum(cost) AS cost
+    FROM awards WHERE campaign = :campaign
+    GROUP BY 1 ORDER BY 1
+    """
+)
+
+GIFT_DAYS = text(
+    """
+    SELECT CAST(issued_at AT TIME ZONE CAST(:zone AS text) AS date) AS day, gift_id, count(*) AS awards
+    FROM awards WHERE gift_id = ANY(:gifts)
+    GROUP BY 1, 2 ORDER BY 1
     """
 )
 
@@ -67,3 +98,31 @@ async def awards_between(session: AsyncSession, first: dt.date, last: dt.date, z
     end = dt.datetime(last.year, last.month, last.day, tzinfo=zone) + dt.timedelta(days=1)
     rows = (await session.execute(AWARDS_BETWEEN, {"start": start, "end": end})).all()
     return {row.campaign: int(row.n) for row in rows}
+
+
+async def history(session: AsyncSession, limit: int) -> list[Row[Any]]:
+    """The stored versions, the one in force first, then by when each was last put in force."""
+    return list((await session.execute(HISTORY, {"limit": limit})).all())
+
+
+async def stored(session: AsyncSession, version: str) -> Row[Any] | None:
+    """A stored version with its files (by name) and when it was last put in force; ``None`` for one never stored."""
+    return (await session.execute(STORED, {"version": version})).one_or_none()
+
+
+async def last_activated_at(session: AsyncSession) -> dt.datetime | None:
+    """When a rule set was last put in force: by a reload that went through, or a process that started."""
+    at: dt.datetime | None = (await session.execute(LAST_ACTIVATED)).scalar_one_or_none()
+    return at
+
+
+async def campaign_days(session: AsyncSession, campaign: str, timezone: str) -> list[Row[Any]]:
+    """``(day, awards, cost)`` for each day (in ``timezone``) on which the campaign gave anything."""
+    return list((await session.execute(CAMPAIGN_DAYS, {"campaign": campaign, "zone": timezone})).all())
+
+
+async def gift_days(session: AsyncSession, gift_ids: list[str], timezone: str) -> list[Row[Any]]:
+    """``(day, gift_id, awards)``: how many of each gift were given each day, by any campaign."""
+    if not gift_ids:
+        return []
+    return list((await session.execute(GIFT_DAYS, {"gifts": gift_ids, "zone": timezone})).all())

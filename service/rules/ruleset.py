@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from service.rules.index import Requirements, admits
@@ -150,6 +150,14 @@ class Campaign:
         """Whether the campaign runs on the day of ``at``, a time already in the shop's time zone."""
         day = at.date()
         return (self.starts is None or day >= self.starts) and (self.until is None or day <= self.until)
+
+    def status_on(self, day: dt.date) -> Literal["running", "scheduled", "ended"]:
+        """Where ``day`` (in the shop's time zone) falls in the campaign's schedule."""
+        if self.starts is not None and day < self.starts:
+            return "scheduled"
+        if self.until is not None and day > self.until:
+            return "ended"
+        return "running"
 
 
 @dataclass(frozen=True, slots=True)
