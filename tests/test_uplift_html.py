@@ -8,23 +8,14 @@ person sees next to every ``data-field`` against the JSON report, the bars'
 drawn widths against the repeat rates and the curves' points against
 ``repeat_curve``.
 
-Playwright drives the system Chromium (its own browser downloads are not used);
-without one the tests are skipped, or fail when ``DELIGHT_TEST_REQUIRE_BROWSER``
-is set, as CI does once it has installed Chromium.
+Chromium and ``delight serve`` are started as ``tests.browsing`` says.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,20 +35,16 @@ from playwright.async_api import (
     Request,
     Response,
     Route,
-    async_playwright,
 )
 
 from service.reports.uplift import CAMPAIGN_ROW
 from service.reports.uplift_html import render_html
+from tests.browsing import chromium, delight_serve
 from tests.conftest import PACK_CATALOG, AppFactory, interaction, purchase
 from tests.test_report_pages import group as closed_windows
 from tests.test_report_pages import judged, uplift_report
 
 Client = AsyncTestClient[Litestar]
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DELIGHT = str(Path(sys.executable).parent / "delight")
-START_TIMEOUT = 90
 
 CAMPAIGN = "uplift-demo"
 TINY = "tiny-trial"
@@ -96,28 +83,13 @@ def _iso(moment: dt.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- a real server and a real browser --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        reason = "no chromium or chromium-browser on PATH (CI installs Debian's chromium); Playwright needs one"
-        if os.environ.get("DELIGHT_TEST_REQUIRE_BROWSER"):  # CI sets it where it installed Chromium
-            pytest.fail(reason)
-        pytest.skip(reason)
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -130,43 +102,8 @@ def served(
     (rules / "settings.yaml").write_text(SETTINGS)
     (rules / "c0.yaml").write_text(MAIN_YAML)
     (rules / "c1.yaml").write_text(TINY_YAML)
-    data_dir = tmp_path_factory.mktemp("uplift-data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")}
-    env.update(
-        DELIGHT_DATABASE_URL=database_url,
-        DELIGHT_REDIS_URL=redis_url,
-        DELIGHT_RULES_DIR=str(rules),
-        DELIGHT_DATA_DIR=str(data_dir),
-        DELIGHT_RULES_SYNC="false",
-        DELIGHT_JOBS_EVERY="0",
-        DELIGHT_LOG_JSON="true",
-        DELIGHT_LOG_LEVEL="WARNING",
-    )
-    port = _free_port()
-    log_path = data_dir / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([DELIGHT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "delight serve did not become ready"
-                time.sleep(0.2)
-            yield base
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    with delight_serve(database_url, redis_url, rules, tmp_path_factory.mktemp("uplift-data")) as base:
+        yield base
 
 
 @dataclass
