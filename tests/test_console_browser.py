@@ -47,7 +47,14 @@ from tests.browsing import chromium as system_chromium
 from tests.browsing import delight_serve
 from tests.conftest import TEST_RULES
 
-WALKED_PAGES = ("/console", "/console/audit", "/console/drafts")
+WALKED_PAGES = (
+    "/console",
+    "/console/campaigns",
+    "/console/campaigns/loyal",
+    "/console/rules",
+    "/console/drafts",
+    "/console/audit",
+)
 """Every signed-in page there is, each walked by keyboard at a phone's width."""
 SIGNED_OUT_PAGES = {"/console/login": ("input #key", "button Sign in")}
 """The pages before sign-in, with the controls each must have."""
