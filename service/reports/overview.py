@@ -8,6 +8,7 @@ campaigns of the rule set in force with no customer yet are listed too.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from html import escape
 from typing import Any, Literal
 from urllib.parse import quote
@@ -25,10 +26,14 @@ from service.reports.uplift import (
     _read_groups,
     begin_report,
 )
+from service.reports.uplift_html import ReportHtml, _money, _num, _pct, _pp, document, freshness
+from service.reports.words import plural
 from service.rules.ruleset import RuleSet
 
 # Every campaign's row; the programme's (campaign ``*``) has a report of its own.
 QUERY = _query("f.campaign", where="f.rule_id = '*' AND f.campaign <> '*'", cap_by="s.key")
+
+PROGRAMME_PAGE = "/v1/reports/programme?format=html"
 
 Status = Literal["running", "scheduled", "ended", "not in the rule set"]
 
@@ -177,38 +182,40 @@ def render_table(report: Overview) -> str:
     return "\n".join(lines)
 
 
-def render_html(report: Overview) -> str:
-    from service.reports.uplift_html import STYLE, _money, _num, _pct, _pp
-    from service.reports.words import plural
-
+def overview_page(
+    report: Overview, link: Callable[[CampaignGlance], str] = lambda c: c.report, programme: str = PROGRAMME_PAGE
+) -> ReportHtml:
+    """The page, each campaign linking to ``link(campaign)``, and the programme report at ``programme``."""
     rows = []
     for c in report.campaigns:
         r, u = c.result, c.result.uplift
         interval = f"{_pp(u.ci95[0])} to {_pp(u.ci95[1])}" if u else escape(r.status.replace("_", " "))
         rows.append(
-            f'<tr data-campaign="{escape(c.campaign)}"><td><a href="{escape(c.report)}">{escape(c.campaign)}</a></td>'
+            f'<tr data-campaign="{escape(c.campaign)}"><td><a href="{escape(link(c))}">{escape(c.campaign)}</a></td>'
             f"<td>{escape(c.status)}</td><td>{_pct(c.holdout, 0) if c.holdout is not None else '—'}</td>"
             f"<td>{_num('customers', f'{c.customers:,}', c.customers)}</td>"
             f"<td>{_num('uplift.absolute', _pp(u.absolute), u.absolute) if u else '—'}</td><td>{interval}</td>"
             f"<td>{_num('award_cost', _money(r.award_cost, report.currency), r.award_cost)}</td>"
             f"<td>{_num('return_on_cost', _pct(r.return_on_cost, 0), r.return_on_cost)}</td></tr>"
         )
-    as_of = report.as_of.isoformat() if report.as_of else "no events yet"
-    complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Campaigns at a glance</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
-<style>{STYLE}</style></head>
-<body data-window-days="{report.window_days}">
-<h1>Campaigns at a glance</h1>
+    latest, complete = freshness(report.as_of, report.complete_until)
+    body = f"""\
 <p class="sub">Each campaign as a whole, treated against its holdout: repeat purchase within {report.window_days}
 {plural(report.window_days, "day")} of each customer's first exposure, award cost (in
 <span data-field="currency">{escape(report.currency)}</span>) and return on it; latest event
-<span data-field="as_of">{escape(as_of)}</span>, counting every event committed up to
-<span data-field="complete_until">{escape(complete)}</span>. Each name opens the campaign's report;
-the <a href="/v1/reports/programme?format=html">programme report</a> asks whether all of them together pay.</p>
+{latest}, counting every event committed up to
+{complete}. Each name opens the campaign's report;
+the <a href="{escape(programme)}">programme report</a> asks whether all of them together pay.</p>
 <table><tr><th>campaign</th><th>status</th><th>holdout</th><th>customers</th><th>uplift in repeat rate</th>
 <th>95% interval</th><th>award cost</th><th>return on cost</th></tr>
-{"".join(rows)}</table>
-</body></html>
-"""
+{"".join(rows)}</table>"""
+    return ReportHtml(
+        title="Campaigns at a glance",
+        heading="Campaigns at a glance",
+        attributes=f'data-window-days="{report.window_days}"',
+        body=body,
+    )
+
+
+def render_html(report: Overview) -> str:
+    return document(overview_page(report))

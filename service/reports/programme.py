@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from html import escape
 
 from msgspec import Struct, field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -32,6 +33,8 @@ from service.reports.uplift import (
     csv_rows,
     read_report,
 )
+from service.reports.uplift_html import ReportHtml, _section, document, freshness
+from service.reports.words import plural
 
 WINDOWS = (30, 90, 180)
 PROGRAMME = "programme"  # the name the CSV, the page and the CLI give the programme's rows
@@ -141,13 +144,8 @@ def render_table(report: ProgrammeReport) -> str:
     return "\n".join(parts)
 
 
-def render_html(report: ProgrammeReport) -> str:
-    """One page: the programme over each window, as the uplift page shows a campaign."""
-    from html import escape
-
-    from service.reports.uplift_html import STYLE, _section
-    from service.reports.words import plural
-
+def programme_page(report: ProgrammeReport) -> ReportHtml:
+    """The programme over each window, as the uplift page shows a campaign."""
     sections = "".join(
         _section(
             w.result,
@@ -157,24 +155,26 @@ def render_html(report: ProgrammeReport) -> str:
         )
         for w in report.windows
     )
-    as_of = report.as_of.isoformat() if report.as_of else "no events yet"
-    complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
+    latest, complete = freshness(report.as_of, report.complete_until)
     period = (
         f"first exposed from {report.since.date() if report.since else 'the start'} "
         f"to {report.until.date() if report.until else 'now'}"
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Programme — does it pay?</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
-<style>{STYLE}</style></head>
-<body data-campaign="{PROGRAMME}">
-<h1>Does the surprise programme pay for itself?</h1>
+    body = f"""\
 <p class="sub">Everyone the programme surprises against the {report.holdout:.1%} of customers it holds out of every
 campaign, from each customer's first exposure to any campaign; {escape(period)}; latest event
-<span data-field="as_of">{escape(as_of)}</span>, counting every event committed up to
-<span data-field="complete_until">{escape(complete)}</span>. Award cost is every campaign's, within the window.
+{latest}, counting every event committed up to
+{complete}. Award cost is every campaign's, within the window.
 Money is in <span data-field="currency">{escape(report.currency)}</span>. Intervals are 95%; a customer counts once
 their window has closed.</p>
-{sections}
-</body></html>
-"""
+{sections}"""
+    return ReportHtml(
+        title="Programme — does it pay?",
+        heading="Does the surprise programme pay for itself?",
+        attributes=f'data-campaign="{PROGRAMME}"',
+        body=body,
+    )
+
+
+def render_html(report: ProgrammeReport) -> str:
+    return document(programme_page(report))

@@ -2,10 +2,15 @@
 
 Every number on the page carries ``data-field`` (and the rule's section
 ``data-rule``) so that what people read can be checked against the JSON.
+Each report page (this one, the overview's and the programme's) is built in
+parts (``ReportHtml``): the API serves them as one document, the console
+shows the same body inside its own pages.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from html import escape
 
 from service.reports.stats import Z_975
@@ -34,6 +39,42 @@ td:first-child,th:first-child{text-align:left}
 .status{font-size:.8rem;padding:.1rem .45rem;border-radius:4px;background:#eef0f3;margin-left:.5rem}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ReportHtml:
+    """A report's page in parts: the API serves it whole (``document``); the console puts it inside its own."""
+
+    title: str
+    heading: str
+    """The ``h1``'s HTML."""
+    attributes: str
+    """The ``data-`` attributes of the element holding the body."""
+    body: str
+    """Everything under the heading: the freshness and the sections, tables and charts, each number a ``data-field``."""
+
+
+def document(page: ReportHtml) -> str:
+    """The page as one self-contained document, with its own style."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(page.title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<style>{STYLE}</style></head>
+<body {page.attributes}>
+<h1>{page.heading}</h1>
+{page.body}
+</body></html>
+"""
+
+
+def freshness(as_of: dt.datetime | None, complete_until: dt.datetime | None) -> tuple[str, str]:
+    """The latest event time and the instant up to which the projection counted events, as every page shows them."""
+    latest = as_of.isoformat() if as_of else "no events yet"
+    complete = complete_until.isoformat(timespec="seconds") if complete_until else "not built yet"
+    return (
+        f'<span data-field="as_of">{escape(latest)}</span>',
+        f'<span data-field="complete_until">{escape(complete)}</span>',
+    )
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -301,7 +342,7 @@ def _same_customers(total: RuleUplift, rule: RuleUplift) -> bool:
     return (total.treated, total.control, total.award_cost) == (rule.treated, rule.control, rule.award_cost)
 
 
-def render_html(report: UpliftReport) -> str:
+def uplift_page(report: UpliftReport) -> ReportHtml:
     period = (
         f"first exposed from {report.since.date() if report.since else 'the start'} "
         f"to {report.until.date() if report.until else 'now'}"
@@ -317,21 +358,23 @@ def render_html(report: UpliftReport) -> str:
         sections = [_section(rule, days, currency, f"Rule {escape(rule.rule_id)}, the whole campaign", lead)]
     elif total is not None:
         sections.insert(0, _section(total, days, currency))
-    as_of = report.as_of.isoformat() if report.as_of else "no events yet"
-    complete = report.complete_until.isoformat(timespec="seconds") if report.complete_until else "not built yet"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Uplift — {escape(report.campaign)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
-<style>{STYLE}</style></head>
-<body data-campaign="{escape(report.campaign)}" data-window-days="{report.window_days}">
-<h1>Did the surprises of {escape(report.campaign)} pay?</h1>
+    latest, complete = freshness(report.as_of, report.complete_until)
+    body = f"""\
 <p class="sub">Repeat purchase within {days} {plural(days, "day")} of each customer's first exposure, treated
-against the randomised holdout; {period}; latest event <span data-field="as_of">{escape(as_of)}</span>, counting
-every event committed up to <span data-field="complete_until">{escape(complete)}</span>. Intervals are 95%; a
+against the randomised holdout; {period}; latest event {latest}, counting
+every event committed up to {complete}. Intervals are 95%; a
 customer counts once their window has closed. Money is in <span data-field="currency">{escape(currency)}</span>.
 Revenue is {"net of refunds made in the window" if report.returns_netted else "what was paid, refunds not taken off"};
 capped figures cap each customer's at the rule's {report.cap_percentile:g}th percentile. Rules share customers, so
 add up the campaign's own figures, not the rules'.</p>
-{"".join(sections)}
-</body></html>
-"""
+{"".join(sections)}"""
+    return ReportHtml(
+        title=f"Uplift — {report.campaign}",
+        heading=f"Did the surprises of {escape(report.campaign)} pay?",
+        attributes=f'data-campaign="{escape(report.campaign)}" data-window-days="{report.window_days}"',
+        body=body,
+    )
+
+
+def render_html(report: UpliftReport) -> str:
+    return document(uplift_page(report))
