@@ -142,8 +142,14 @@ def handle_validation_exception(request: Request[Any, Any, Any], exc: Validation
         if not errors:
             errors = [_field_error(e) for e in extra]
         return problem(request, ValidationError(f"{len(errors)} field(s) do not match the schema", errors=errors))
+    return problem(request, refused_parameters(exc))
+
+
+def refused_parameters(exc: ValidationException) -> MalformedRequestError:
+    """What the service answers when Litestar refuses a query or path parameter: each one named, with why."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
     errors = [_field_error(e) for e in extra if isinstance(e, dict)]
-    return problem(request, MalformedRequestError(exc.detail or "the request is not valid", errors=errors))
+    return MalformedRequestError(exc.detail or "the request is not valid", errors=errors)
 
 
 def _field_error(item: Any) -> FieldError:

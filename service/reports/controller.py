@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 from litestar import Controller, Request, Response, get
@@ -14,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
@@ -82,6 +83,56 @@ SpendTiers = Annotated[
 NetReturns = Annotated[
     bool, Parameter(description="Take refunds made in each customer's window off their revenue in it.")
 ]
+CAMPAIGN = Parameter(min_length=1, max_length=100, description="The campaign.")
+Campaign = Annotated[str, CAMPAIGN]
+WindowDays = Annotated[int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")]
+TargetUplift = Annotated[
+    float,
+    Parameter(
+        ge=0.001,
+        le=1,
+        description="An uplift in repeat rate (absolute: 0.02 is 2 points) for `plan.days_for_target`: "
+        "the days of enrolment that detect it with 80% power.",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UpliftQuery:
+    """The uplift report's parameters, as parsed from a query (the API's or the console's)."""
+
+    campaign: str
+    window_days: int = 30
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    target_uplift: float = 0.02
+    cap_percentile: float = 99.0
+    net_returns: bool = False
+    by: Dimension | None = None
+    spend_tiers: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return f"uplift-{self.campaign}-{self.window_days}d"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgrammeQuery:
+    """The programme report's parameters."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    cap_percentile: float = 99.0
+    net_returns: bool = False
+    by: Dimension | None = None
+    spend_tiers: str | None = None
+
+
+PROGRAMME_FILE = "programme"
+
+
+def overview_filename(window_days: int) -> str:
+    return f"campaigns-{window_days}d"
 
 
 def _tiers(spend_tiers: str | None) -> tuple[float, ...]:
@@ -106,6 +157,68 @@ def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
         raise ValidationError("times need a time zone, like 2026-03-01T00:00:00Z", errors=errors)
     if since is not None and until is not None and until <= since:
         raise ValidationError("'to' must be after 'from'", errors=[FieldError("to", "must be after 'from'")])
+
+
+async def read_uplift(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, query: UpliftQuery
+) -> UpliftReport:
+    """The uplift report ``query`` asks for, once the projection holds every event committed before it.
+
+    ``ValidationError`` for a period or tiers the report cannot take, ``NotFoundError`` for a campaign nobody knows.
+    """
+    _period(query.since, query.until)
+    tiers = _tiers(query.spend_tiers)
+    active = rule_set.by_name.get(query.campaign)
+    await catch_up_to_now(engine)
+    async with sessionmaker() as session, session.begin():
+        report = await uplift_report(
+            session,
+            campaign=query.campaign,
+            window_days=query.window_days,
+            holdout=active.holdout if active else None,
+            currency=rule_set.settings.currency,
+            rule_ids=[r.id for r in active.rules] if active else (),
+            since=query.since,
+            until=query.until,
+            target_uplift=query.target_uplift,
+            cap_percentile=query.cap_percentile,
+            net_returns=query.net_returns,
+            by=query.by,
+            spend_tiers=tiers,
+        )
+    if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
+        raise NotFoundError(f"no campaign {query.campaign!r} in the active rule set and no exposures recorded for it")
+    return report
+
+
+async def read_programme(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, query: ProgrammeQuery
+) -> ProgrammeReport:
+    """The programme report ``query`` asks for, as fresh as ``read_uplift``'s."""
+    _period(query.since, query.until)
+    tiers = _tiers(query.spend_tiers)
+    await catch_up_to_now(engine)
+    async with sessionmaker() as session, session.begin():
+        return await programme_report(
+            session,
+            holdout=rule_set.settings.programme_holdout,
+            currency=rule_set.settings.currency,
+            since=query.since,
+            until=query.until,
+            cap_percentile=query.cap_percentile,
+            net_returns=query.net_returns,
+            by=query.by,
+            spend_tiers=tiers,
+        )
+
+
+async def read_overview(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, window_days: int
+) -> Overview:
+    """Every campaign over ``window_days``, as fresh as ``read_uplift``'s."""
+    await catch_up_to_now(engine)
+    async with sessionmaker() as session, session.begin():
+        return await overview(session, rule_set, window_days=window_days)
 
 
 def _wanted(request: Request[Any, Any, Any], format: Format | None) -> Format:
@@ -174,50 +287,30 @@ class UpliftController(Controller):
         request: Request[Any, Any, Any],
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
-        campaign: Annotated[str, Parameter(min_length=1, max_length=100, description="The campaign.")],
-        window_days: Annotated[
-            int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")
-        ] = 30,
+        campaign: Campaign,
+        window_days: WindowDays = 30,
         since: Since = None,
         until: Until = None,
-        target_uplift: Annotated[
-            float,
-            Parameter(
-                ge=0.001,
-                le=1,
-                description="An uplift in repeat rate (absolute: 0.02 is 2 points) for `plan.days_for_target`: "
-                "the days of enrolment that detect it with 80% power.",
-            ),
-        ] = 0.02,
+        target_uplift: TargetUplift = 0.02,
         cap_percentile: CapPercentile = 99.0,
         net_returns: NetReturns = False,
         by: By = None,
         spend_tiers: SpendTiers = None,
         format: FormatParam = None,
     ) -> Response[UpliftReport]:
-        _period(since, until)
-        tiers = _tiers(spend_tiers)
-        active = rule_set.by_name.get(campaign)
-        await catch_up_to_now(request.app.state.engine)
-        async with sessionmaker() as session, session.begin():
-            report = await uplift_report(
-                session,
-                campaign=campaign,
-                window_days=window_days,
-                holdout=active.holdout if active else None,
-                currency=rule_set.settings.currency,
-                rule_ids=[r.id for r in active.rules] if active else (),
-                since=since,
-                until=until,
-                target_uplift=target_uplift,
-                cap_percentile=cap_percentile,
-                net_returns=net_returns,
-                by=by,
-                spend_tiers=tiers,
-            )
-        if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
-            raise NotFoundError(f"no campaign {campaign!r} in the active rule set and no exposures recorded for it")
-        return _answer(request, format, report, to_csv, render_html, f"uplift-{campaign}-{window_days}d")
+        query = UpliftQuery(
+            campaign=campaign,
+            window_days=window_days,
+            since=since,
+            until=until,
+            target_uplift=target_uplift,
+            cap_percentile=cap_percentile,
+            net_returns=net_returns,
+            by=by,
+            spend_tiers=spend_tiers,
+        )
+        report = await read_uplift(request.app.state.engine, sessionmaker, rule_set, query)
+        return _answer(request, format, report, to_csv, render_html, query.filename)
 
     @get(
         "/programme",
@@ -244,22 +337,16 @@ class UpliftController(Controller):
         spend_tiers: SpendTiers = None,
         format: FormatParam = None,
     ) -> Response[ProgrammeReport]:
-        _period(since, until)
-        tiers = _tiers(spend_tiers)
-        await catch_up_to_now(request.app.state.engine)
-        async with sessionmaker() as session, session.begin():
-            report = await programme_report(
-                session,
-                holdout=rule_set.settings.programme_holdout,
-                currency=rule_set.settings.currency,
-                since=since,
-                until=until,
-                cap_percentile=cap_percentile,
-                net_returns=net_returns,
-                by=by,
-                spend_tiers=tiers,
-            )
-        return _answer(request, format, report, programme_csv, programme_html, "programme")
+        query = ProgrammeQuery(
+            since=since,
+            until=until,
+            cap_percentile=cap_percentile,
+            net_returns=net_returns,
+            by=by,
+            spend_tiers=spend_tiers,
+        )
+        report = await read_programme(request.app.state.engine, sessionmaker, rule_set, query)
+        return _answer(request, format, report, programme_csv, programme_html, PROGRAMME_FILE)
 
     @get(
         "/campaigns",
@@ -277,15 +364,11 @@ class UpliftController(Controller):
         request: Request[Any, Any, Any],
         sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
         rule_set: NamedDependency[RuleSet],
-        window_days: Annotated[
-            int, Parameter(ge=1, le=MAX_WINDOW_DAYS, description="Days after first exposure that count.")
-        ] = 30,
+        window_days: WindowDays = 30,
         format: FormatParam = None,
     ) -> Response[Overview]:
-        await catch_up_to_now(request.app.state.engine)
-        async with sessionmaker() as session, session.begin():
-            report = await overview(session, rule_set, window_days=window_days)
-        return _answer(request, format, report, overview_csv, overview_html, f"campaigns-{window_days}d")
+        report = await read_overview(request.app.state.engine, sessionmaker, rule_set, window_days)
+        return _answer(request, format, report, overview_csv, overview_html, overview_filename(window_days))
 
 
 EXPOSURES = """

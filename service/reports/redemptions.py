@@ -42,6 +42,9 @@ QUERY = text(
     ORDER BY campaign, rule_id
     """
 )
+FILENAME = "redemptions.csv"
+OneCampaign = Annotated[str | None, Parameter(max_length=100, description="One campaign; all when left out.")]
+AsOf = Annotated[dt.datetime | None, Parameter(description="Judge expiry as of this time; default now.")]
 COLUMNS = (
     "campaign",
     "rule_id",
@@ -95,6 +98,15 @@ def _row(row: Any) -> RedemptionRow:
     )
 
 
+async def redemption_report(db: AsyncSession, *, campaign: str | None, as_of: dt.datetime | None) -> RedemptionReport:
+    """Every rule's awards (``campaign``'s alone when given), expiry judged as of ``as_of`` (now when not given)."""
+    now = as_of or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise ValidationError("as_of needs a time zone", errors=[FieldError("as_of", "needs a time zone")])
+    rows = (await db.execute(QUERY, {"now": now, "campaign": campaign})).all()
+    return RedemptionReport(as_of=now, campaign=campaign, rules=[_row(r) for r in rows])
+
+
 def to_csv(report: RedemptionReport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -122,23 +134,15 @@ class ReportsController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        campaign: Annotated[
-            str | None, Parameter(max_length=100, description="One campaign; all when left out.")
-        ] = None,
-        as_of: Annotated[
-            dt.datetime | None, Parameter(description="Judge expiry as of this time; default now.")
-        ] = None,
+        campaign: OneCampaign = None,
+        as_of: AsOf = None,
     ) -> Response[RedemptionReport]:
-        now = as_of or dt.datetime.now(dt.UTC)
-        if now.tzinfo is None:
-            raise ValidationError("as_of needs a time zone", errors=[FieldError("as_of", "needs a time zone")])
-        rows = (await db_session.execute(QUERY, {"now": now, "campaign": campaign})).all()
-        report = RedemptionReport(as_of=now, campaign=campaign, rules=[_row(r) for r in rows])
+        report = await redemption_report(db_session, campaign=campaign, as_of=as_of)
         if "text/csv" in request.headers.get("accept", ""):
             csv_response: Any = Response(
                 to_csv(report),
                 media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="redemptions.csv"'},
+                headers={"Content-Disposition": f'attachment; filename="{FILENAME}"'},
             )
             return cast("Response[RedemptionReport]", csv_response)
         return Response(report)
