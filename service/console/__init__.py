@@ -15,12 +15,13 @@ from service.console.auth import EXCEPTION_HANDLERS, provide_signed_in
 from service.console.campaigns import CampaignPages, RuleSetPages
 from service.console.controller import SignInController
 from service.console.drafts import DraftPages
+from service.console.reports import ReportPages
 
 
 def console_router() -> Router:
     return Router(
         path="/console",
-        route_handlers=[SignInController, CampaignPages, RuleSetPages, DraftPages, AuditPages],
+        route_handlers=[SignInController, CampaignPages, RuleSetPages, DraftPages, ReportPages, AuditPages],
         dependencies={"user": Provide(provide_signed_in)},
         exception_handlers=EXCEPTION_HANDLERS,
         include_in_schema=False,

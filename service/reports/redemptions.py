@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from html import escape
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get
@@ -26,6 +27,7 @@ from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
 from service.lib.validation import date_time_query
 from service.reports.cells import cell
+from service.reports.uplift_html import ReportHtml, _num, _pct
 
 QUERY = text(
     """
@@ -45,6 +47,7 @@ QUERY = text(
 FILENAME = "redemptions.csv"
 OneCampaign = Annotated[str | None, Parameter(max_length=100, description="One campaign; all when left out.")]
 AsOf = Annotated[dt.datetime | None, Parameter(description="Judge expiry as of this time; default now.")]
+COUNTS = ("issued", "redeemed", "expired", "reversed", "active")
 COLUMNS = (
     "campaign",
     "rule_id",
@@ -114,6 +117,38 @@ def to_csv(report: RedemptionReport) -> str:
     for r in report.rules:
         writer.writerow([cell(getattr(r, c)) for c in COLUMNS])
     return out.getvalue()
+
+
+def redemptions_page(report: RedemptionReport) -> ReportHtml:
+    """The report as a page of the console (the API answers JSON or CSV), each number a ``data-field``."""
+    rows = "".join(
+        f'<tr data-campaign="{escape(r.campaign)}" data-rule="{escape(r.rule_id)}">'
+        f'<td class="text">{escape(r.campaign)}</td><td class="text">{escape(r.rule_id)}</td>'
+        f'<td class="text">{escape(r.kind)}</td>'
+        + "".join(f"<td>{_num(name, f'{getattr(r, name):,}', getattr(r, name))}</td>" for name in COUNTS)
+        + f"<td>{_num('redemption_rate', _pct(r.redemption_rate), r.redemption_rate)}</td>"
+        f"<td>{_num('cost', f'{r.cost:,.2f}', r.cost)}</td></tr>"
+        for r in report.rules
+    )
+    table = (
+        '<div class="table-wrap"><table><tr><th class="text">campaign</th><th class="text">rule</th>'
+        '<th class="text">kind</th>' + "".join(f"<th>{name}</th>" for name in COUNTS) + "<th>redemption rate</th>"
+        f"<th>cost</th></tr>{rows}</table></div>"
+        if rows
+        else "<p>No awards.</p>"
+    )
+    body = (
+        '<p class="sub">Per rule: the awards issued, redeemed, expired, reversed and still active, the share of codes '
+        "redeemed (points are credited, not redeemed) and the cost of every award not reversed. Read from the awards "
+        "themselves, so as fresh as the last event; an award past its expiry counts as expired as of "
+        f'<span data-field="as_of">{escape(report.as_of.isoformat())}</span>.</p>{table}'
+    )
+    return ReportHtml(
+        title="Redemptions",
+        heading="What became of the awards",
+        attributes=f'data-campaign="{escape(report.campaign or "")}"',
+        body=body,
+    )
 
 
 class ReportsController(Controller):
