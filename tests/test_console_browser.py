@@ -53,6 +53,10 @@ WALKED_PAGES = (
     "/console/campaigns/loyal",
     "/console/rules",
     "/console/drafts",
+    "/console/reports",
+    "/console/reports/uplift?campaign=loyal",
+    "/console/reports/programme",
+    "/console/reports/redemptions",
     "/console/audit",
 )
 """Every signed-in page there is, each walked by keyboard at a phone's width."""

@@ -144,9 +144,9 @@ def _curves(rule: RuleUplift, days: int) -> str:
         f'<svg role="img" aria-label="cumulative repeat rate by days since exposure" width="{width}" '
         f'height="{height}" class="curves">',
         f'<path d="M{pad},{pad}V{height - pad}H{width - pad}" stroke="#b8bec8" fill="none"/>',
-        f'<text x="{pad}" y="{height - 8}" font-size="11">day 0</text>',
-        f'<text x="{width - pad - 40}" y="{height - 8}" font-size="11">day {days}</text>',
-        f'<text x="2" y="{pad + 4}" font-size="11">{_pct(top, 0)}</text>',
+        f'<text x="{pad}" y="{height - 8}" font-size="12">day 0</text>',
+        f'<text x="{width - pad - 40}" y="{height - 8}" font-size="12">day {days}</text>',
+        f'<text x="2" y="{pad + 4}" font-size="12">{_pct(top, 0)}</text>',
     ]
     for name, curve, colour in curves:
         if not curve:
