@@ -8,12 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import structlog
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.console import sessions as console_sessions
 from service.keys import scopes
-from tests.conftest import asgi_scope, purchase
+from service.lib.db import transaction
+from tests.conftest import asgi_scope, csrf_of, new_key, purchase, sign_in
 
 Client = AsyncTestClient[Litestar]
 
@@ -256,3 +260,23 @@ async def test_a_client_that_goes_away_mid_body_is_logged_as_gone_not_as_a_serve
     again = await client.post("/v1/events", json=purchase("e-gone", "c-gone", 10.0), headers=keys[scopes.EVENTS_WRITE])
     assert again.status_code == 201
     assert again.json()["duplicate"] is False
+
+
+async def test_signing_in_to_the_console_logs_no_key_session_or_link_token(
+    browser: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await new_key(sessionmaker, scopes.RULES_ADMIN)
+    async with transaction(sessionmaker) as db:
+        link = await console_sessions.new_link(db, key.split("_")[1])
+    with capture() as entries:
+        await browser.post("/console/login", data={"csrf": "forged", "key": key})  # refused: the token is wrong
+        csrf = await sign_in(browser, key)
+        session = browser.cookies.get("delight_session", path="/console")
+        opened = await browser.get(f"/console/link/{link}")
+        await browser.post(f"/console/link/{link}", data={"csrf": csrf_of(opened.text)})
+        await browser.post("/console/logout", data={"csrf": csrf})
+    assert request_lines(entries), "nothing was logged at all; the test would prove nothing"
+    for entry in entries:
+        rendered = repr(entry)
+        for secret in (key.split("_", 2)[2], link, session):
+            assert secret not in rendered, f"a secret leaked into the log entry {entry.get('event')!r}"
