@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, unquote
 
 
 class SettingsError(ValueError):
@@ -43,7 +44,112 @@ class DatabaseSettings:
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
     url: str | None = None
-    """A ``redis://`` or ``unix://`` URL; unset means an embedded Redis under the data dir."""
+    """A ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL (``parse_sentinel_url``); unset means
+    an embedded Redis under the data dir."""
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+SENTINEL_PORT = 26379
+SENTINEL_FORM = "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]"
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """A ``redis+sentinel://`` URL taken apart."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    """The Sentinels' addresses, asked in this order until one names the master."""
+    service: str
+    """The name the Sentinels monitor the master by (``sentinel monitor <service> ...``)."""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    """The master's credentials (its replicas', once one is promoted, must be the same)."""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    """The Sentinels' own credentials, when they ask for some (``requirepass`` in their configuration)."""
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``, with
+    ``?sentinel_username=...&sentinel_password=...`` when the Sentinels ask for credentials of their own.
+
+    The form redisvl and Prefect read too. A Sentinel's port is 26379 unless given; an IPv6 address goes in
+    brackets. The credentials before ``@`` are the master's, as in a ``redis://`` URL. Raises ``SettingsError``
+    saying what is wrong, without the password.
+    """
+    scheme, separator, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    shown = f"{scheme}://{'***@' if at else ''}{hosts}{'/' if separator and '/' in rest else ''}{path}"
+
+    def refuse(problem: str) -> SettingsError:
+        return SettingsError(f"the Sentinel URL {shown!r} {problem}; the form is {SENTINEL_FORM}")
+
+    if scheme.lower() != "redis+sentinel" or not separator:
+        raise refuse("is not a redis+sentinel:// URL")
+    if fragment:
+        raise refuse("has a fragment (#...)")
+    if not hosts:
+        raise refuse("names no Sentinel")
+    sentinels = tuple(_sentinel_address(part, refuse) for part in hosts.split(","))
+    parts = path.split("/")
+    if not parts[0]:
+        raise refuse("names no master: the service name the Sentinels monitor it by goes after the first /")
+    if len(parts) > 2:
+        raise refuse("has more after the database number")
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise refuse(f"has a database {parts[1]!r} that is not a number")
+        db = int(parts[1])
+    options = parse_qs(query, keep_blank_values=True) if query else {}
+    unknown = sorted(set(options) - set(SENTINEL_OPTIONS))
+    if unknown:
+        raise refuse(f"has options {', '.join(unknown)}; it takes only {' and '.join(SENTINEL_OPTIONS)}")
+    username, colon, password = userinfo.partition(":")
+    return SentinelURL(
+        sentinels=sentinels,
+        service=unquote(parts[0]),
+        db=db,
+        username=unquote(username) or None,
+        password=unquote(password) if colon and password else None,
+        sentinel_username=options.get("sentinel_username", [""])[-1] or None,
+        sentinel_password=options.get("sentinel_password", [""])[-1] or None,
+    )
+
+
+def _sentinel_address(part: str, refuse: Callable[[str], SettingsError]) -> tuple[str, int]:
+    host, port = part, ""
+    if not part:
+        raise refuse("has an empty Sentinel address between commas")
+    if part.startswith("["):
+        host, bracket, after = part[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise refuse(f"has a Sentinel address {part!r} that is not [IPv6 address]:port")
+        port = after[1:]
+    elif ":" in part:
+        host, _, port = part.rpartition(":")
+    if not host or (":" in host and not part.startswith("[")):
+        raise refuse(f"has a Sentinel address {part!r} that is not host:port")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise refuse(f"has a Sentinel port {port!r} that is not a port number")
+    return host, int(port) if port else SENTINEL_PORT
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``SettingsError`` unless ``url`` is one Delight can connect with."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in REDIS_SCHEMES:
+        raise SettingsError("DELIGHT_REDIS_URL must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    if scheme == "redis+sentinel":
+        try:
+            parse_sentinel_url(url)
+        except SettingsError as exc:
+            raise SettingsError(f"DELIGHT_REDIS_URL: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +198,9 @@ class Settings:
         db_url = env.get("DELIGHT_DATABASE_URL") or None
         if db_url is not None and not db_url.startswith("postgresql+asyncpg://"):
             raise SettingsError("DELIGHT_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        redis_url = env.get("DELIGHT_REDIS_URL") or None
+        if redis_url is not None:
+            check_redis_url(redis_url)
         for part in (env.get("DELIGHT_WEBHOOK_ALLOW") or "").split(","):
             try:
                 if part.strip():
@@ -124,5 +233,5 @@ class Settings:
                 max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 0),
                 timeout=float(_int(env, "DELIGHT_DB_TIMEOUT", 10)) or None,
             ),
-            redis=RedisSettings(url=env.get("DELIGHT_REDIS_URL") or None),
+            redis=RedisSettings(url=redis_url),
         )
