@@ -20,7 +20,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar.types import Receive, Scope, Send
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.audit.controller import AuditController
@@ -40,6 +39,8 @@ from service.lib.errors import ServiceUnavailableError
 from service.lib.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.lib.logging import configure_logging, get_logger
 from service.lib.openapi import finish as finish_openapi
+from service.lib.redis import close as close_redis
+from service.lib.redis import connect as connect_redis
 from service.lib.resp import LeanRedis
 from service.lib.settings import Settings, SettingsError
 from service.projection.worker import run_projector
@@ -145,8 +146,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(database_url, settings.db)
         sessionmaker = create_sessionmaker(engine)
-        redis: Redis = Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        lean_redis = LeanRedis.for_url(redis_url, timeout=1.0)
+        redis = connect_redis(redis_url, timeout=1.0)
+        lean_redis = LeanRedis.for_client(redis, timeout=1.0)
         limiter = RateLimiter(redis, settings.app.rate_limit)
         registry = RuleRegistry(settings.app.rules_dir, rule_set, sessionmaker, redis, sync=settings.app.rules_sync)
         app.state.update(
@@ -195,7 +196,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             for task in stuck:
                 log.error("background_task_did_not_stop", task=task.get_name())
             await registry.stop()
-            await redis.aclose()
+            await close_redis(redis)
             if lean_redis is not None:
                 await lean_redis.close()
             await engine.dispose()

@@ -186,12 +186,11 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from redis.asyncio import Redis
-
     from service.keys import repository
     from service.keys.service import forget, revoke_key
     from service.lib.db import create_engine, create_sessionmaker, transaction, upgrade_database
     from service.lib.embedded import embedded_servers
+    from service.lib.redis import close, connect
 
     async def run(url: str) -> str:
         engine = create_engine(url)
@@ -204,9 +203,11 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await engine.dispose()
         if outcome == "revoked" and settings.redis.url:
-            redis: Redis = Redis.from_url(settings.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
-            await forget(redis, args.key_id)
-            await redis.aclose()
+            redis = connect(settings.redis.url, timeout=2.0)
+            try:
+                await forget(redis, args.key_id)
+            finally:
+                await close(redis)
         return outcome
 
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (

@@ -44,6 +44,7 @@ from service.lib.db import (
     upgrade_database_async,
 )
 from service.lib.embedded import start_postgres, start_redis
+from service.lib.redis import close, connect
 from service.lib.settings import AppSettings, DatabaseSettings, RedisSettings, Settings
 from service.projection.apply import BATCH_LOCK, catch_up, projector_connection, rebuild
 
@@ -271,9 +272,9 @@ def _fresh_data_for_database_tests(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url, timeout=10.0)
     yield client
-    await client.aclose()
+    await close(client)
 
 
 async def new_key(sessionmaker: async_sessionmaker[AsyncSession], *key_scopes: str) -> str:

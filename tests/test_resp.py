@@ -7,6 +7,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from hypothesis import given
@@ -17,15 +18,27 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.keys.service import _LOOKUP_AND_COUNT
+from service.lib.redis import close, connect
 from service.lib.resp import LeanRedis, Script, _Incomplete, _Protocol, encode, parse
+
+
+@asynccontextmanager
+async def lean_for(url: str, seconds: float) -> AsyncIterator[LeanRedis]:
+    """The lean twin of the redis-py client ``url`` makes, as the service makes it."""
+    redis = connect(url, timeout=seconds)
+    client = LeanRedis.for_client(redis, seconds)
+    assert client is not None
+    try:
+        yield client
+    finally:
+        await client.close()
+        await close(redis)
 
 
 @pytest.fixture
 async def lean(redis_url: str) -> AsyncIterator[LeanRedis]:
-    client = LeanRedis.for_url(redis_url, timeout=2.0)
-    assert client is not None
-    yield client
-    await client.close()
+    async with lean_for(redis_url, seconds=2.0) as client:
+        yield client
 
 
 def key() -> str:
@@ -133,33 +146,29 @@ async def test_a_connect_whose_callers_were_all_cancelled_is_not_reused_once_its
 async def test_a_silent_server_times_out_every_waiting_call_and_the_next_call_connects_again(redis_url: str) -> None:
     """A call that is not answered in time fails, and so does every call behind it on the connection: a late
     reply must not answer the wrong call. Redis paused by ``CLIENT PAUSE`` stands in for a hung server."""
-    lean = LeanRedis.for_url(redis_url, timeout=0.5)
-    assert lean is not None
-    admin = Redis.from_url(redis_url)
+    admin = connect(redis_url, timeout=10.0)
     try:
-        assert await lean.execute(encode("PING")) == b"PONG"
-        await admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
-        started = asyncio.get_running_loop().time()
-        results = await asyncio.gather(*(lean.execute(encode("PING")) for _ in range(5)), return_exceptions=True)
-        assert all(isinstance(r, RedisTimeoutError) for r in results), results
-        assert asyncio.get_running_loop().time() - started < 2.0  # the timeout, not the pause, ended them
-        await admin.execute_command("CLIENT", "UNPAUSE")
-        assert await lean.execute(encode("PING")) == b"PONG"
+        async with lean_for(redis_url, seconds=0.5) as lean:
+            assert await lean.execute(encode("PING")) == b"PONG"
+            await admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+            started = asyncio.get_running_loop().time()
+            results = await asyncio.gather(*(lean.execute(encode("PING")) for _ in range(5)), return_exceptions=True)
+            assert all(isinstance(r, RedisTimeoutError) for r in results), results
+            assert asyncio.get_running_loop().time() - started < 2.0  # the timeout, not the pause, ended them
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            assert await lean.execute(encode("PING")) == b"PONG"
     finally:
         await admin.execute_command("CLIENT", "UNPAUSE")
-        await admin.aclose()
-        await lean.close()
+        await close(admin)
 
 
 async def test_no_server_is_a_connection_error_not_a_hang() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    lean = LeanRedis.for_url(f"redis://127.0.0.1:{port}/0", timeout=1.0)
-    assert lean is not None
-    with pytest.raises(RedisConnectionError):
-        await lean.execute(encode("PING"))
-    await lean.close()
+    async with lean_for(f"redis://127.0.0.1:{port}/0", seconds=1.0) as lean:
+        with pytest.raises(RedisConnectionError):
+            await lean.execute(encode("PING"))
 
 
 async def test_a_wrong_password_is_a_connection_error(redis_url: str) -> None:
@@ -168,15 +177,15 @@ async def test_a_wrong_password_is_a_connection_error(redis_url: str) -> None:
         wrong = redis_url + ("&" if "?" in redis_url else "?") + "password=wrong"
     else:
         wrong = redis_url.replace("redis://", "redis://:wrong@", 1)
-    lean = LeanRedis.for_url(wrong, timeout=1.0)
-    assert lean is not None
-    with pytest.raises(RedisConnectionError, match="refused"):
-        await lean.execute(encode("PING"))
-    await lean.close()
+    async with lean_for(wrong, seconds=1.0) as lean:
+        with pytest.raises(RedisConnectionError, match="refused"):
+            await lean.execute(encode("PING"))
 
 
-def test_tls_urls_are_left_to_redis_py() -> None:
-    assert LeanRedis.for_url("rediss://example.invalid:6380/0", timeout=1.0) is None
+async def test_tls_urls_are_left_to_redis_py() -> None:
+    redis = connect("rediss://example.invalid:6380/0", timeout=1.0)
+    assert LeanRedis.for_client(redis, timeout=1.0) is None
+    await close(redis)
 
 
 replies = st.recursive(

@@ -10,8 +10,12 @@ Failures are redis-py's exceptions (``ConnectionError``, ``TimeoutError``,
 ``ResponseError``), so callers handle them as before. A call that times out
 or a connection that breaks fails every call waiting on it and drops the
 connection (a late reply would answer the wrong call); the next call
-connects again. TLS (``rediss://``) is not spoken here: ``for_url`` returns
-``None`` and the caller keeps to redis-py.
+connects again. It is made from the redis-py client it stands in for
+(``for_client``) and goes where that one goes: for a client of a
+Sentinel-managed master, each connect asks the Sentinels where the master is,
+so after a failover the first call that finds the old connection broken
+leads to the new master. TLS (``rediss://``) is not spoken here:
+``for_client`` returns ``None`` and the caller keeps to redis-py.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import asyncio
 import contextlib
 import hashlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -136,8 +143,12 @@ class _Protocol(asyncio.Protocol):
 class LeanRedis:
     """Pipelined calls on one connection, opened on first use and again after a failure."""
 
-    def __init__(self, kwargs: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self, kwargs: dict[str, Any], timeout: float, locate: Callable[[], Awaitable[tuple[str, int]]] | None = None
+    ) -> None:
+        """``kwargs`` as redis-py's connections take them; ``locate``, when given, says where to connect each time."""
         self._address = kwargs
+        self._locate = locate
         self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
@@ -149,12 +160,15 @@ class LeanRedis:
             self._hello.append(encode("SELECT", int(kwargs["db"])))
 
     @classmethod
-    def for_url(cls, url: str, timeout: float) -> LeanRedis | None:
-        """A client for ``url``, or ``None`` where it needs what this client does not speak (TLS)."""
-        kwargs = parse_url(url)
-        if kwargs.get("connection_class") is SSLConnection:
+    def for_client(cls, redis: Redis, timeout: float) -> LeanRedis | None:
+        """A client of the same Redis as ``redis``, with its database and credentials, or ``None`` where that needs
+        what this client does not speak (TLS)."""
+        pool = redis.connection_pool
+        if issubclass(pool.connection_class, SSLConnection):
             return None
-        return cls(dict(kwargs), timeout)
+        kwargs = {**pool.connection_kwargs, "connection_class": pool.connection_class}
+        locate = pool.get_master_address if isinstance(pool, SentinelConnectionPool) else None
+        return cls(kwargs, timeout, locate)
 
     async def execute(self, command: bytes) -> Reply:
         """Send one encoded command; its reply (a ``ResponseError`` reply is raised)."""
@@ -166,6 +180,10 @@ class LeanRedis:
         finally:
             timer.cancel()
         if isinstance(reply, ResponseError):
+            if str(reply).startswith("READONLY"):
+                # A master demoted to a replica: the next connect asks the Sentinels again, as redis-py's does.
+                protocol.fail(RedisConnectionError(f"Redis is a replica now: {reply}"))
+                raise RedisConnectionError(f"Redis is a replica now: {reply}")
             raise reply
         return reply
 
@@ -216,7 +234,10 @@ class LeanRedis:
         protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                if address.get("connection_class") is UnixDomainSocketConnection:
+                if self._locate is not None:
+                    host, port = await self._locate()
+                    _, protocol = await loop.create_connection(_Protocol, host, port)
+                elif address.get("connection_class") is UnixDomainSocketConnection:
                     _, protocol = await loop.create_unix_connection(_Protocol, address["path"])
                 else:
                     _, protocol = await loop.create_connection(
