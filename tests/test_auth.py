@@ -290,7 +290,7 @@ async def test_rules_endpoint_shows_the_active_version_load_time_and_test_campai
     assert campaign["campaign"] == "loyal"
     assert campaign["description"] == "Rules whose outcome the tests know in advance"
     assert campaign["active_from"] == "2026-01-01"
-    assert campaign["active_until"] == "2026-12-31"
+    assert campaign["active_until"] == "2099-12-31"
     assert campaign["source"].endswith("loyal.yaml")
     rules = {r["id"]: r for r in campaign["rules"]}
     assert list(rules) == ["mug-over-100", "points-on-third", "review-offer", "vase-sometimes"]

@@ -198,7 +198,7 @@ async def test_late_event_keeps_first_and_last_purchase_in_event_time(client: Cl
 
 
 async def test_campaign_outside_its_active_window_awards_nothing(client: Client, keys: dict[str, Any]) -> None:
-    response = await post(client, keys, purchase("e-1", "c-1", 500.0, occurred_at="2027-01-02T10:00:00Z"))
+    response = await post(client, keys, purchase("e-1", "c-1", 500.0, occurred_at="2100-01-02T10:00:00Z"))
     assert response.status_code == 201
     assert response.json()["awards"] == []
 
@@ -263,6 +263,17 @@ async def test_award_records_the_rule_set_version_that_produced_it(
     assert stored == 1
 
 
+def without_key_touch(queries: list[Any]) -> list[Any]:
+    """``queries`` less the transaction that records a key's use, once a minute per key whatever the request."""
+    kept = list(queries)
+    for i, query in enumerate(queries):
+        if query.query.startswith("UPDATE api_keys SET last_used_at"):
+            around = [q.query.split(None, 1)[0].upper().rstrip(";") for q in queries[i - 1 : i + 2 : 2]]
+            assert around == ["BEGIN", "COMMIT"], queries[i - 1 : i + 2]
+            kept = [q for q in kept if q not in queries[i - 1 : i + 2]]
+    return kept
+
+
 async def test_an_event_costs_a_fixed_number_of_round_trips_whatever_it_wins(
     client: Client, keys: dict[str, Any], app: Litestar
 ) -> None:
@@ -274,7 +285,7 @@ async def test_an_event_costs_a_fixed_number_of_round_trips_whatever_it_wins(
         async def sent_for(event: dict[str, Any]) -> list[str]:
             await post(client, keys, event)
             await asyncio.sleep(0)  # asyncpg hands each query to its loggers on the next turn of the loop
-            sent = [q.query.split(None, 1)[0].upper().rstrip(";") for q in statements]
+            sent = [q.query.split(None, 1)[0].upper().rstrip(";") for q in without_key_touch(statements)]
             statements.clear()
             return sent
 
