@@ -41,6 +41,7 @@ from service.lib.logging import configure_logging, get_logger
 from service.lib.openapi import finish as finish_openapi
 from service.lib.redis import close as close_redis
 from service.lib.redis import connect as connect_redis
+from service.lib.replica import ReportsDatabase, reports_database
 from service.lib.resp import LeanRedis
 from service.lib.settings import Settings, SettingsError
 from service.projection.worker import run_projector
@@ -67,6 +68,11 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 def provide_sessionmaker(state: State) -> async_sessionmaker[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = state.sessionmaker
     return maker
+
+
+def provide_reports_db(state: State) -> ReportsDatabase:
+    reports_db: ReportsDatabase = state.reports_db
+    return reports_db
 
 
 def provide_rule_set(state: State) -> RuleSet:
@@ -146,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(database_url, settings.db)
         sessionmaker = create_sessionmaker(engine)
+        reports_db = reports_database(engine, sessionmaker, settings.db)
         redis = connect_redis(redis_url, timeout=1.0)
         lean_redis = LeanRedis.for_client(redis, timeout=1.0)
         limiter = RateLimiter(redis, settings.app.rate_limit)
@@ -154,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
+            reports_db=reports_db,
             redis=redis,
             key_verifier=KeyVerifier(sessionmaker, redis, limiter, lean_redis),
             rate_limiter=limiter,
@@ -199,6 +207,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await close_redis(redis)
             if lean_redis is not None:
                 await lean_redis.close()
+            await reports_db.close()
             await engine.dispose()
             if jobs_engine is not None:
                 await jobs_engine.dispose()
@@ -223,6 +232,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "sessionmaker": Provide(provide_sessionmaker, sync_to_thread=False),
+            "reports_db": Provide(provide_reports_db, sync_to_thread=False),
             "rule_set": Provide(provide_rule_set, sync_to_thread=False),
             "registry": Provide(provide_registry, sync_to_thread=False),
         },

@@ -152,6 +152,13 @@ class ServiceUnavailableError(DelightError):
         return {"Retry-After": "1"}
 
 
+class ReplicaBehindError(ServiceUnavailableError):
+    """The standby reports read did not replay, within the limit, what the primary had committed when asked."""
+
+    slug = "replica-behind"
+    title = "The reports replica is too far behind the primary"
+
+
 class RateLimitedError(DelightError):
     status = 429
     slug = "rate-limited"

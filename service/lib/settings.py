@@ -39,6 +39,12 @@ class DatabaseSettings:
     timeout: float | None = None
     """Seconds a request may wait on the database for each step (a pooled connection, a new connection, a
     statement) before it is answered 503; ``None`` (the command line's tools) waits as long as it takes."""
+    reports_url: str | None = None
+    """A ``postgresql+asyncpg://`` URL of a hot standby of ``url`` that reports, exports, back-tests and the
+    console's read-only pages read; unset means they read the primary too."""
+    reports_max_lag: float = 30.0
+    """Seconds a read on the standby waits for it to replay what the primary had committed when it was asked;
+    past them it is refused (503), naming how far behind the standby is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,14 @@ class Settings:
         redis_url = env.get("DELIGHT_REDIS_URL") or None
         if redis_url is not None:
             check_redis_url(redis_url)
+        reports_url = env.get("DELIGHT_REPORTS_DATABASE_URL") or None
+        if reports_url is not None and not reports_url.startswith("postgresql+asyncpg://"):
+            raise SettingsError("DELIGHT_REPORTS_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        if reports_url is not None and db_url is None:
+            raise SettingsError(
+                "DELIGHT_REPORTS_DATABASE_URL needs DELIGHT_DATABASE_URL: it names a standby of that server, "
+                "and the embedded one has none"
+            )
         for part in (env.get("DELIGHT_WEBHOOK_ALLOW") or "").split(","):
             try:
                 if part.strip():
@@ -232,6 +246,8 @@ class Settings:
                 pool_size=_int(env, "DELIGHT_DB_POOL_SIZE", 20),
                 max_overflow=_int(env, "DELIGHT_DB_MAX_OVERFLOW", 0),
                 timeout=float(_int(env, "DELIGHT_DB_TIMEOUT", 10)) or None,
+                reports_url=reports_url,
+                reports_max_lag=float(max(_int(env, "DELIGHT_REPORTS_MAX_LAG_SECONDS", 30), 1)),
             ),
             redis=RedisSettings(url=redis_url),
         )
