@@ -21,7 +21,6 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.console.auth import need
 from service.console.page import csv_download, page, redirect
@@ -29,6 +28,7 @@ from service.console.sessions import SignedIn
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import DelightError, FieldError, MalformedRequestError
 from service.lib.http import refused_parameters
+from service.lib.replica import ReportsDatabase
 from service.lib.validation import date_time_query
 from service.reports import overview, programme, redemptions, uplift
 from service.reports.controller import (
@@ -49,7 +49,7 @@ from service.reports.controller import (
     read_programme,
     read_uplift,
 )
-from service.reports.redemptions import AsOf, OneCampaign, redemption_report, redemptions_page
+from service.reports.redemptions import AsOf, OneCampaign, read_redemptions, redemptions_page
 from service.reports.uplift_html import ReportHtml, uplift_page
 from service.rules.ruleset import RuleSet
 
@@ -302,7 +302,7 @@ def _uplift_link(window_days: int) -> Callable[[overview.CampaignGlance], str]:
     return lambda c: f"{UPLIFT.path}?{urlencode({'campaign': c.campaign, 'window_days': window_days})}"
 
 
-Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
+ReportsDb = NamedDependency[ReportsDatabase]
 UPLIFT_QUERY = {"asked": Provide(uplift_query, sync_to_thread=False)}
 PROGRAMME_QUERY = {"asked": Provide(programme_query, sync_to_thread=False)}
 
@@ -317,10 +317,10 @@ class ReportPages(Controller):
         self,
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
         window_days: WindowDays = 30,
     ) -> Response[str]:
-        report = await read_overview(request.app.state.engine, sessionmaker, reader.rule_set, window_days)
+        report = await read_overview(reports_db, reader.rule_set, window_days)
         html = overview.overview_page(report, link=_uplift_link(window_days), programme=PROGRAMME.path)
         return _shown(reader, OVERVIEW, request, html)
 
@@ -329,10 +329,10 @@ class ReportPages(Controller):
         self,
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
         window_days: WindowDays = 30,
     ) -> Response[str]:
-        report = await read_overview(request.app.state.engine, sessionmaker, reader.rule_set, window_days)
+        report = await read_overview(reports_db, reader.rule_set, window_days)
         return csv_download(overview.to_csv(report), f"{overview_filename(window_days)}.csv")
 
     @get("/uplift", dependencies=UPLIFT_QUERY, exception_handlers=_refused(UPLIFT))
@@ -341,11 +341,11 @@ class ReportPages(Controller):
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
         asked: NamedDependency[UpliftQuery | None],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
     ) -> Response[str]:
         if asked is None:
             return _page(reader, UPLIFT, request.query_params, content="<p>Choose a campaign, then Show.</p>")
-        report = await read_uplift(request.app.state.engine, sessionmaker, reader.rule_set, asked)
+        report = await read_uplift(reports_db, reader.rule_set, asked)
         return _shown(reader, UPLIFT, request, uplift_page(report))
 
     @get("/uplift.csv", dependencies=UPLIFT_QUERY, exception_handlers=_refused(UPLIFT))
@@ -354,13 +354,13 @@ class ReportPages(Controller):
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
         asked: NamedDependency[UpliftQuery | None],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
     ) -> Response[str]:
         if asked is None:
             raise MalformedRequestError(
                 "the uplift report needs a campaign", errors=[FieldError("campaign", "is required")]
             )
-        report = await read_uplift(request.app.state.engine, sessionmaker, reader.rule_set, asked)
+        report = await read_uplift(reports_db, reader.rule_set, asked)
         return csv_download(uplift.to_csv(report), f"{asked.filename}.csv")
 
     @get("/programme", dependencies=PROGRAMME_QUERY, exception_handlers=_refused(PROGRAMME))
@@ -369,9 +369,9 @@ class ReportPages(Controller):
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
         asked: NamedDependency[ProgrammeQuery],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
     ) -> Response[str]:
-        report = await read_programme(request.app.state.engine, sessionmaker, reader.rule_set, asked)
+        report = await read_programme(reports_db, reader.rule_set, asked)
         return _shown(reader, PROGRAMME, request, programme.programme_page(report))
 
     @get("/programme.csv", dependencies=PROGRAMME_QUERY, exception_handlers=_refused(PROGRAMME))
@@ -380,9 +380,9 @@ class ReportPages(Controller):
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
         asked: NamedDependency[ProgrammeQuery],
-        sessionmaker: Sessions,
+        reports_db: ReportsDb,
     ) -> Response[str]:
-        report = await read_programme(request.app.state.engine, sessionmaker, reader.rule_set, asked)
+        report = await read_programme(reports_db, reader.rule_set, asked)
         return csv_download(programme.to_csv(report), f"{PROGRAMME_FILE}.csv")
 
     @get("/redemptions", exception_handlers=_refused(REDEMPTIONS))
@@ -390,20 +390,20 @@ class ReportPages(Controller):
         self,
         request: Request[Any, Any, Any],
         reader: NamedDependency[Reader],
-        db_session: NamedDependency[AsyncSession],
+        reports_db: ReportsDb,
         campaign: OneCampaign = None,
         as_of: AsOf = None,
     ) -> Response[str]:
-        report = await redemption_report(db_session, campaign=campaign, as_of=as_of)
+        report = await read_redemptions(reports_db, campaign=campaign, as_of=as_of)
         return _shown(reader, REDEMPTIONS, request, redemptions_page(report))
 
     @get("/redemptions.csv", exception_handlers=_refused(REDEMPTIONS))
     async def redemptions_csv(
         self,
         reader: NamedDependency[Reader],
-        db_session: NamedDependency[AsyncSession],
+        reports_db: ReportsDb,
         campaign: OneCampaign = None,
         as_of: AsOf = None,
     ) -> Response[str]:
-        report = await redemption_report(db_session, campaign=campaign, as_of=as_of)
+        report = await read_redemptions(reports_db, campaign=campaign, as_of=as_of)
         return csv_download(redemptions.to_csv(report), redemptions.FILENAME)

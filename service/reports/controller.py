@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 from litestar import Controller, Request, Response, get
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, NotFoundError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.replica import ReplicaLag, ReportsDatabase, with_lag
 from service.lib.validation import date_time_query
 from service.projection.freshness import catch_up_to_now
 from service.reports.cells import cell
@@ -159,18 +161,24 @@ def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
         raise ValidationError("'to' must be after 'from'", errors=[FieldError("to", "must be after 'from'")])
 
 
-async def read_uplift(
-    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, query: UpliftQuery
-) -> UpliftReport:
+async def _up_to_now(reports_db: ReportsDatabase) -> ReplicaLag | None:
+    """Bring the projection up to every event committed before now, on the primary, and wait until the database
+    reports read holds it too; how far behind that was, when it is a replica."""
+    await catch_up_to_now(reports_db.primary)
+    return await reports_db.caught_up()
+
+
+async def read_uplift(reports_db: ReportsDatabase, rule_set: RuleSet, query: UpliftQuery) -> UpliftReport:
     """The uplift report ``query`` asks for, once the projection holds every event committed before it.
 
-    ``ValidationError`` for a period or tiers the report cannot take, ``NotFoundError`` for a campaign nobody knows.
+    ``ValidationError`` for a period or tiers the report cannot take, ``NotFoundError`` for a campaign nobody knows,
+    ``ReplicaBehindError`` when the reports replica does not catch up with the primary in time.
     """
     _period(query.since, query.until)
     tiers = _tiers(query.spend_tiers)
     active = rule_set.by_name.get(query.campaign)
-    await catch_up_to_now(engine)
-    async with sessionmaker() as session, session.begin():
+    lag = await _up_to_now(reports_db)
+    async with reports_db.sessionmaker() as session, session.begin():
         report = await uplift_report(
             session,
             campaign=query.campaign,
@@ -188,18 +196,16 @@ async def read_uplift(
         )
     if active is None and report.campaign_total is not None and report.campaign_total.status == "no_customers":
         raise NotFoundError(f"no campaign {query.campaign!r} in the active rule set and no exposures recorded for it")
-    return report
+    return with_lag(report, lag)
 
 
-async def read_programme(
-    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, query: ProgrammeQuery
-) -> ProgrammeReport:
+async def read_programme(reports_db: ReportsDatabase, rule_set: RuleSet, query: ProgrammeQuery) -> ProgrammeReport:
     """The programme report ``query`` asks for, as fresh as ``read_uplift``'s."""
     _period(query.since, query.until)
     tiers = _tiers(query.spend_tiers)
-    await catch_up_to_now(engine)
-    async with sessionmaker() as session, session.begin():
-        return await programme_report(
+    lag = await _up_to_now(reports_db)
+    async with reports_db.sessionmaker() as session, session.begin():
+        report = await programme_report(
             session,
             holdout=rule_set.settings.programme_holdout,
             currency=rule_set.settings.currency,
@@ -210,15 +216,15 @@ async def read_programme(
             by=query.by,
             spend_tiers=tiers,
         )
+    return with_lag(report, lag)
 
 
-async def read_overview(
-    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rule_set: RuleSet, window_days: int
-) -> Overview:
+async def read_overview(reports_db: ReportsDatabase, rule_set: RuleSet, window_days: int) -> Overview:
     """Every campaign over ``window_days``, as fresh as ``read_uplift``'s."""
-    await catch_up_to_now(engine)
-    async with sessionmaker() as session, session.begin():
-        return await overview(session, rule_set, window_days=window_days)
+    lag = await _up_to_now(reports_db)
+    async with reports_db.sessionmaker() as session, session.begin():
+        report = await overview(session, rule_set, window_days=window_days)
+    return with_lag(report, lag)
 
 
 def _wanted(request: Request[Any, Any, Any], format: Format | None) -> Format:
@@ -278,6 +284,10 @@ class UpliftController(Controller):
             "the report first brings it up to every event committed before the request (trying for up to 5 s), "
             "and says up to "
             "when it counted events (`complete_until`) beside the latest event time it saw (`as_of`). "
+            "With a reports replica, it reads there once the replica has replayed everything the primary had "
+            "committed before the request, and says how far behind it was (`replica_lag_seconds`, "
+            "`replica_lag_bytes`); a replica that has not caught up within the limit set is answered 503 "
+            "(`replica-behind`) rather than read. "
             "Send `Accept: text/csv` for CSV or `Accept: text/html` (or `format=html`) for a page with charts."
         ),
         responses=problem_responses(400, 401, 403, 404, 422, 503),
@@ -285,7 +295,7 @@ class UpliftController(Controller):
     async def uplift(
         self,
         request: Request[Any, Any, Any],
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        reports_db: NamedDependency[ReportsDatabase],
         rule_set: NamedDependency[RuleSet],
         campaign: Campaign,
         window_days: WindowDays = 30,
@@ -309,7 +319,7 @@ class UpliftController(Controller):
             by=by,
             spend_tiers=spend_tiers,
         )
-        report = await read_uplift(request.app.state.engine, sessionmaker, rule_set, query)
+        report = await read_uplift(reports_db, rule_set, query)
         return _answer(request, format, report, to_csv, render_html, query.filename)
 
     @get(
@@ -327,7 +337,7 @@ class UpliftController(Controller):
     async def programme(
         self,
         request: Request[Any, Any, Any],
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        reports_db: NamedDependency[ReportsDatabase],
         rule_set: NamedDependency[RuleSet],
         since: Since = None,
         until: Until = None,
@@ -345,7 +355,7 @@ class UpliftController(Controller):
             by=by,
             spend_tiers=spend_tiers,
         )
-        report = await read_programme(request.app.state.engine, sessionmaker, rule_set, query)
+        report = await read_programme(reports_db, rule_set, query)
         return _answer(request, format, report, programme_csv, programme_html, PROGRAMME_FILE)
 
     @get(
@@ -362,12 +372,12 @@ class UpliftController(Controller):
     async def campaigns(
         self,
         request: Request[Any, Any, Any],
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        reports_db: NamedDependency[ReportsDatabase],
         rule_set: NamedDependency[RuleSet],
         window_days: WindowDays = 30,
         format: FormatParam = None,
     ) -> Response[Overview]:
-        report = await read_overview(request.app.state.engine, sessionmaker, rule_set, window_days)
+        report = await read_overview(reports_db, rule_set, window_days)
         return _answer(request, format, report, overview_csv, overview_html, overview_filename(window_days))
 
 
@@ -456,22 +466,46 @@ async def stream_csv(
 CampaignFilter = Annotated[str | None, Parameter(max_length=100, description="One campaign; all if left out.")]
 
 
+LAG_SECONDS_HEADER = "Delight-Replica-Lag-Seconds"
+LAG_BYTES_HEADER = "Delight-Replica-Lag-Bytes"
+# An export's rows are the data alone: where they were read is said in its headers.
+READ_ON_HEADERS = [
+    ResponseHeader(
+        name=LAG_SECONDS_HEADER,
+        documentation_only=True,
+        description="Read on the reports replica: how long it took to replay what the primary had committed when "
+        "the export was asked for (0: it had already). Absent when read on the primary.",
+    ),
+    ResponseHeader(
+        name=LAG_BYTES_HEADER,
+        documentation_only=True,
+        description="Read on the reports replica: the bytes of WAL it had still to replay then. Absent when read on "
+        "the primary.",
+    ),
+]
+
+
+def _read_on_headers(lag: ReplicaLag | None) -> dict[str, str]:
+    return {} if lag is None else {LAG_SECONDS_HEADER: f"{lag.seconds:g}", LAG_BYTES_HEADER: str(lag.bytes)}
+
+
 async def _export(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    reports_db: ReportsDatabase,
     name: str,
     sql: str,
     columns: Sequence[str],
     params: dict[str, Any],
 ) -> Stream:
     _period(params["since"], params["until"])
+    lag = await reports_db.caught_up()
     # A database that cannot answer is an error answer (503), not a stream cut short after its header. The stream
     # reads on a session of its own, opened only once the answer is under way.
-    async with sessionmaker() as session:
+    async with reports_db.sessionmaker() as session:
         await session.execute(text("SELECT 1"))
     return Stream(
-        stream_csv(sessionmaker, sql, columns, params),
+        stream_csv(reports_db.sessionmaker, sql, columns, params),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"', **_read_on_headers(lag)},
     )
 
 
@@ -488,18 +522,19 @@ class ExportsController(Controller):
         summary="Every exposure (treated and held out) as CSV, streamed",
         description="One row per customer, rule and qualifying event, oldest first. Filter by campaign and time.",
         responses=problem_responses(400, 401, 403, 422, 503),
+        response_headers=READ_ON_HEADERS,
         media_type="text/csv",
     )
     async def exposures(
         self,
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        reports_db: NamedDependency[ReportsDatabase],
         campaign: CampaignFilter = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return await _export(sessionmaker, "exposures", EXPOSURES, EXPOSURE_COLUMNS, params)
+        return await _export(reports_db, "exposures", EXPOSURES, EXPOSURE_COLUMNS, params)
 
     @get(
         "/awards.csv",
@@ -507,15 +542,16 @@ class ExportsController(Controller):
         summary="Every award as CSV, streamed (without codes)",
         description="One row per award, oldest first, with its status and cost. Filter by campaign and time.",
         responses=problem_responses(400, 401, 403, 422, 503),
+        response_headers=READ_ON_HEADERS,
         media_type="text/csv",
     )
     async def awards(
         self,
-        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        reports_db: NamedDependency[ReportsDatabase],
         campaign: CampaignFilter = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = MAX_EXPORT_ROWS,
     ) -> Stream:
         params = {"campaign": campaign, "since": since, "until": until, "limit": limit}
-        return await _export(sessionmaker, "awards", AWARDS, AWARD_COLUMNS, params)
+        return await _export(reports_db, "awards", AWARDS, AWARD_COLUMNS, params)

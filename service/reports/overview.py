@@ -25,8 +25,9 @@ from service.reports.uplift import (
     _query,
     _read_groups,
     begin_report,
+    read_on_lines,
 )
-from service.reports.uplift_html import ReportHtml, _money, _num, _pct, _pp, document, freshness
+from service.reports.uplift_html import ReportHtml, _money, _num, _pct, _pp, document, freshness, read_on
 from service.reports.words import plural
 from service.rules.ruleset import RuleSet
 
@@ -59,6 +60,11 @@ class Overview(Struct):
     as_of: dt.datetime | None
     complete_until: dt.datetime | None
     campaigns: list[CampaignGlance]
+    replica_lag_seconds: float | None = None
+    """Read on the reports replica: how long it took to replay what the primary had committed when the report was
+    asked for (0: it had already); ``null`` when read on the primary."""
+    replica_lag_bytes: int | None = None
+    """Read on the reports replica: the WAL it had still to replay then; ``null`` when read on the primary."""
 
 
 def _status(rule_set: RuleSet, name: str, today: dt.date) -> Status:
@@ -132,6 +138,8 @@ CSV_COLUMNS = (
     "window_days",
     "as_of",
     "complete_until",
+    "replica_lag_seconds",
+    "replica_lag_bytes",
 )
 
 
@@ -161,6 +169,8 @@ def _csv_row(report: Overview, c: CampaignGlance) -> dict[str, Any]:
         "window_days": report.window_days,
         "as_of": report.as_of,
         "complete_until": report.complete_until,
+        "replica_lag_seconds": report.replica_lag_seconds,
+        "replica_lag_bytes": report.replica_lag_bytes,
     }
 
 
@@ -168,6 +178,7 @@ def render_table(report: Overview) -> str:
     """A plain-text summary for the terminal."""
     lines = [
         f"every campaign: repeat purchase within {report.window_days} days of first exposure, treated against held out",
+        *read_on_lines(report.replica_lag_seconds, report.replica_lag_bytes),
         "",
         f"{'campaign':<24} {'status':<20} {'customers':>10} {'uplift':>9} {'95% CI':>19} {'cost':>12} {'return':>8}",
     ]
@@ -199,12 +210,13 @@ def overview_page(
             f"<td>{_num('return_on_cost', _pct(r.return_on_cost, 0), r.return_on_cost)}</td></tr>"
         )
     latest, complete = freshness(report.as_of, report.complete_until)
+    replica = read_on(report.replica_lag_seconds, report.replica_lag_bytes)
     body = f"""\
 <p class="sub">Each campaign as a whole, treated against its holdout: repeat purchase within {report.window_days}
 {plural(report.window_days, "day")} of each customer's first exposure, award cost (in
 <span data-field="currency">{escape(report.currency)}</span>) and return on it; latest event
 {latest}, counting every event committed up to
-{complete}. Each name opens the campaign's report;
+{complete}.{replica} Each name opens the campaign's report;
 the <a href="{escape(programme)}">programme report</a> asks whether all of them together pay.</p>
 <table><tr><th>campaign</th><th>status</th><th>holdout</th><th>customers</th><th>uplift in repeat rate</th>
 <th>95% interval</th><th>award cost</th><th>return on cost</th></tr>

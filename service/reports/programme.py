@@ -33,7 +33,7 @@ from service.reports.uplift import (
     csv_rows,
     read_report,
 )
-from service.reports.uplift_html import ReportHtml, _section, document, freshness
+from service.reports.uplift_html import ReportHtml, _section, document, freshness, read_on
 from service.reports.words import plural
 
 WINDOWS = (30, 90, 180)
@@ -58,6 +58,11 @@ class ProgrammeReport(Struct):
     currency: str
     """What every amount is in: the shop's ``currency`` from ``settings.yaml`` (ISO 4217)."""
     windows: list[ProgrammeWindow]
+    replica_lag_seconds: float | None = None
+    """Read on the reports replica: how long it took to replay what the primary had committed when the report was
+    asked for (0: it had already); ``null`` when read on the primary."""
+    replica_lag_bytes: int | None = None
+    """Read on the reports replica: the WAL it had still to replay then; ``null`` when read on the primary."""
 
 
 async def programme_report(
@@ -123,6 +128,8 @@ def as_uplift_reports(report: ProgrammeReport) -> list[UpliftReport]:
             currency=report.currency,
             campaign_total=w.result,
             rules=[],
+            replica_lag_seconds=report.replica_lag_seconds,
+            replica_lag_bytes=report.replica_lag_bytes,
         )
         for w in report.windows
     ]
@@ -156,6 +163,7 @@ def programme_page(report: ProgrammeReport) -> ReportHtml:
         for w in report.windows
     )
     latest, complete = freshness(report.as_of, report.complete_until)
+    replica = read_on(report.replica_lag_seconds, report.replica_lag_bytes)
     period = (
         f"first exposed from {report.since.date() if report.since else 'the start'} "
         f"to {report.until.date() if report.until else 'now'}"
@@ -164,7 +172,7 @@ def programme_page(report: ProgrammeReport) -> ReportHtml:
 <p class="sub">Everyone the programme surprises against the {report.holdout:.1%} of customers it holds out of every
 campaign, from each customer's first exposure to any campaign; {escape(period)}; latest event
 {latest}, counting every event committed up to
-{complete}. Award cost is every campaign's, within the window.
+{complete}.{replica} Award cost is every campaign's, within the window.
 Money is in <span data-field="currency">{escape(report.currency)}</span>. Intervals are 95%; a customer counts once
 their window has closed.</p>
 {sections}"""

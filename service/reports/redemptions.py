@@ -25,9 +25,10 @@ from service.keys.guards import requires
 from service.keys.scopes import REPORTS_READ
 from service.lib.errors import FieldError, ValidationError
 from service.lib.openapi import API_KEY, problem_responses
+from service.lib.replica import ReportsDatabase, with_lag
 from service.lib.validation import date_time_query
 from service.reports.cells import cell
-from service.reports.uplift_html import ReportHtml, _num, _pct
+from service.reports.uplift_html import ReportHtml, _num, _pct, read_on
 
 QUERY = text(
     """
@@ -60,6 +61,7 @@ COLUMNS = (
     "redemption_rate",
     "cost",
 )
+READ_ON = ("replica_lag_seconds", "replica_lag_bytes")  # the report's, on every row
 
 
 class RedemptionRow(Struct):
@@ -82,6 +84,11 @@ class RedemptionReport(Struct):
     as_of: dt.datetime
     campaign: str | None
     rules: list[RedemptionRow]
+    replica_lag_seconds: float | None = None
+    """Read on the reports replica: how long it took to replay what the primary had committed when the report was
+    asked for (0: it had already); ``null`` when read on the primary."""
+    replica_lag_bytes: int | None = None
+    """Read on the reports replica: the WAL it had still to replay then; ``null`` when read on the primary."""
 
 
 def _row(row: Any) -> RedemptionRow:
@@ -110,12 +117,23 @@ async def redemption_report(db: AsyncSession, *, campaign: str | None, as_of: dt
     return RedemptionReport(as_of=now, campaign=campaign, rules=[_row(r) for r in rows])
 
 
+async def read_redemptions(
+    reports_db: ReportsDatabase, *, campaign: str | None, as_of: dt.datetime | None
+) -> RedemptionReport:
+    """The report, read where reports read once that holds every award the primary had committed before."""
+    lag = await reports_db.caught_up()
+    async with reports_db.sessionmaker() as session, session.begin():
+        report = await redemption_report(session, campaign=campaign, as_of=as_of)
+    return with_lag(report, lag)
+
+
 def to_csv(report: RedemptionReport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + READ_ON)
+    lag = [cell(getattr(report, c)) for c in READ_ON]
     for r in report.rules:
-        writer.writerow([cell(getattr(r, c)) for c in COLUMNS])
+        writer.writerow([cell(getattr(r, c)) for c in COLUMNS] + lag)
     return out.getvalue()
 
 
@@ -141,7 +159,8 @@ def redemptions_page(report: RedemptionReport) -> ReportHtml:
         '<p class="sub">Per rule: the awards issued, redeemed, expired, reversed and still active, the share of codes '
         "redeemed (points are credited, not redeemed) and the cost of every award not reversed. Read from the awards "
         "themselves, so as fresh as the last event; an award past its expiry counts as expired as of "
-        f'<span data-field="as_of">{escape(report.as_of.isoformat())}</span>.</p>{table}'
+        f'<span data-field="as_of">{escape(report.as_of.isoformat())}</span>.'
+        f"{read_on(report.replica_lag_seconds, report.replica_lag_bytes)}</p>{table}"
     )
     return ReportHtml(
         title="Redemptions",
@@ -168,11 +187,11 @@ class ReportsController(Controller):
     async def redemptions(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        reports_db: NamedDependency[ReportsDatabase],
         campaign: OneCampaign = None,
         as_of: AsOf = None,
     ) -> Response[RedemptionReport]:
-        report = await redemption_report(db_session, campaign=campaign, as_of=as_of)
+        report = await read_redemptions(reports_db, campaign=campaign, as_of=as_of)
         if "text/csv" in request.headers.get("accept", ""):
             csv_response: Any = Response(
                 to_csv(report),

@@ -376,6 +376,11 @@ class UpliftReport(Struct):
     """What every amount is in: the shop's ``currency`` from ``settings.yaml`` (ISO 4217)."""
     campaign_total: RuleUplift | None
     rules: list[RuleUplift]
+    replica_lag_seconds: float | None = None
+    """Read on the reports replica: how long it took to replay what the primary had committed when the report was
+    asked for (0: it had already); ``null`` when read on the primary."""
+    replica_lag_bytes: int | None = None
+    """Read on the reports replica: the WAL it had still to replay then; ``null`` when read on the primary."""
 
 
 @dataclass
@@ -1015,6 +1020,8 @@ CSV_COLUMNS = (
     "returns_netted",
     "as_of",
     "complete_until",
+    "replica_lag_seconds",
+    "replica_lag_bytes",
 )
 
 
@@ -1104,6 +1111,8 @@ def csv_rows(report: UpliftReport) -> list[dict[str, Any]]:
                 "returns_netted": report.returns_netted,
                 "as_of": report.as_of.isoformat() if report.as_of else None,
                 "complete_until": report.complete_until.isoformat() if report.complete_until else None,
+                "replica_lag_seconds": report.replica_lag_seconds,
+                "replica_lag_bytes": report.replica_lag_bytes,
             }
         )
     return out
@@ -1121,6 +1130,17 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
+def read_on_lines(seconds: float | None, lag_bytes: int | None) -> list[str]:
+    """Where a report was read, for the terminal: nothing for the primary; for the reports replica, how far
+    behind it was."""
+    if seconds is None or lag_bytes is None:
+        return []
+    return [
+        f"read on the reports replica: {lag_bytes:,} bytes of WAL behind the primary when asked, "
+        f"caught up in {seconds:g} s"
+    ]
+
+
 def render_table(report: UpliftReport) -> str:
     """A plain-text summary for the terminal."""
     lines = [
@@ -1128,6 +1148,7 @@ def render_table(report: UpliftReport) -> str:
         f"{plural(report.window_days, 'day')} of first exposure; money in {report.currency}",
         f"latest event {report.as_of.isoformat() if report.as_of else '(none)'}; "
         f"events committed up to {_when(report.complete_until)} counted",
+        *read_on_lines(report.replica_lag_seconds, report.replica_lag_bytes),
         "",
         f"{'rule':<24} {'treated':>16} {'control':>16} {'uplift':>9} {'95% CI':>19} {'p':>8} {'SRM p':>8} "
         f"{'cost':>10} {'return':>8}",

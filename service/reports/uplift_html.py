@@ -77,6 +77,17 @@ def freshness(as_of: dt.datetime | None, complete_until: dt.datetime | None) -> 
     )
 
 
+def read_on(seconds: float | None, lag_bytes: int | None) -> str:
+    """Where the figures were read, as every page says it: nothing for the primary; for the reports replica, a
+    sentence with how far behind it was (``replica_lag_bytes``, ``replica_lag_seconds``)."""
+    if seconds is None or lag_bytes is None:
+        return ""
+    return (
+        f" Read on the reports replica, which was {_num('replica_lag_bytes', f'{lag_bytes:,} bytes', lag_bytes)} of "
+        f"WAL behind the primary when asked and caught up in {_num('replica_lag_seconds', f'{seconds:g} s', seconds)}."
+    )
+
+
 def _pct(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f}%"
 
@@ -359,10 +370,11 @@ def uplift_page(report: UpliftReport) -> ReportHtml:
     elif total is not None:
         sections.insert(0, _section(total, days, currency))
     latest, complete = freshness(report.as_of, report.complete_until)
+    replica = read_on(report.replica_lag_seconds, report.replica_lag_bytes)
     body = f"""\
 <p class="sub">Repeat purchase within {days} {plural(days, "day")} of each customer's first exposure, treated
 against the randomised holdout; {period}; latest event {latest}, counting
-every event committed up to {complete}. Intervals are 95%; a
+every event committed up to {complete}.{replica} Intervals are 95%; a
 customer counts once their window has closed. Money is in <span data-field="currency">{escape(currency)}</span>.
 Revenue is {"net of refunds made in the window" if report.returns_netted else "what was paid, refunds not taken off"};
 capped figures cap each customer's at the rule's {report.cap_percentile:g}th percentile. Rules share customers, so
