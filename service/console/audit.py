@@ -16,7 +16,6 @@ from service.console.auth import need
 from service.console.page import csv_download, page
 from service.console.sessions import SignedIn
 from service.keys.scopes import RULES_ADMIN
-from service.lib.db import transaction
 from service.reports.cells import to_csv
 
 PAGE_SIZE = 100
@@ -75,7 +74,7 @@ class AuditPages(Controller):
         before: Before = None,
     ) -> Response[str]:
         need(user, RULES_ADMIN)
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             rows = _entries(await repository.page(db, before=before, action=action or None, limit=PAGE_SIZE))
         body = [
             "<h1>Audit log</h1>",
@@ -111,6 +110,6 @@ class AuditPages(Controller):
         self, request: Request[Any, Any, Any], user: NamedDependency[SignedIn], action: Action = None
     ) -> Response[str]:
         need(user, RULES_ADMIN)
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             rows = _entries(await repository.page(db, before=None, action=action or None, limit=CSV_ROWS))
         return csv_download(to_csv(COLUMNS, rows), "audit.csv")

@@ -29,7 +29,6 @@ from service.console.auth import need
 from service.console.page import page
 from service.console.sessions import SignedIn
 from service.keys.scopes import RULES_ADMIN
-from service.lib.db import transaction
 from service.rules import repository as rules_repo
 from service.rules.controller import BudgetOut, CampaignOut, LimitOut, RuleOut, RuleSetOut, rule_set_overview
 from service.rules.ruleset import Campaign, RuleSet
@@ -424,7 +423,7 @@ class CampaignPages(Controller):
     ) -> Response[str]:
         need(user, RULES_ADMIN)
         today = dt.datetime.now(rule_set.zone).date()
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             state = await rule_set_overview(db, rule_set)
             week = await rules_repo.awards_between(db, today - dt.timedelta(days=WEEK - 1), today, rule_set.zone)
             last_reload = await _last_reload(db, rule_set.zone)
@@ -465,7 +464,7 @@ class CampaignPages(Controller):
             )
         today = dt.datetime.now(rule_set.zone).date()
         stocks, gift_names = _stocks(campaign)
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             state = await rule_set_overview(db, rule_set)
             week = await rules_repo.awards_between(db, today - dt.timedelta(days=WEEK - 1), today, rule_set.zone)
             days = await rules_repo.campaign_days(db, name, rule_set.settings.timezone)
@@ -560,7 +559,7 @@ class RuleSetPages(Controller):
     ) -> Response[str]:
         need(user, RULES_ADMIN)
         zone = rule_set.zone
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             versions = await rules_repo.history(db, VERSIONS_LISTED)
             activations = await audit.page(db, before=None, action="rules.activated", limit=ACTIVATIONS_LISTED)
             last_reload = await _last_reload(db, zone)
@@ -610,7 +609,7 @@ class RuleSetPages(Controller):
         version: FromPath[str],
     ) -> Response[str]:
         need(user, RULES_ADMIN)
-        async with transaction(request.app.state.sessionmaker) as db:
+        async with request.app.state.reports_db.reading() as db:
             stored = await rules_repo.stored(db, version)
         if stored is None:
             return _not_found(user, "rules", f"No stored rule set <code>{escape(version)}</code>.", "/console/rules")

@@ -24,7 +24,6 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.console.auth import need, read_form, settings_of
 from service.console.page import csrf_field, page
@@ -35,7 +34,8 @@ from service.customers.profile import empty_profile
 from service.events.schemas import EventIn, semantic_errors
 from service.keys.scopes import RULES_ADMIN
 from service.lib.db import transaction
-from service.lib.errors import ValidationError
+from service.lib.errors import ReplicaBehindError, ValidationError
+from service.lib.replica import ReportsDatabase
 from service.lib.validation import convert
 from service.reports.words import plural
 from service.rules.backtest import stored_events
@@ -523,11 +523,16 @@ async def _backtest(request: Request[Any, Any, Any], live: RuleSet, draft: RuleS
     start, end = parse_period(entered.start, entered.end, draft.zone)
     if BACKTESTS.locked():
         raise Refused(["Another back-test is running on this server; try again when it has finished."], 503)
-    engine: AsyncEngine = request.app.state.engine
-    async with BACKTESTS, engine.connect() as connection:
-        snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
-        async with snapshot.begin():
-            result = await impact(live, draft, stored_events(snapshot), start, end)
+    reports_db: ReportsDatabase = request.app.state.reports_db
+    async with BACKTESTS:
+        try:
+            await reports_db.caught_up()
+        except ReplicaBehindError as exc:
+            raise Refused([exc.detail], exc.status) from None
+        async with reports_db.engine.connect() as connection:
+            snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                result = await impact(live, draft, stored_events(snapshot), start, end)
     return _impact(result.as_dict(), live, draft, entered.start, entered.end)
 
 
