@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,11 +20,14 @@ from service.lib.logging import get_logger
 from service.lib.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    import msgspec
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from service.lib.replica import ReplicaLag, ReportsDatabase
     from service.rules.ruleset import RuleSet
 
-R = TypeVar("R")
+R = TypeVar("R", bound="msgspec.Struct")
+T = TypeVar("T")
 
 log = get_logger("delight.serve")
 
@@ -339,7 +344,6 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import time
 
-    from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
     from service.rules.backtest import Report, backtest, render_table, stored_events
 
@@ -359,25 +363,27 @@ def _rules_backtest(args: argparse.Namespace, settings: Settings) -> int:
     start = dt.datetime(first.year, first.month, first.day, tzinfo=zone)
     end = dt.datetime(last.year, last.month, last.day, tzinfo=zone) + dt.timedelta(days=1)
 
-    async def run(url: str) -> Report:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as connection:
-                return await backtest(rule_set, stored_events(connection), start, end)
-        finally:
-            await engine.dispose()
+    async def run(url: str) -> tuple[Report, ReplicaLag | None]:
+        async with _reports_database(url, settings) as reports_db:
+            lag = await reports_db.caught_up()
+            async with reports_db.engine.connect() as connection:
+                return await backtest(rule_set, stored_events(connection), start, end), lag
 
     started = time.perf_counter()
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
         database_url,
         _,
     ):
-        report = asyncio.run(run(database_url))
+        read = _or_unavailable(lambda: asyncio.run(run(database_url)))
+    if read is None:
+        return 1
+    report, lag = read
     elapsed = time.perf_counter() - started
     if args.format == "json":
-        print(json.dumps({**report.as_dict(), "seconds": round(elapsed, 2)}, indent=2))
+        print(json.dumps({**report.as_dict(), **_lag_fields(lag), "seconds": round(elapsed, 2)}, indent=2))
     else:
         print(render_table(report))
+        _say_read_on(lag)
         print(f"({elapsed:.1f} s)", file=sys.stderr)
     return 0
 
@@ -387,7 +393,6 @@ def _rules_diff(args: argparse.Namespace, settings: Settings) -> int:
     in one pass, writing nothing."""
     import datetime as dt
 
-    from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
     from service.rules.backtest import stored_events
     from service.rules.impact import Impact, impact, render_table
@@ -413,31 +418,33 @@ def _rules_diff(args: argparse.Namespace, settings: Settings) -> int:
         if whole_draft is None:
             return 1
 
-    async def run(url: str) -> Impact:
-        engine = create_engine(url)
-        try:
-            live = await _rules_in_force(engine, settings.app.rules_dir)
+    async def run(url: str) -> tuple[Impact, ReplicaLag | None]:
+        async with _reports_database(url, settings) as reports_db:
+            lag = await reports_db.caught_up()
+            live = await _rules_in_force(reports_db.engine, settings.app.rules_dir)
             draft = whole_draft or _draft_file(live, draft_path)
             start = dt.datetime(first.year, first.month, first.day, tzinfo=live.zone)
             end = dt.datetime(last.year, last.month, last.day, tzinfo=live.zone) + dt.timedelta(days=1)
-            async with engine.connect() as connection:
-                return await impact(live, draft, stored_events(connection), start, end)
-        finally:
-            await engine.dispose()
+            async with reports_db.engine.connect() as connection:
+                return await impact(live, draft, stored_events(connection), start, end), lag
 
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
         database_url,
         _,
     ):
         try:
-            result = asyncio.run(run(database_url))
+            read = _or_unavailable(lambda: asyncio.run(run(database_url)))
         except RuleSetError as exc:
             _print_rule_errors(exc)
             return 1
+    if read is None:
+        return 1
+    result, lag = read
     if args.format == "json":
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps({**result.as_dict(), **_lag_fields(lag)}, indent=2))
     else:
         print(render_table(result))
+        _say_read_on(lag)
     return 0
 
 
@@ -560,25 +567,25 @@ def _print_report(
     ``format`` asks (JSON, CSV, HTML or a table), on the database configured or an embedded one."""
     import msgspec
 
-    from service.lib.db import create_engine
     from service.lib.embedded import embedded_servers
+    from service.lib.replica import with_lag
     from service.projection.apply import catch_up, projector_connection
 
     async def run(url: str) -> R:
         async with projector_connection(url) as conn:
             await catch_up(conn)  # every event committed before now, whether or not a server is running
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as connection:
-                return await read(connection)
-        finally:
-            await engine.dispose()
+        async with _reports_database(url, settings) as reports_db:
+            lag = await reports_db.caught_up()
+            async with reports_db.engine.connect() as connection:
+                return with_lag(await read(connection), lag)
 
     with embedded_servers(settings.app.data_dir, database_url=settings.db.url, redis_url=None, need_redis=False) as (
         database_url,
         _,
     ):
-        report = asyncio.run(run(database_url))
+        report = _or_unavailable(lambda: asyncio.run(run(database_url)))
+    if report is None:
+        return 1
     if format == "json":
         print(msgspec.json.format(msgspec.json.encode(report)).decode())
     elif format == "csv":
@@ -588,6 +595,50 @@ def _print_report(
     else:
         print(as_table(report))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _reports_database(url: str, settings: Settings) -> AsyncIterator[ReportsDatabase]:
+    """The primary at ``url`` and the standby reports read (``DELIGHT_REPORTS_DATABASE_URL``), if any, as the
+    command line's tools read them: without the requests' time bounds."""
+    from service.lib.db import create_engine, create_sessionmaker
+    from service.lib.replica import reports_database
+
+    unbounded = replace(settings.db, timeout=None)
+    engine = create_engine(url, unbounded)
+    reports_db = reports_database(engine, create_sessionmaker(engine), unbounded)
+    try:
+        yield reports_db
+    finally:
+        await reports_db.close()
+        await engine.dispose()
+
+
+def _or_unavailable(read: Callable[[], T]) -> T | None:
+    """What ``read`` gives; ``None``, having said why, when the database reports read cannot serve (the standby
+    too far behind, or no longer a standby)."""
+    from service.lib.errors import ServiceUnavailableError
+
+    try:
+        return read()
+    except ServiceUnavailableError as exc:
+        print(f"delight: {exc.detail}", file=sys.stderr)
+        return None
+
+
+def _lag_fields(lag: ReplicaLag | None) -> dict[str, float | int | None]:
+    """The fields every report has, for a back-test's or a diff's JSON."""
+    if lag is None:
+        return {"replica_lag_seconds": None, "replica_lag_bytes": None}
+    return {"replica_lag_seconds": lag.seconds, "replica_lag_bytes": lag.bytes}
+
+
+def _say_read_on(lag: ReplicaLag | None) -> None:
+    from service.reports.uplift import read_on_lines
+
+    if lag is not None:
+        for line in read_on_lines(lag.seconds, lag.bytes):
+            print(f"({line})", file=sys.stderr)
 
 
 def _report_campaigns(args: argparse.Namespace, settings: Settings) -> int:
