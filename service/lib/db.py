@@ -45,6 +45,7 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     # a connection the server ended under a request can leave asyncpg's protocol mid-operation
     asyncpg.exceptions.InternalClientError,
 )
+SERIALIZATION_FAILURE = "40001"  # also what a standby's "conflict with recovery" cancels a query with
 # For loops that must outlive any database trouble.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, *DATABASE_DOWN)
 
@@ -141,12 +142,16 @@ async def transaction(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[
 def translate_error(exc: Exception) -> DelightError | None:
     """The client-facing error for a database failure, or ``None`` when it is a bug to surface as a 500.
 
-    Only a database that cannot be reached is worth retrying (503); a value
-    PostgreSQL cannot store is the client's to fix (422); a constraint
-    violation is a conflict with what is stored (409).
+    Only a database that cannot be reached, or one that cancelled the query
+    in a conflict (a hot standby does when replay would remove rows the query
+    still reads), is worth retrying (503); a value PostgreSQL cannot store is
+    the client's to fix (422); a constraint violation is a conflict with what
+    is stored (409).
     """
     if isinstance(exc, DATABASE_DOWN) or getattr(exc, "connection_invalidated", False):
         return ServiceUnavailableError("the database is unavailable; retry shortly")
+    if getattr(getattr(exc, "orig", exc), "sqlstate", None) == SERIALIZATION_FAILURE:
+        return ServiceUnavailableError("the database cancelled the query in a conflict; retry shortly")
     if isinstance(exc, DataError | asyncpg.exceptions.DataError):
         return ValidationError("a value is out of the range that can be stored")
     if isinstance(exc, IntegrityError | asyncpg.exceptions.IntegrityConstraintViolationError):
