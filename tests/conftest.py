@@ -176,10 +176,10 @@ ASYNCPG_INTROSPECTION = ("typeinfo_tree", "set_config('jit'")
 
 
 @contextmanager
-def sent_statements(app: Litestar) -> Iterator[list[Any]]:
-    """Every query asyncpg sends on a connection of ``app``'s pool while the block runs (BEGIN and COMMIT too), as
-    asyncpg's ``LoggedQuery`` (``query``, ``args``); asyncpg learning a type is left out. Queries reach the list on
-    the loop's next turn after they are sent."""
+def sent_statements(app: Litestar, engine: AsyncEngine | None = None) -> Iterator[list[Any]]:
+    """Every query asyncpg sends on a connection of ``app``'s pool (or ``engine``'s) while the block runs (BEGIN and
+    COMMIT too), as asyncpg's ``LoggedQuery`` (``query``, ``args``); asyncpg learning a type is left out. Queries
+    reach the list on the loop's next turn after they are sent."""
     statements: list[Any] = []
 
     def record(query: Any) -> None:
@@ -192,7 +192,7 @@ def sent_statements(app: Litestar) -> Iterator[list[Any]]:
     def checkin(dbapi_connection: Any, *_: Any) -> None:
         dbapi_connection.driver_connection.remove_query_logger(record)
 
-    pool = app.state.engine.sync_engine.pool
+    pool = (engine or app.state.engine).sync_engine.pool
     event.listen(pool, "checkout", checkout)
     event.listen(pool, "checkin", checkin)
     try:
