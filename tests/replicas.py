@@ -27,6 +27,10 @@ DELIGHT = str(Path(sys.executable).parent / "delight")
 START_TIMEOUT = 90
 STOP_TIMEOUT = 30
 TAIL_LINES = 30
+IDLE_CONNECTION_SECONDS = 1.0
+"""How long a test's client keeps an idle connection to a replica. uvicorn closes one idle for 5 s, httpx keeps one
+5 s by default: a request sent on a connection just as the server closes it fails with a read error that says
+nothing about the service, so clients under test let theirs go well before."""
 
 
 def free_port() -> int:

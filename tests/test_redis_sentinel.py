@@ -45,7 +45,7 @@ from service.lib.resp import LeanRedis, encode
 from service.lib.settings import SentinelURL, Settings, SettingsError, parse_sentinel_url
 from service.rules.registry import CHANNEL
 from tests.conftest import TEST_RULES, new_key, purchase
-from tests.replicas import DELIGHT, Replica, free_port, replica_env, running
+from tests.replicas import DELIGHT, IDLE_CONNECTION_SECONDS, Replica, free_port, replica_env, running
 
 SERVICE = "delight-test"
 QUORUM = 2
@@ -417,7 +417,7 @@ async def test_events_are_recorded_exactly_once_while_sentinel_fails_the_redis_p
     readings: list[Reading] = []
     try:
         assert await lean.execute(encode("SET", "delight:test:lean", "before", "EX", 120)) == b"OK"
-        limits = httpx.Limits(max_connections=IN_FLIGHT + 10)
+        limits = httpx.Limits(max_connections=IN_FLIGHT + 10, keepalive_expiry=IDLE_CONNECTION_SECONDS)
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             first = await ready(http, served.base)
             assert first.status == 200, first

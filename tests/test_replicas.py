@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.keys.scopes import EVENTS_WRITE, KEYS_ADMIN
 from service.lib.db import asyncpg_connect_args
 from tests.conftest import new_key, purchase
-from tests.replicas import Replica, running, tails
+from tests.replicas import IDLE_CONNECTION_SECONDS, Replica, running, tails
 
 CUSTOMERS = 150
 PURCHASES = 4  # per customer: 600 events, each posted twice
@@ -239,7 +239,7 @@ async def test_three_replicas_at_once_keep_budgets_stock_limits_replays_and_revo
     till, doomed = await new_key(sessionmaker, EVENTS_WRITE), await new_key(sessionmaker, EVENTS_WRITE)
     admin = keys[KEYS_ADMIN]["Authorization"].removeprefix("Bearer ")
     started = asyncio.Event()
-    limits = httpx.Limits(max_connections=IN_FLIGHT + 8)
+    limits = httpx.Limits(max_connections=IN_FLIGHT + 8, keepalive_expiry=IDLE_CONNECTION_SECONDS)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
         answered: list[Posted] = []
         async with asyncio.TaskGroup() as group:  # one failing stops the other
