@@ -72,14 +72,20 @@ def cookie(request: Request[Any, Any, Any], name: str, value: str, *, expire: bo
     )
 
 
-async def provide_signed_in(request: Request[Any, Any, Any]) -> SignedIn:
+async def signed_in(request: Request[Any, Any, Any]) -> SignedIn | None:
+    """The live session of the request's cookie, marked seen; ``None`` without one."""
     token = request.cookies.get(SESSION_COOKIE)
-    if token:
-        async with transaction(request.app.state.sessionmaker) as db:
-            user = await sessions.find(db, token, idle_timeout(request.app.state))
-        if user is not None:
-            return user
-    raise SignInNeeded
+    if not token:
+        return None
+    async with transaction(request.app.state.sessionmaker) as db:
+        return await sessions.find(db, token, idle_timeout(request.app.state))
+
+
+async def provide_signed_in(request: Request[Any, Any, Any]) -> SignedIn:
+    user = await signed_in(request)
+    if user is None:
+        raise SignInNeeded
+    return user
 
 
 def need(user: SignedIn, scope: str) -> None:

@@ -23,9 +23,9 @@ from service.console.auth import (
     SESSION_COOKIE,
     cookie,
     form_token,
-    idle_timeout,
     read_form,
     safe_next,
+    signed_in,
 )
 from service.console.page import page, redirect, sections_for
 from service.console.sessions import KeyHolder, SignedIn
@@ -58,20 +58,12 @@ async def _signed_in(request: Request[Any, Any, Any], holder: KeyHolder, via: st
     return response
 
 
-async def _current(request: Request[Any, Any, Any]) -> SignedIn | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
-    async with transaction(request.app.state.sessionmaker) as db:
-        return await sessions.find(db, token, idle_timeout(request.app.state))
-
-
 class SignInController(Controller):
     path = "/"
 
     @get("/login", name="console-login")
     async def login_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Response[str]:
-        if await _current(request) is not None:
+        if await signed_in(request) is not None:
             return redirect(safe_next(next))
         token, new_cookie = form_token(request)
         response = page("Sign in", _sign_in_form(token, safe_next(next)), None)
