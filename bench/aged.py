@@ -72,6 +72,15 @@ EXPOSED = """
 # hash says so, otherwise awarded a gift (or points for one rule in three).
 HISTORY = [
     (
+        "month partitions",  # as the jobs would have made them month by month over the year
+        """
+        SELECT delight_month_partition(t, m::date)
+        FROM unnest(ARRAY['events', 'exposures', 'points_ledger']) AS t,
+             generate_series(timestamp '{HISTORY_FROM}', timestamp '{HISTORY_FROM}' + interval '12 months',
+                             interval '1 month') AS m
+        """,
+    ),
+    (
         "events",
         """
         INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, channel, store_id,
@@ -98,6 +107,10 @@ HISTORY = [
             FROM generate_series(0, $2 - 1) AS g
         ) AS e
         """,
+    ),
+    (
+        "event ids",
+        "INSERT INTO event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM events",
     ),
     (
         "awards",

@@ -182,7 +182,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             jobs = create_sessionmaker(jobs_engine)
             background.append(
                 asyncio.create_task(
-                    run_periodically(jobs, lambda: registry.current, settings.app.jobs_every), name="expiry-job"
+                    run_periodically(
+                        jobs, lambda: registry.current, settings.app.jobs_every, settings.app.retention_days
+                    ),
+                    name="jobs",
                 )
             )
         # What start-up built (modules, the rule set, SQL compiled once) lives as

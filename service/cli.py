@@ -292,6 +292,7 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
     from service.awards.expiry import points_after, run_expiry
+    from service.events.history import keep_history
     from service.lib.db import create_engine, create_sessionmaker, transaction
     from service.lib.embedded import embedded_servers
     from service.projection.apply import catch_up, projector_connection
@@ -307,12 +308,16 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
                 expiry = await run_expiry(
                     session, dt.datetime.now(dt.UTC), points_after(rule_set), rule_set.settings.webhooks
                 )
+            async with transaction(create_sessionmaker(engine)) as session:
+                history = await keep_history(session, dt.datetime.now(dt.UTC), settings.app.retention_days)
         finally:
             await engine.dispose()
         async with projector_connection(url) as conn:
             projection = await catch_up(conn)
         return {
             **msgspec.structs.asdict(expiry),
+            "partitions_made": history.partitions_made,
+            "months_archived": history.months_archived,
             "projection_events_applied": projection.events,
             "projection_complete_until": projection.complete_at,
         }
@@ -869,7 +874,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="housekeeping").add_subparsers(dest="jobs_command", required=True)
     run_jobs = jobs.add_parser(
         "run",
-        help="expire awards and points, bring the uplift projection up to date; safe to run twice, or on two replicas",
+        help=(
+            "expire awards and points, make the month partitions due and archive past retention, bring the uplift "
+            "projection up to date; safe to run twice, or on two replicas"
+        ),
     )
     run_jobs.set_defaults(handler=_jobs_run)
 

@@ -63,6 +63,7 @@ TABLES_RESET_PER_TEST = (
     "points_ledger",
     "awards",
     "events",
+    "event_ids",
     "customers",
     "counters",
 )

@@ -28,9 +28,9 @@ DISTRIBUTED = {"customers", "events", "awards", "exposures", "points_ledger", "f
 """Distributed by ``customer_id`` and co-located (docs/scaling.md)."""
 REFERENCE = {"rule_sets", "api_keys"}
 """Small, read-mostly: a copy on every node."""
-GAINS_CUSTOMER_ID = {"outbox"}
-"""Written by the event's statement, so co-located too: the move gives it a ``customer_id`` column."""
-REPLAY_LOOKUP = "WHERE e.event_id = :event_id"
+GAINS_CUSTOMER_ID = {"outbox", "event_ids"}
+"""Written by the event's statement, so co-located too: the move gives them a ``customer_id`` column."""
+REPLAY_LOOKUP = "WHERE i.event_id = :event_id"
 """The one statement that finds its rows by event alone: the replay's lookup, which the move keys by customer too."""
 
 TABLE_NAMED = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(\w+)", re.IGNORECASE)

@@ -11,10 +11,10 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.audit import repository as audit
+from service.awards.repository import LOCK_CUSTOMER
 from service.lib.db import transaction
 from service.lib.errors import ConflictError, FieldError, InsufficientPointsError, NotFoundError, ValidationError
 
@@ -75,15 +75,14 @@ async def adjust_points(
         "adjustment_id": body.adjustment_id,
         "now": dt.datetime.now(dt.UTC),
     }
-    try:
-        async with transaction(sessions) as session:
-            balance = (await session.execute(ADJUST, params)).scalar_one_or_none()
-            if balance is not None:
-                details = {"points": body.points, "note": body.note, "adjustment_id": body.adjustment_id}
-                await audit.record(session, actor, "points.adjusted", customer_id, {**details, "balance": balance})
-                return PointsAdjustOut(customer_id, body.adjustment_id, body.points, int(balance), replay=False)
-    except IntegrityError:
-        pass  # the same adjustment sent twice at once: the other one applied it
+    async with transaction(sessions) as session:
+        # the same adjustment sent twice at once: the second waits here, then finds the first one's entry
+        await session.execute(LOCK_CUSTOMER, params)
+        balance = (await session.execute(ADJUST, params)).scalar_one_or_none()
+        if balance is not None:
+            details = {"points": body.points, "note": body.note, "adjustment_id": body.adjustment_id}
+            await audit.record(session, actor, "points.adjusted", customer_id, {**details, "balance": balance})
+            return PointsAdjustOut(customer_id, body.adjustment_id, body.points, int(balance), replay=False)
     async with sessions() as session:
         previous = (await session.execute(PREVIOUS, params)).one_or_none()
         if previous is not None:

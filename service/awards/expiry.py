@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
+from service.events.history import keep_history
 from service.lib.db import DATABASE_ERRORS, transaction
 from service.lib.logging import get_logger
 from service.lib.tasks import stop_if_cancelled
@@ -96,9 +97,10 @@ def points_after(rule_set: RuleSet) -> dt.timedelta | None:
 
 
 async def run_periodically(
-    sessions: async_sessionmaker[AsyncSession], current: Callable[[], RuleSet], every: float
+    sessions: async_sessionmaker[AsyncSession], current: Callable[[], RuleSet], every: float, retention_days: int = 0
 ) -> None:
-    """The expiry job inside the service; replicas take turns through the job lock."""
+    """The jobs inside the service, expiry and then the history's partitions; replicas take turns through the
+    jobs' locks."""
     while True:
         stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
         await asyncio.sleep(every)
@@ -112,3 +114,11 @@ async def run_periodically(
         except DATABASE_ERRORS as exc:
             stop_if_cancelled()
             log.warning("expiry_job_failed", error=type(exc).__name__)
+        try:
+            async with transaction(sessions) as session:
+                history = await keep_history(session, dt.datetime.now(dt.UTC), retention_days)
+            if history.partitions_made or history.months_archived:
+                log.info("history_job", **msgspec.structs.asdict(history))
+        except DATABASE_ERRORS as exc:
+            stop_if_cancelled()
+            log.warning("history_job_failed", error=type(exc).__name__)

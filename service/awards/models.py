@@ -40,7 +40,7 @@ class Award(Base):
 
     award_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     code: Mapped[str] = mapped_column(String(20), unique=True)
-    event_id: Mapped[str] = mapped_column(String(200), ForeignKey("events.event_id"))
+    event_id: Mapped[str] = mapped_column(String(200))
     customer_id: Mapped[str] = mapped_column(
         String(200), ForeignKey("customers.customer_id", deferrable=True, initially="DEFERRED")
     )
@@ -67,31 +67,29 @@ class Award(Base):
 
 
 class PointsEntry(Base):
-    """One change of a customer's points balance; the balance is the sum of these."""
+    """One change of a customer's points balance; the balance is the sum of these.
+
+    Partitioned by month of ``occurred_at`` (migration 0022). A spend and an adjustment are each unique per
+    customer and order (``order_id`` holding the adjustment's id): the customer's row lock, taken before the
+    check, keeps them so."""
 
     __tablename__ = "points_ledger"
     __table_args__ = (
         CheckConstraint("reason IN ('earn', 'spend', 'expire', 'reverse', 'adjust')", name="reason"),
         Index("ix_points_ledger_customer_id_entry_id", "customer_id", "entry_id"),
-        Index(
-            "uq_points_ledger_spend_order",
-            "customer_id",
-            "order_id",
-            unique=True,
-            postgresql_where=text("reason = 'spend'"),
-        ),
+        Index("ix_points_ledger_spend_order", "customer_id", "order_id", postgresql_where=text("reason = 'spend'")),
+        Index("ix_points_ledger_adjustment", "customer_id", "order_id", postgresql_where=text("reason = 'adjust'")),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
 
     entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(
-        String(200), ForeignKey("customers.customer_id", deferrable=True, initially="DEFERRED")
-    )
+    customer_id: Mapped[str] = mapped_column(String(200))
     delta: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(10))
     shortfall: Mapped[int] = mapped_column(BigInteger, server_default="0")
     """Points a reversal wanted to take back but could not: the customer had already spent them."""
-    award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
-    event_id: Mapped[str | None] = mapped_column(String(200), ForeignKey("events.event_id"))
+    award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    event_id: Mapped[str | None] = mapped_column(String(200))
     order_id: Mapped[str | None] = mapped_column(String(200))
-    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

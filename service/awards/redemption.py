@@ -12,7 +12,6 @@ import datetime as dt
 from typing import Annotated, Any
 
 from msgspec import Meta, Struct
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.awards import repository
@@ -133,16 +132,11 @@ async def redeem_award(
 async def spend_points(
     sessions: async_sessionmaker[AsyncSession], customer_id: str, points: int, order_id: str, now: dt.datetime
 ) -> PointsRedemptionOut:
-    try:
-        async with transaction(sessions) as session:
-            balance = await repository.spend(session, customer_id, points, order_id, now)
-            if balance is not None:
-                return PointsRedemptionOut(customer_id, order_id, points, balance, replay=False)
-            outcome = await _why_not(session, customer_id, points, order_id)
-    except IntegrityError:
-        # Two requests for one order at once: the other one spent; answer as its replay.
-        async with transaction(sessions) as session:
-            outcome = await _why_not(session, customer_id, points, order_id)
+    async with transaction(sessions) as session:
+        balance = await repository.spend(session, customer_id, points, order_id, now)
+        if balance is not None:
+            return PointsRedemptionOut(customer_id, order_id, points, balance, replay=False)
+        outcome = await _why_not(session, customer_id, points, order_id)
     if isinstance(outcome, PointsRedemptionOut):
         return outcome
     raise outcome

@@ -167,6 +167,12 @@ REDEEM = text(
 )
 BY_CODE = text(f"SELECT {AWARD_COLUMNS}, a.redeemed_order_id, a.status_changed_at FROM awards a WHERE a.code = :code")
 
+# Taken before a spend or an adjustment looks for an earlier one of the same
+# order: a second request for it waits here and then, in a new statement,
+# finds the first one's ledger entry (the ledger, partitioned, cannot hold a
+# unique key without its time).
+LOCK_CUSTOMER = text("SELECT 1 FROM customers WHERE customer_id = :customer_id FOR UPDATE")
+
 # A points spend: the balance only falls when it covers the spend, and the
 # ledger entry is unique per customer and order (a retry finds it instead).
 SPEND = text(
@@ -217,6 +223,7 @@ async def by_code(session: AsyncSession, code: str) -> Row[Any] | None:
 
 async def spend(session: AsyncSession, customer_id: str, points: int, order_id: str, now: dt.datetime) -> int | None:
     """The new balance after spending; ``None`` when the balance does not cover it or the order spent already."""
+    await session.execute(LOCK_CUSTOMER, {"customer_id": customer_id})
     row = (
         await session.execute(SPEND, {"customer_id": customer_id, "points": points, "order_id": order_id, "now": now})
     ).one_or_none()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, SmallInteger, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Float, Index, SmallInteger, String
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,23 +24,24 @@ class Counter(Base):
 
 
 class Exposure(Base):
-    """A customer who qualified for a rule and would really have been awarded, in either group."""
+    """A customer who qualified for a rule and would really have been awarded, in either group.
+
+    Partitioned by month of ``occurred_at``, its event's (migration 0022)."""
 
     __tablename__ = "exposures"
     __table_args__ = (
         CheckConstraint("\"group\" IN ('treatment', 'control')", name="group"),
         Index("ix_exposures_campaign_customer_id_occurred_at", "campaign", "customer_id", "occurred_at"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
 
-    event_id: Mapped[str] = mapped_column(String(200), ForeignKey("events.event_id"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     campaign: Mapped[str] = mapped_column(String(100), primary_key=True)
     rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(
-        String(200), ForeignKey("customers.customer_id", deferrable=True, initially="DEFERRED")
-    )
+    customer_id: Mapped[str] = mapped_column(String(200))
     group: Mapped[str] = mapped_column(String(10))
-    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("awards.award_id"))
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    award_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     rule_set_version: Mapped[str] = mapped_column(String(64))
     holdout: Mapped[float | None] = mapped_column(Float)
     variant: Mapped[str | None] = mapped_column(String(100))

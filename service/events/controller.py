@@ -58,7 +58,8 @@ class EventController(Controller):
         errors = semantic_errors(data)
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
-        result, is_new = await record_event_retrying(request.app.state.engine, rule_set, data)
+        state = request.app.state
+        result, is_new = await record_event_retrying(state.engine, rule_set, data, state.settings.app.retention_days)
         return Response(result, status_code=201 if is_new else 200)
 
     @post(
@@ -86,10 +87,11 @@ class EventController(Controller):
         if errors:
             raise ValidationError(f"{len(errors)} field(s) are inconsistent", errors=errors)
         engine = request.app.state.engine
+        retention_days = request.app.state.settings.app.retention_days
         results = []
         for event in data.events:
             try:
-                result, is_new = await record_event_retrying(engine, rule_set, event)
+                result, is_new = await record_event_retrying(engine, rule_set, event, retention_days)
             except DelightError as exc:
                 results.append(BatchItemResult(event_id=event.event_id, status=exc.status, error=exc.to_problem()))
                 continue

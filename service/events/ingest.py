@@ -93,7 +93,9 @@ class EventIngest:
             registry = self.app.state.get("registry")
             if registry is None:
                 raise ServiceUnavailableError("no rule set is loaded")
-            result, is_new = await record_event_retrying(self.app.state.engine, registry.current, event)
+            result, is_new = await record_event_retrying(
+                self.app.state.engine, registry.current, event, self.app.state.settings.app.retention_days
+            )
         except Exception as exc:
             await self._answer_error(scope, receive, send, exc)
             return

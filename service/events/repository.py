@@ -10,23 +10,26 @@ from service.customers.repository import PROFILE_FIELDS, UPSERT_CONFLICT
 from service.lib.pg import Connection, Record, Sql
 
 # A new event and its count into the customer's profile, in one round trip:
-# the profile is only counted when the event row was really inserted, so a
-# replay (no row back) changes nothing. ON CONFLICT DO NOTHING waits for a
-# concurrent insert of the same id to commit or roll back, so two identical
-# events racing each other award once. Nothing here depends on the
-# customer's history: the uplift report's data is built from the stored
-# events afterwards (``service.projection``).
+# the event and its count are only stored when its id was new in
+# ``event_ids``, so a replay (no row back) changes nothing. ON CONFLICT DO
+# NOTHING waits for a concurrent insert of the same id to commit or roll back,
+# so two identical events racing each other award once. Nothing here depends
+# on the customer's history: the uplift report's data is built from the
+# stored events afterwards (``service.projection``).
 RECORD = Sql(
     f"""
-    WITH new_event AS (
+    WITH new_id AS (
+        INSERT INTO event_ids (event_id, occurred_at) VALUES (:event_id, :occurred_at)
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ), new_event AS (
         INSERT INTO events (
             event_id, content_hash, type, customer_id, occurred_at, channel, store_id, name, order_id, amount,
             rule_set_version, payload
-        ) VALUES (
-            :event_id, :content_hash, :type, :customer_id, :occurred_at, :channel, :store_id, :name, :order_id,
-            :amount, :rule_set_version, CAST(:payload AS jsonb)
         )
-        ON CONFLICT (event_id) DO NOTHING
+        SELECT :event_id, :content_hash, :type, :customer_id, :occurred_at, :channel, :store_id, :name, :order_id,
+               :amount, :rule_set_version, CAST(:payload AS jsonb)
+        FROM new_id
         RETURNING event_id
     )
     INSERT INTO customers AS c (
@@ -45,8 +48,10 @@ RECORD = Sql(
 STORED = Sql(
     f"""
     SELECT e.content_hash, {AWARD_COLUMNS.replace("a.event_id", "e.event_id")}
-    FROM events e LEFT JOIN awards a ON a.event_id = e.event_id
-    WHERE e.event_id = :event_id
+    FROM event_ids i
+    JOIN events e ON e.event_id = i.event_id AND e.occurred_at = i.occurred_at
+    LEFT JOIN awards a ON a.event_id = e.event_id
+    WHERE i.event_id = :event_id
     ORDER BY a.position
     """
 )

@@ -34,7 +34,7 @@ from service.customers.profile import delta_for, money
 from service.events import repository as events_repo
 from service.events.schemas import EventIn, EventResult
 from service.lib import metrics, pg
-from service.lib.errors import EventConflictError
+from service.lib.errors import EventConflictError, FieldError, ValidationError
 from service.lib.logging import get_logger
 from service.rules import engine
 from service.rules.engine import Decision, drawn
@@ -52,7 +52,19 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization fai
 ATTEMPTS = 3
 
 
-async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: EventIn) -> tuple[EventResult, bool]:
+def refuse_if_archived(event: EventIn, retention_days: int) -> None:
+    """An event older than the retention cannot be recorded: its month may be archived already, its id gone
+    from ``event_ids``, so a retry of it would be counted again."""
+    if retention_days and event.occurred_at < dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days):
+        message = f"is older than the retention of {retention_days} days (DELIGHT_RETENTION_DAYS)"
+        raise ValidationError(
+            f"event {event.event_id!r} is too old to record", errors=[FieldError("occurred_at", message)]
+        )
+
+
+async def record_event_retrying(
+    engine: AsyncEngine, rule_set: RuleSet, event: EventIn, retention_days: int = 0
+) -> tuple[EventResult, bool]:
     """``record_event`` in its own transaction, retried when PostgreSQL breaks a lock cycle.
 
     Two events drawing the same counters in different orders can deadlock;
@@ -63,6 +75,7 @@ async def record_event_retrying(engine: AsyncEngine, rule_set: RuleSet, event: E
     nothing, so storing it is the whole of its work, one statement, which
     commits by itself, without ``BEGIN`` and ``COMMIT`` around it.
     """
+    refuse_if_archived(event, retention_days)
     started = time.perf_counter()
     won = won_draws(rule_set, event)
     drawing = time.perf_counter() - started

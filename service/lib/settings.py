@@ -190,6 +190,9 @@ class AppSettings:
     console_secure_cookies: bool | None = None
     """Mark the console's cookies ``Secure``; unset means when the request came over TLS. Set it behind a proxy
     that ends TLS."""
+    retention_days: int = 0
+    """Events older than this many days are refused, and the jobs archive each month of events once all of it is
+    that old: its payloads and its ids go, the figures stay (migration 0022). 0 keeps everything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,11 @@ class Settings:
                     f"DELIGHT_WEBHOOK_ALLOW must list addresses or CIDR ranges, comma-separated; {part.strip()!r} is "
                     "neither"
                 ) from None
+        retention_days = _int(env, "DELIGHT_RETENTION_DAYS", 0)
+        if retention_days < 0:
+            raise SettingsError(
+                f"DELIGHT_RETENTION_DAYS must be 0 (keep everything) or a number of days, got {retention_days}"
+            )
         return cls(
             app=AppSettings(
                 rules_dir=Path(env.get("DELIGHT_RULES_DIR") or "rules"),
@@ -240,6 +248,7 @@ class Settings:
                 max_connections=_int(env, "DELIGHT_MAX_CONNECTIONS", 1000),
                 console_idle_minutes=max(_int(env, "DELIGHT_CONSOLE_IDLE_MINUTES", 30), 1),
                 console_secure_cookies=_flag(env.get("DELIGHT_CONSOLE_SECURE_COOKIES")),
+                retention_days=retention_days,
             ),
             db=DatabaseSettings(
                 url=db_url,

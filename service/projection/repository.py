@@ -184,7 +184,7 @@ def first_exposures(events: str) -> Sql:
                coalesce(CASE WHEN c.replacing THEN recomputed.cents ELSE n.cents END, '{{}}'),
                c.variant, c.variant_drawn
         FROM candidates c
-        JOIN events e ON e.event_id = c.event_id
+        JOIN events e ON e.event_id = c.event_id AND e.occurred_at = c.t0
         LEFT JOIN new_costs n ON n.campaign = c.campaign AND n.rule_id = c.rule_id AND n.customer_id = c.customer_id
         LEFT JOIN LATERAL (
             SELECT array_agg(o ORDER BY o, award_id) AS s, array_agg(running ORDER BY o, award_id) AS cents
@@ -192,7 +192,7 @@ def first_exposures(events: str) -> Sql:
                 SELECT o, award_id, sum(v) OVER (ORDER BY o, award_id)::bigint AS running
                 FROM (
                     SELECT delight_offset(a.issued_at - c.t0) AS o, round(a.cost * 100)::bigint AS v, a.award_id
-                    FROM awards a JOIN events ae ON ae.event_id = a.event_id
+                    FROM awards a JOIN events ae ON ae.event_id = a.event_id AND ae.occurred_at = a.issued_at
                     WHERE c.replacing AND a.customer_id = c.customer_id
                       AND (c.campaign = '*' OR a.campaign = c.campaign)
                       AND (c.rule_id = '*' OR a.rule_id = c.rule_id) AND a.cost > 0

@@ -37,7 +37,8 @@ from service.rules.ruleset import RuleSet
 PLAN_WINDOW = dt.timedelta(days=30)
 """The repeat window of the plan's baseline: a purchase within 30 days of a customer's first exposure."""
 
-STREAM = text("SELECT payload::text AS payload FROM events ORDER BY received_at, event_id")
+# An archived month's events have no payload left to replay (``DELIGHT_RETENTION_DAYS``): the replay starts after.
+STREAM = text("SELECT payload::text AS payload FROM events WHERE payload IS NOT NULL ORDER BY received_at, event_id")
 BATCH = 5000
 YIELD_EVERY = 200
 """Events replayed between two turns given to the rest of the process: a back-test the console runs inside
