@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 PARTITIONED = ("events", "exposures", "points_ledger")
 MONTHS_AHEAD = 3
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT = "2s"
 HISTORY_LOCK = 0x68697374  # "hist"
 
 LOCK = text("SELECT pg_try_advisory_xact_lock(:id)")
