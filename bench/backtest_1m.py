@@ -40,6 +40,10 @@ FROM generate_series(0, 49999) AS g;
 
 INSERT INTO rule_sets (version, files) VALUES ('bench', '{}');
 
+-- the year's month partitions, as the jobs would have made them
+SELECT delight_month_partition('events', m::date)
+FROM generate_series(timestamp '2026-01-01', timestamp '2027-01-01', interval '1 month') AS m;
+
 INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, order_id, amount,
                     name, rule_set_version, payload)
 SELECT 'e-' || g, '\\x00', kind, 'c-' || (g::bigint * 7919 % 50000), at, at, order_id, total, name, 'bench',

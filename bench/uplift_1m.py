@@ -47,6 +47,14 @@ FILL = [
     ),
     ("rule set", "INSERT INTO rule_sets (version, files) VALUES ('bench', '{}')"),
     (
+        "month partitions",  # as the jobs would have made them over the year
+        """
+        SELECT delight_month_partition(t, m::date)
+        FROM unnest(ARRAY['events', 'exposures']) AS t,
+             generate_series(timestamp '2026-01-01', timestamp '2027-01-01', interval '1 month') AS m
+        """,
+    ),
+    (
         "purchases",
         """
         INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, received_at, channel, order_id,
@@ -103,6 +111,7 @@ async def fill(admin_url: str, database: str, customers: int, purchases: int, re
     arguments = {
         "customers": (customers,),
         "rule set": (),
+        "month partitions": (),
         "purchases": (customers, purchases),
         "awards": (customers, CAMPAIGN),
         "exposures": (customers, CAMPAIGN),

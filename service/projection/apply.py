@@ -108,6 +108,8 @@ async def apply_page(conn: Connection, limit: int = PAGE_TRANSACTIONS) -> Progre
         if rows:
             params: dict[str, Any] = {
                 "ids": [row["event_id"] for row in rows],
+                "first": min(row["occurred_at"] for row in rows),
+                "last": max(row["occurred_at"] for row in rows),
                 "applied": applied,
                 "target": target,
                 "bound": bound,

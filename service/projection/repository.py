@@ -70,7 +70,11 @@ RESET = Sql(
 # until it commits.
 FORGET = Sql("WITH firsts AS (DELETE FROM first_exposures) DELETE FROM customer_timelines")
 
-PAGE_EVENTS = "event_id = ANY(CAST(:ids AS text[]))"
+# The page's rows, found by id; the bounds of its events' times keep the scans of the partitioned events and
+# exposures to the months the page has (pages are planned for their own values: ``apply.PAGE_SETTINGS``). An
+# award carries its event's time as ``issued_at``.
+PAGE_EVENTS = "event_id = ANY(CAST(:ids AS text[])) AND occurred_at BETWEEN :first AND :last"
+PAGE_AWARDS = "event_id = ANY(CAST(:ids AS text[])) AND issued_at BETWEEN :first AND :last"
 FOR_ALL = "true"
 # An award counts towards a cost timeline once its event is applied: applied before, or in this batch up to
 # this page. A build reads one snapshot whole and passes no snapshot here.
@@ -107,7 +111,7 @@ def timelines(events: str, kind: str = "purchase") -> Sql:
     )
 
 
-def first_exposures(events: str) -> Sql:
+def first_exposures(events: str, awards: str) -> Sql:
     """Record the first exposures among ``events``: per rule and per campaign (rule ``*``), the earliest; and per
     customer, their first exposure to the programme (campaign and rule ``*``), in the programme holdout's group.
 
@@ -153,7 +157,7 @@ def first_exposures(events: str) -> Sql:
             WHERE o.t0 IS NULL OR (o.t0, o.event_id) > (k.t0, k.event_id)
         ), given AS MATERIALIZED (
             SELECT campaign, rule_id, customer_id, issued_at, round(cost * 100)::bigint AS cents, award_id
-            FROM awards WHERE {events} AND cost > 0
+            FROM awards WHERE {awards} AND cost > 0
         ), given_keyed AS (
             SELECT * FROM given
             UNION ALL
@@ -217,7 +221,7 @@ COSTS = Sql(
     f"""
     WITH given AS (
         SELECT campaign, rule_id, customer_id, issued_at, round(cost * 100)::bigint AS cents, award_id
-        FROM awards WHERE {PAGE_EVENTS} AND cost > 0
+        FROM awards WHERE {PAGE_AWARDS} AND cost > 0
     ), keyed AS (
         SELECT * FROM given
         UNION ALL
@@ -249,7 +253,7 @@ COSTS = Sql(
 
 PAGE_TIMELINES = timelines(PAGE_EVENTS)
 PAGE_RETURNS = timelines(PAGE_EVENTS, "return")
-PAGE_FIRST_EXPOSURES = first_exposures(PAGE_EVENTS)
+PAGE_FIRST_EXPOSURES = first_exposures(PAGE_EVENTS, PAGE_AWARDS)
 ALL_TIMELINES = timelines(FOR_ALL)
 ALL_RETURNS = timelines(FOR_ALL, "return")
-ALL_FIRST_EXPOSURES = first_exposures(FOR_ALL)
+ALL_FIRST_EXPOSURES = first_exposures(FOR_ALL, FOR_ALL)
