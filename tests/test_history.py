@@ -148,12 +148,18 @@ async def test_a_retry_is_recognised_across_a_partition_boundary(fresh_database:
         assert first.status_code == 201
         assert first.json()["awards"]
         (where,) = await fetch(fresh_database, home)
+        waiting = (await client.get("/metrics")).text
         report = await run_history(fresh_database, dt.datetime.now(dt.UTC))
         (moved,) = await fetch(fresh_database, home)
+        settled = (await client.get("/metrics")).text
         again = await client.post("/v1/events", json=last_instant, headers=keys["events:write"])
         changed = await client.post("/v1/events", json=next_month, headers=keys["events:write"])
     assert {"events_2026_05", "exposures_2026_05"} <= set(report.partitions_made)
     assert (where["t"], moved["t"]) == ("events_default", "events_2026_05")
+    # what an operator sees: a row waiting for its month, then none; three months made ahead throughout
+    assert 'delight_history_default_rows{table="events"} 1\n' in waiting
+    assert 'delight_history_default_rows{table="events"} 0\n' in settled
+    assert 'delight_history_months_ahead{table="points_ledger"} 3\n' in settled
     assert again.status_code == 200
     assert again.json() == {**first.json(), "duplicate": True}
     assert changed.status_code == 409, changed.text

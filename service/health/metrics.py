@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from litestar import Controller, Response, get
@@ -10,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.events.history import PARTITIONED, first_of_month
 from service.lib.db import DATABASE_ERRORS
 from service.lib.metrics import registry_text
 from service.projection.freshness import freshness
@@ -28,6 +30,32 @@ OUTBOX = text(
     FROM outbox WHERE delivered_at IS NULL
     """
 )
+
+# Rows a default partition holds (a late event the jobs have not yet given its month; a run moves them), counted
+# up to a bound so that a scrape stays cheap whatever the jobs left behind.
+DEFAULT_ROWS = text(
+    " UNION ALL ".join(
+        f"SELECT '{table}' AS table_name, (SELECT count(*) FROM (SELECT 1 FROM {table}_default LIMIT 100000) AS d) AS n"
+        for table in PARTITIONED
+    )
+)
+# The month partitions each table has, as YYYY_MM.
+MONTHS = text(
+    """
+    SELECT p.relname AS table_name, right(c.relname, 7) AS month
+    FROM pg_class p JOIN pg_inherits i ON i.inhparent = p.oid JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE p.relname IN ('events', 'exposures', 'points_ledger') AND pg_table_is_visible(p.oid)
+      AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
+    """
+)
+
+
+def _months_ahead(months: set[str], now: dt.datetime) -> int:
+    """The months made beyond the current one without a gap; -1 when the current month has none."""
+    ahead = -1
+    while f"{first_of_month(now, ahead + 1):%Y_%m}" in months:
+        ahead += 1
+    return ahead
 
 
 def _escape(value: str) -> str:
@@ -72,6 +100,20 @@ async def _database_text(session: AsyncSession, rule_set: RuleSet) -> str:
             "# TYPE delight_projection_lag_seconds gauge",
             f"delight_projection_lag_seconds {projection.lag_seconds:.3f}",
         ]
+    waiting = (await session.execute(DEFAULT_ROWS)).all()
+    months: dict[str, set[str]] = {table: set() for table in PARTITIONED}
+    for table, month in (await session.execute(MONTHS)).tuples():
+        months[table].add(month)
+    now = dt.datetime.now(dt.UTC)
+    lines += [
+        "# HELP delight_history_default_rows Rows in a table's default partition, waiting for the jobs to make "
+        "their month (counted up to 100000)",
+        "# TYPE delight_history_default_rows gauge",
+        *(f'delight_history_default_rows{{table="{r.table_name}"}} {r.n}' for r in waiting),
+        "# HELP delight_history_months_ahead Month partitions made beyond the current month (the jobs keep 3)",
+        "# TYPE delight_history_months_ahead gauge",
+        *(f'delight_history_months_ahead{{table="{t}"}} {_months_ahead(months[t], now)}' for t in PARTITIONED),
+    ]
     lines += [
         "# HELP delight_projection_events Events applied to the uplift projection",
         "# TYPE delight_projection_events gauge",
