@@ -179,11 +179,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Its own connection, without the requests' time bound: an expiry run over every customer may take
             # longer than any request should.
             jobs_engine = create_engine(database_url, replace(settings.db, pool_size=1, max_overflow=0, timeout=None))
-            jobs = create_sessionmaker(jobs_engine)
             background.append(
                 asyncio.create_task(
                     run_periodically(
-                        jobs, lambda: registry.current, settings.app.jobs_every, settings.app.retention_days
+                        jobs_engine, lambda: registry.current, settings.app.jobs_every, settings.app.retention_days
                     ),
                     name="jobs",
                 )

@@ -308,8 +308,7 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
                 expiry = await run_expiry(
                     session, dt.datetime.now(dt.UTC), points_after(rule_set), rule_set.settings.webhooks
                 )
-            async with transaction(create_sessionmaker(engine)) as session:
-                history = await keep_history(session, dt.datetime.now(dt.UTC), settings.app.retention_days)
+            history = await keep_history(engine, dt.datetime.now(dt.UTC), settings.app.retention_days)
         finally:
             await engine.dispose()
         async with projector_connection(url) as conn:
@@ -318,6 +317,7 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
             **msgspec.structs.asdict(expiry),
             "partitions_made": history.partitions_made,
             "months_archived": history.months_archived,
+            "history_unfinished": history.unfinished,
             "projection_events_applied": projection.events,
             "projection_complete_until": projection.complete_at,
         }

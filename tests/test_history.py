@@ -24,13 +24,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
-from service.events.history import keep_history
+from service.events.history import MONTHS_AHEAD, first_of_month, keep_history
 from service.lib.db import (
     alembic_config,
     asyncpg_connect_args,
     create_engine,
     create_sessionmaker,
-    transaction,
     upgrade_database_async,
 )
 from tests.conftest import make_settings, new_key, post_all, projected, purchase, rebuilt, serving
@@ -104,8 +103,7 @@ async def keys_for(url: str) -> dict[str, dict[str, str]]:
 async def run_history(url: str, now: dt.datetime, retention_days: int = 0) -> Any:
     engine = create_engine(url)
     try:
-        async with transaction(create_sessionmaker(engine)) as session:
-            return await keep_history(session, now, retention_days)
+        return await keep_history(engine, now, retention_days)
     finally:
         await engine.dispose()
 
@@ -147,6 +145,9 @@ async def test_a_retry_is_recognised_across_a_partition_boundary(fresh_database:
         first = await client.post("/v1/events", json=last_instant, headers=keys["events:write"])
         assert first.status_code == 201
         assert first.json()["awards"]
+        # a till whose clock is centuries off: its event is kept, in the default partition, and makes no month
+        far = purchase("far-1", "edge-c", 5.0, occurred_at="2999-01-01T00:00:00Z")
+        assert (await client.post("/v1/events", json=far, headers=keys["events:write"])).status_code == 201
         (where,) = await fetch(fresh_database, home)
         waiting = (await client.get("/metrics")).text
         report = await run_history(fresh_database, dt.datetime.now(dt.UTC))
@@ -155,6 +156,8 @@ async def test_a_retry_is_recognised_across_a_partition_boundary(fresh_database:
         again = await client.post("/v1/events", json=last_instant, headers=keys["events:write"])
         changed = await client.post("/v1/events", json=next_month, headers=keys["events:write"])
     assert {"events_2026_05", "exposures_2026_05"} <= set(report.partitions_made)
+    assert not [made for made in report.partitions_made if "2999" in made]
+    assert report.unfinished is None
     assert (where["t"], moved["t"]) == ("events_default", "events_2026_05")
     # what an operator sees: a row waiting for its month, then none; three months made ahead throughout
     assert 'delight_history_default_rows{table="events"} 1\n' in waiting
@@ -223,14 +226,45 @@ async def test_retention_archives_old_months_payloads_and_ids_and_keeps_every_fi
     # the projection and a rebuild from what is kept agree with what was there before
     assert await projected(fresh_database) == projection
     assert await rebuilt(fresh_database) == projection
-    # a second run finds nothing more to archive; an archived month refuses a payload
+    # a second run finds nothing more to archive; an archived month refuses an event, also from a service
+    # that keeps everything (a shorter retention on the jobs than on the service), by name
     assert (await run_history(fresh_database, now, retention_days=30)).months_archived == {}
-    with pytest.raises(asyncpg.CheckViolationError):
-        await fetch(
-            fresh_database,
-            "INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, payload)"
-            " VALUES ('late', '\\x00', 'purchase', 'hc-0', '2026-02-01T00:00:00Z', '{}')",
+    async with serving(app_for(fresh_database, redis_url)) as client:
+        late = await client.post(
+            "/v1/events",
+            json=purchase("late", "hc-0", 150.0, occurred_at="2026-02-20T10:00:00Z"),
+            headers=keys["events:write"],
         )
+    assert late.status_code == 422
+    assert late.json()["errors"] == [
+        {"field": "occurred_at", "message": "falls in a month already archived (DELIGHT_RETENTION_DAYS)"}
+    ]
+    assert await figures(fresh_database) == before
+
+
+async def test_a_run_that_cannot_have_a_month_in_time_keeps_what_it_did_and_leaves_the_rest(
+    fresh_database: str, redis_url: str
+) -> None:
+    """Each month is archived in a transaction of its own, waiting at most 2 s for its tables: a month another
+    transaction holds is left for the next run, and the months before it stay archived (in one transaction for
+    the run, the swap of the first month would have held the events table, and the tills, until the end)."""
+    keys = await keys_for(fresh_database)
+    async with serving(app_for(fresh_database, redis_url)) as client:
+        await post_all(client, keys, history(3))
+    now = dt.datetime.now(dt.UTC)
+    assert (await run_history(fresh_database, now)).partitions_made  # the months of the history, out of default
+    holder = await asyncpg.connect(**asyncpg_connect_args(fresh_database))
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE events_2026_02 IN ROW EXCLUSIVE MODE")  # as a write to it would
+            report = await run_history(fresh_database, now, retention_days=30)
+    finally:
+        await holder.close()
+    assert report.months_archived == {"2026-01": 5}
+    assert report.unfinished is not None
+    report = await run_history(fresh_database, now, retention_days=30)
+    assert report.months_archived == {"2026-02": 5, "2026-03": 5}
+    assert report.unfinished is None
 
 
 async def test_the_migration_converts_a_filled_database_without_losing_a_row(
@@ -285,3 +319,33 @@ async def test_the_migration_converts_a_filled_database_without_losing_a_row(
     assert spent_again.json()["replay"] is True
     assert new.status_code == 201
     assert (await figures(fresh_database))["events"][0] == len(events) + 1
+
+
+async def test_a_month_is_made_while_a_late_row_for_it_is_being_written(fresh_database: str) -> None:
+    """A row on its way into the default partition for the month being made is waited for and moved with the
+    others, not left to make the new partition fail (the parent is locked before the default partition is
+    emptied)."""
+    now = dt.datetime.now(dt.UTC)
+    month = first_of_month(now, MONTHS_AHEAD)
+    for table in ("events", "exposures", "points_ledger"):
+        await fetch(fresh_database, f"DROP TABLE {table}_{month:%Y_%m}")  # as if the jobs had not run yet
+    writer = await asyncpg.connect(**asyncpg_connect_args(fresh_database))
+    try:
+        writing = writer.transaction()
+        await writing.start()
+        await writer.execute(
+            "INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, payload)"
+            " VALUES ('ahead', '\\x00', 'interaction', 'c-1', $1, '{}')",
+            dt.datetime.combine(month, dt.time(12), dt.UTC),
+        )
+        run = asyncio.create_task(run_history(fresh_database, now))
+        await asyncio.sleep(0.5)  # the run is waiting for the writer's lock on events
+        assert not run.done()
+        await writing.commit()
+        report = await run
+    finally:
+        await writer.close()
+    assert report.unfinished is None
+    assert f"events_{month:%Y_%m}" in report.partitions_made
+    (home,) = await fetch(fresh_database, "SELECT tableoid::regclass::text AS t FROM events WHERE event_id = 'ahead'")
+    assert home["t"] == f"events_{month:%Y_%m}"

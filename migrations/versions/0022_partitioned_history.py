@@ -44,7 +44,9 @@ depends_on: str | Sequence[str] | None = None
 PARTITIONED = ("events", "exposures", "points_ledger")
 
 # The partition of one month, made if missing: the rows the default partition holds for that month move into
-# it, and a column the parent keeps out of ANALYZE is kept out on the partition too. True when it was made.
+# it, and a column the parent keeps out of ANALYZE is kept out on the partition too. The parent is locked first,
+# so that no row reaches the default partition for that month between the move and the making (which would
+# fail), and in the order the inserts take their locks. True when it was made.
 MONTH_PARTITION = """
 CREATE FUNCTION delight_month_partition(parent text, month date) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -58,6 +60,7 @@ BEGIN
     IF to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
+    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent);
     EXECUTE format('CREATE TEMP TABLE delight_moving AS SELECT * FROM %I WITH NO DATA', parent || '_default');
     EXECUTE format(
         'WITH moved AS (DELETE FROM %I WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) '
@@ -78,7 +81,10 @@ $$
 
 # A month of events without its payloads: a copy of the partition with NULL payloads replaces it, under a
 # constraint that says so (and bounds it, so that attaching it needs no scan), and the month's ids leave
-# event_ids. Only the swap itself holds the events table, briefly. The number of events kept, or NULL when
+# event_ids. The copy holds the month's partition against writes (an erasure waits for it), and only the swap
+# holds the events table, briefly; run it in a transaction of its own, or that lock lasts until the
+# transaction ends. An erasure of one of the month's customers started during the copy and the swap wait for
+# each other: PostgreSQL ends the swap's transaction, to be run again. The number of events kept, or NULL when
 # there is no such partition or it was archived already.
 ARCHIVE_PAYLOADS = """
 CREATE FUNCTION delight_archive_event_payloads(month date) RETURNS bigint

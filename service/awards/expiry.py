@@ -16,12 +16,12 @@ from collections.abc import Callable
 import msgspec
 from msgspec import Struct
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.awards.repository import AWARD_COLUMNS
 from service.awards.schemas import award_from_row
 from service.events.history import keep_history
-from service.lib.db import DATABASE_ERRORS, transaction
+from service.lib.db import DATABASE_ERRORS, create_sessionmaker, transaction
 from service.lib.logging import get_logger
 from service.lib.tasks import stop_if_cancelled
 from service.rules.ruleset import RuleSet, duration_seconds
@@ -97,10 +97,11 @@ def points_after(rule_set: RuleSet) -> dt.timedelta | None:
 
 
 async def run_periodically(
-    sessions: async_sessionmaker[AsyncSession], current: Callable[[], RuleSet], every: float, retention_days: int = 0
+    engine: AsyncEngine, current: Callable[[], RuleSet], every: float, retention_days: int = 0
 ) -> None:
     """The jobs inside the service, expiry and then the history's partitions; replicas take turns through the
     jobs' locks."""
+    sessions = create_sessionmaker(engine)
     while True:
         stop_if_cancelled()  # a cancellation some library swallowed still ends the loop
         await asyncio.sleep(every)
@@ -115,8 +116,7 @@ async def run_periodically(
             stop_if_cancelled()
             log.warning("expiry_job_failed", error=type(exc).__name__)
         try:
-            async with transaction(sessions) as session:
-                history = await keep_history(session, dt.datetime.now(dt.UTC), retention_days)
+            history = await keep_history(engine, dt.datetime.now(dt.UTC), retention_days)
             if history.partitions_made or history.months_archived:
                 log.info("history_job", **msgspec.structs.asdict(history))
         except DATABASE_ERRORS as exc:

@@ -41,7 +41,7 @@ ORDER_STATE = Sql(
                     'reversed', coalesce((SELECT -sum(l.delta - l.shortfall) FROM points_ledger l
                                           WHERE l.customer_id = :customer_id AND l.award_id = a.award_id
                                             AND l.reason = 'reverse'), 0))), '[]')
-         FROM awards a JOIN events e ON e.event_id = a.event_id
+         FROM awards a JOIN events e ON e.event_id = a.event_id AND e.occurred_at = a.issued_at
          WHERE e.customer_id = :customer_id AND e.order_id = :order_id AND e.type = 'purchase') AS awards
     """
 )

@@ -56,10 +56,11 @@ def refuse_if_archived(event: EventIn, retention_days: int) -> None:
     """An event older than the retention cannot be recorded: its month may be archived already, its id gone
     from ``event_ids``, so a retry of it would be counted again."""
     if retention_days and event.occurred_at < dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days):
-        message = f"is older than the retention of {retention_days} days (DELIGHT_RETENTION_DAYS)"
-        raise ValidationError(
-            f"event {event.event_id!r} is too old to record", errors=[FieldError("occurred_at", message)]
-        )
+        raise _too_old(event, f"is older than the retention of {retention_days} days (DELIGHT_RETENTION_DAYS)")
+
+
+def _too_old(event: EventIn, why: str) -> ValidationError:
+    return ValidationError(f"event {event.event_id!r} is too old to record", errors=[FieldError("occurred_at", why)])
 
 
 async def record_event_retrying(
@@ -84,6 +85,11 @@ async def record_event_retrying(
         try:
             async with pg.pooled(engine) if alone else pg.transaction(engine) as conn:
                 result, is_new, held_out = await record_event(conn, rule_set, event, won, drawing)
+        except asyncpg.CheckViolationError as exc:
+            if not (exc.constraint_name or "").endswith("_archived"):
+                raise
+            # its month was archived by a process that keeps a shorter retention than this one
+            raise _too_old(event, "falls in a month already archived (DELIGHT_RETENTION_DAYS)") from None
         except asyncpg.PostgresError as exc:
             sqlstate = exc.sqlstate
             if sqlstate not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.events.history import PARTITIONED, first_of_month
+from service.events.history import PARTITIONED, first_of_month, stray_window
 from service.lib.db import DATABASE_ERRORS
 from service.lib.metrics import registry_text
 from service.projection.freshness import freshness
@@ -31,11 +31,12 @@ OUTBOX = text(
     """
 )
 
-# Rows a default partition holds (a late event the jobs have not yet given its month; a run moves them), counted
-# up to a bound so that a scrape stays cheap whatever the jobs left behind.
+# Rows a default partition holds that the jobs will give a month (a late event; a run moves them), counted up
+# to a bound so that a scrape stays cheap whatever the jobs left behind.
 DEFAULT_ROWS = text(
     " UNION ALL ".join(
-        f"SELECT '{table}' AS table_name, (SELECT count(*) FROM (SELECT 1 FROM {table}_default LIMIT 100000) AS d) AS n"
+        f"SELECT '{table}' AS table_name, (SELECT count(*) FROM (SELECT 1 FROM {table}_default"
+        " WHERE occurred_at >= :since AND occurred_at < :until LIMIT 100000) AS d) AS n"
         for table in PARTITIONED
     )
 )
@@ -62,7 +63,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-async def _database_text(session: AsyncSession, rule_set: RuleSet) -> str:
+async def _database_text(session: AsyncSession, rule_set: RuleSet, retention_days: int) -> str:
     used = {r.key: r for r in (await session.execute(BUDGETS)).all()}
     lines = [
         "# HELP delight_budget_remaining What a campaign budget or a gift's stock has left, in force now",
@@ -100,13 +101,14 @@ async def _database_text(session: AsyncSession, rule_set: RuleSet) -> str:
             "# TYPE delight_projection_lag_seconds gauge",
             f"delight_projection_lag_seconds {projection.lag_seconds:.3f}",
         ]
-    waiting = (await session.execute(DEFAULT_ROWS)).all()
+    now = dt.datetime.now(dt.UTC)
+    since, until = stray_window(now, retention_days)
+    waiting = (await session.execute(DEFAULT_ROWS, {"since": since, "until": until})).all()
     months: dict[str, set[str]] = {table: set() for table in PARTITIONED}
     for table, month in (await session.execute(MONTHS)).tuples():
         months[table].add(month)
-    now = dt.datetime.now(dt.UTC)
     lines += [
-        "# HELP delight_history_default_rows Rows in a table's default partition, waiting for the jobs to make "
+        "# HELP delight_history_default_rows Rows in a table's default partition waiting for the jobs to make "
         "their month (counted up to 100000)",
         "# TYPE delight_history_default_rows gauge",
         *(f'delight_history_default_rows{{table="{r.table_name}"}} {r.n}' for r in waiting),
@@ -134,12 +136,16 @@ class MetricsController(Controller):
         include_in_schema=True,
     )
     async def metrics(
-        self, sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]], rule_set: NamedDependency[RuleSet]
+        self,
+        request: Request[Any, Any, Any],
+        sessionmaker: NamedDependency[async_sessionmaker[AsyncSession]],
+        rule_set: NamedDependency[RuleSet],
     ) -> Any:
         body = registry_text().decode()
+        retention_days = request.app.state.settings.app.retention_days
         try:
             async with sessionmaker() as session:
-                body += await _database_text(session, rule_set) + UP + "delight_database_up 1\n"
+                body += await _database_text(session, rule_set, retention_days) + UP + "delight_database_up 1\n"
         except DATABASE_ERRORS:
             body += UP + "delight_database_up 0\n"
         return Response(body, media_type=CONTENT_TYPE_LATEST)

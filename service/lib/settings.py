@@ -228,9 +228,10 @@ class Settings:
                     "neither"
                 ) from None
         retention_days = _int(env, "DELIGHT_RETENTION_DAYS", 0)
-        if retention_days < 0:
+        if not 0 <= retention_days <= 36500:
             raise SettingsError(
-                f"DELIGHT_RETENTION_DAYS must be 0 (keep everything) or a number of days, got {retention_days}"
+                f"DELIGHT_RETENTION_DAYS must be 0 (keep everything) or a number of days up to 36500, got "
+                f"{retention_days}"
             )
         return cls(
             app=AppSettings(
