@@ -176,22 +176,39 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
 ASYNCPG_INTROSPECTION = ("typeinfo_tree", "set_config('jit'")
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A query sent, with its arguments and which checkout from the pool sent it (a transaction and the statements
+    around it share one)."""
+
+    query: str
+    args: Any
+    checkout: int
+
+
 @contextmanager
 def sent_statements(app: Litestar, engine: AsyncEngine | None = None) -> Iterator[list[Any]]:
     """Every query asyncpg sends on a connection of ``app``'s pool (or ``engine``'s) while the block runs (BEGIN and
-    COMMIT too), as asyncpg's ``LoggedQuery`` (``query``, ``args``); asyncpg learning a type is left out. Queries
+    COMMIT too), as ``Sent`` (``query``, ``args``, ``checkout``); asyncpg learning a type is left out. Queries
     reach the list on the loop's next turn after they are sent."""
     statements: list[Any] = []
-
-    def record(query: Any) -> None:
-        if not any(mark in query.query for mark in ASYNCPG_INTROSPECTION):
-            statements.append(query)
+    checkouts = itertools.count()
+    loggers: dict[int, Any] = {}
 
     def checkout(dbapi_connection: Any, *_: Any) -> None:
+        number = next(checkouts)
+
+        def record(query: Any) -> None:
+            if not any(mark in query.query for mark in ASYNCPG_INTROSPECTION):
+                statements.append(Sent(query.query, query.args, number))
+
+        loggers[id(dbapi_connection)] = record
         dbapi_connection.driver_connection.add_query_logger(record)
 
     def checkin(dbapi_connection: Any, *_: Any) -> None:
-        dbapi_connection.driver_connection.remove_query_logger(record)
+        record = loggers.pop(id(dbapi_connection), None)
+        if record is not None:
+            dbapi_connection.driver_connection.remove_query_logger(record)
 
     pool = (engine or app.state.engine).sync_engine.pool
     event.listen(pool, "checkout", checkout)

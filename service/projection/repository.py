@@ -164,7 +164,7 @@ def first_exposures(events: str, awards: str) -> Sql:
             SELECT campaign, '*', customer_id, issued_at, cents, award_id FROM given
             UNION ALL
             SELECT '*', '*', customer_id, issued_at, cents, award_id FROM given
-        ), new_costs AS (
+        ), new_costs AS MATERIALIZED (  -- computed once, whatever a misestimate makes of the join below
             SELECT campaign, rule_id, customer_id, array_agg(o ORDER BY o, award_id) AS s,
                    array_agg(running ORDER BY o, award_id) AS cents
             FROM (
