@@ -91,11 +91,10 @@ def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             server.stop()
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
-    """A fresh database for this run, built by the real migrations."""
-    admin_url = server_urls[0]
-    name = f"delight_test_{secrets.token_hex(4)}"
+@asynccontextmanager
+async def scratch_database(admin_url: str, prefix: str = "delight_test") -> AsyncIterator[str]:
+    """A new database on the test server, built by the real migrations, and dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -103,12 +102,21 @@ async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
         await admin.close()
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     await upgrade_database_async(url)
-    yield url
-    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield url
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
+    """A fresh database for this run, built by the real migrations."""
+    async with scratch_database(server_urls[0]) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ import socket
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,12 @@ import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
 from service.keys import scopes
-from tests.conftest import make_settings, new_key, purchase
+from service.lib.db import create_engine, create_sessionmaker
+from tests.conftest import make_settings, new_key, purchase, scratch_database, truncate
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 DOCUMENT: dict[str, Any] = json.loads(COMMITTED.read_text())
@@ -181,12 +182,34 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
 
 
 @pytest.fixture(scope="module")
-def base_url(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+async def fuzz_database(server_urls: tuple[str, str]) -> AsyncIterator[str]:
+    """This module's own database. The requests here are sent synchronously, so the test loop does not run while
+    one waits: a projector of the session's app left in the middle of a page by the test before (its transaction
+    holding the projection's lock) would hold up, in the same database, an erasure waiting for that lock."""
+    async with scratch_database(server_urls[0], "delight_fuzz") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def fuzz_engine(fuzz_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(fuzz_database)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def fuzz_clean(fuzz_engine: AsyncEngine) -> None:
+    """Every test here starts with no customers, events or awards, as the database tests' own do."""
+    await truncate(fuzz_engine)
+
+
+@pytest.fixture(scope="module")
+def base_url(fuzz_database: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app served by uvicorn in a thread, on the fuzzer's rule pack; its base URL."""
     rules = tmp_path_factory.mktemp("fuzz-rules")
     for name, text in RULE_PACK.items():
         (rules / name).write_text(textwrap.dedent(text))
-    app = create_app(make_settings(database_url, redis_url, rules))
+    app = create_app(make_settings(fuzz_database, redis_url, rules))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -214,20 +237,20 @@ def http() -> Iterator[requests.Session]:
 
 
 @pytest.fixture(scope="module")
-async def auth(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+async def auth(fuzz_engine: AsyncEngine) -> dict[str, str]:
     """A key with every scope, this module's own: the fuzzer revokes keys and must not reach the shared ones."""
-    return {"Authorization": f"Bearer {await new_key(sessionmaker, *scopes.ALL)}"}
+    return {"Authorization": f"Bearer {await new_key(create_sessionmaker(fuzz_engine), *scopes.ALL)}"}
 
 
 @pytest.fixture(scope="module")
-async def spare_key_id(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+async def spare_key_id(fuzz_engine: AsyncEngine) -> str:
     """The id of a key nobody uses, for ``DELETE /v1/keys/{key_id}`` to revoke."""
-    key = await new_key(sessionmaker, scopes.REPORTS_READ)
+    key = await new_key(create_sessionmaker(fuzz_engine), scopes.REPORTS_READ)
     return key.split("_")[1]  # dlk_<key id>_<secret>
 
 
 @pytest.fixture
-def seeded(base_url: str, http: requests.Session, auth: dict[str, str], spare_key_id: str) -> None:
+def seeded(base_url: str, http: requests.Session, auth: dict[str, str], spare_key_id: str, fuzz_clean: None) -> None:
     """A customer with a purchase (two gift codes, 1500 points), made after the per-test truncation;
     and the known values the generated requests are sometimes given."""
     event = purchase("fuzz-seed", SEED_CUSTOMER, 150.0, occurred_at=dt.datetime.now(dt.UTC).isoformat())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +19,6 @@ import asyncpg
 import pytest
 from alembic import command
 from litestar import Litestar
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
@@ -32,7 +30,7 @@ from service.lib.db import (
     create_sessionmaker,
     upgrade_database_async,
 )
-from tests.conftest import make_settings, new_key, post_all, projected, purchase, rebuilt, serving
+from tests.conftest import make_settings, new_key, post_all, projected, purchase, rebuilt, scratch_database, serving
 
 # What must come through a migration and an archive unchanged: every row's figures, table by table.
 FIGURES = {
@@ -66,21 +64,8 @@ async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 @pytest.fixture
 async def fresh_database(server_urls: tuple[str, str]) -> AsyncIterator[str]:
     """A database of this test's own, migrated to the head: what a test does to its partitions stays there."""
-    admin_url = server_urls[0]
-    name = f"delight_history_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade_database_async(url)
-    yield url
-    admin = await asyncpg.connect(**asyncpg_connect_args(admin_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(server_urls[0], "delight_history") as url:
+        yield url
 
 
 def app_for(url: str, redis_url: str, retention_days: int = 0) -> Litestar:
