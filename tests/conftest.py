@@ -348,6 +348,17 @@ def purchase(
     return event
 
 
+def a_return(event_id: str, customer: str, order_id: str, total: float, occurred_at: str) -> dict[str, Any]:
+    """A return of (part of) an order, in the v1 wire format."""
+    return {
+        "event_id": event_id,
+        "type": "return",
+        "customer_id": customer,
+        "occurred_at": occurred_at,
+        "order": {"order_id": order_id, "total": total, "currency": "EUR"},
+    }
+
+
 def interaction(
     event_id: str, customer_id: str = "c-1", name: str = "review_posted", **attributes: Any
 ) -> dict[str, Any]:

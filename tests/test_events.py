@@ -20,7 +20,7 @@ from service.lib import pg
 from service.rules.engine import drawn
 from service.rules.facts import build_facts
 from service.rules.loader import load_rule_set
-from tests.conftest import TEST_RULES, interaction, post_all, purchase, sent_statements
+from tests.conftest import TEST_RULES, a_return, interaction, post_all, purchase, sent_statements
 
 Client = AsyncTestClient[Litestar]
 
@@ -446,16 +446,6 @@ async def rows_written(engine: AsyncEngine, event: dict[str, Any]) -> dict[str, 
         table = PARTITION.sub("", row["relname"])
         written[table] = written.get(table, 0) + int(row["rows"])
     return written
-
-
-def a_return(event_id: str, customer: str, order_id: str, total: float, occurred_at: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "type": "return",
-        "customer_id": customer,
-        "occurred_at": occurred_at,
-        "order": {"order_id": order_id, "total": total, "currency": "EUR"},
-    }
 
 
 async def test_an_event_writes_the_same_rows_whatever_the_customers_history(

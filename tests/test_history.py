@@ -30,7 +30,17 @@ from service.lib.db import (
     create_sessionmaker,
     upgrade_database_async,
 )
-from tests.conftest import make_settings, new_key, post_all, projected, purchase, rebuilt, scratch_database, serving
+from tests.conftest import (
+    a_return,
+    make_settings,
+    new_key,
+    post_all,
+    projected,
+    purchase,
+    rebuilt,
+    scratch_database,
+    serving,
+)
 
 # What must come through a migration and an archive unchanged: every row's figures, table by table.
 FIGURES = {
@@ -181,13 +191,7 @@ async def test_retention_archives_old_months_payloads_and_ids_and_keeps_every_fi
     recent = purchase("h-recent", "hc-0", 160.0, occurred_at=(now - dt.timedelta(days=1)).isoformat())
     async with serving(app_for(fresh_database, redis_url)) as client:
         await post_all(client, keys, [*history(), recent])
-        returned = {
-            "event_id": "h-back",
-            "type": "return",
-            "customer_id": "hc-1",
-            "occurred_at": "2026-02-12T10:00:00Z",
-            "order": {"order_id": "o-h-1-1", "total": 151.0, "currency": "EUR"},
-        }
+        returned = a_return("h-back", "hc-1", "o-h-1-1", 151.0, "2026-02-12T10:00:00Z")
         assert (await client.post("/v1/events", json=returned, headers=keys["events:write"])).status_code == 201
     before = await figures(fresh_database)
     projection = await projected(fresh_database)
