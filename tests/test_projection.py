@@ -36,7 +36,16 @@ from service.projection.freshness import catch_up_to_now, freshness
 from service.projection.worker import STANDBY_POLL
 from service.reports.uplift import uplift_report
 from service.rules.loader import load_rule_set
-from tests.conftest import TEST_RULES, make_settings, post_all, projected, purchase, rebuilt, serving
+from tests.conftest import (
+    TEST_RULES,
+    make_settings,
+    post_all,
+    projected,
+    purchase,
+    rebuilt,
+    scratch_database,
+    serving,
+)
 
 Client = AsyncTestClient[Litestar]
 DELIGHT = str(Path(sys.executable).parent / "delight")
@@ -283,3 +292,44 @@ async def test_catching_up_applies_a_backlog_in_pages_of_whole_transactions(
     assert await rebuilt(database_url) == after
     assert await stored_events(engine) == 40
     assert sum(customer[-1][1] for customer in after.timelines.values()) == 40 * 10100
+
+
+async def test_a_page_reads_its_events_by_their_transactions_however_many_one_bulk_load_wrote(
+    server_urls: tuple[str, str],
+) -> None:
+    # Statistics that say one transaction wrote nearly every event (a history loaded in bulk) once made the page's
+    # read of its events a scan of every partition, for every page.
+    async with scratch_database(server_urls[0], "delight_bulk") as url, projector_connection(url) as conn:
+        await conn.execute("SELECT delight_month_partition('events', DATE '2025-06-01')")
+        await conn.execute(
+            """
+            INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, channel, order_id, amount,
+                                rule_set_version, payload)
+            SELECT 'bulk-' || g, sha256(('bulk-' || g)::bytea), 'purchase', 'c-' || g % 500,
+                   timestamptz '2025-06-01' + g * interval '1 minute', 'pos', 'o-bulk-' || g, 20, 'bulk', '{}'
+            FROM generate_series(1, 20000) AS g
+            """
+        )
+        await conn.execute("ANALYZE events")
+        await catch_up(conn)  # builds the projection
+        for i in range(5):  # five tills' transactions, one event each
+            await conn.execute(
+                """
+                INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, channel, order_id,
+                                    amount, rule_set_version, payload)
+                VALUES ($1::text, sha256($1::text::bytea), 'purchase', 'c-1', timestamptz '2025-06-30 12:00' + $2 * interval
+                        '1 minute', 'pos', 'o-' || $1, 30, 'bulk', '{}')
+                """,
+                f"till-{i}",
+                i,
+            )
+        scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events_2025_06'"
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        before = await conn.fetchval(scans)
+
+        progress = await catch_up(conn)
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        after = await conn.fetchval(scans)
+
+    assert progress.events == 5
+    assert after == before

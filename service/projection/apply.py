@@ -92,7 +92,7 @@ async def apply_page(conn: Connection, limit: int = PAGE_TRANSACTIONS) -> Progre
             assert now is not None
             target, target_at = now["snapshot"], now["at"]
         after = state["cursor"] or 0
-        rows = await sql.PENDING.fetch(
+        page = await sql.NEXT_TRANSACTIONS.fetch(
             conn,
             {
                 "in_progress": list(applied[2]),
@@ -103,7 +103,8 @@ async def apply_page(conn: Connection, limit: int = PAGE_TRANSACTIONS) -> Progre
                 "limit": limit,
             },
         )
-        transactions = {row["xid"] for row in rows}
+        transactions = [row["xid"] for row in page]
+        rows = await sql.THEIR_EVENTS.fetch(conn, {"xids": transactions}) if transactions else []
         bound = max(transactions, default=after)
         if rows:
             params: dict[str, Any] = {
