@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from collections.abc import Callable
 
 import pytest
 
-from service.awards.codes import ALPHABET, new_code, normalise
+from service.awards.codes import ALPHABET, new_award_id, new_code, normalise
 
 CODE_FORMAT = re.compile(r"^[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]$")
 
@@ -133,3 +135,16 @@ def test_non_ascii_letters_that_upper_case_into_the_alphabet_are_rejected() -> N
     assert normalise(valid.replace("SS", "\u017f\u017f", 1)) is None
     assert normalise(valid.replace("SS", "ß", 1)) is None
     assert normalise(valid.replace("FF", "\ufb00", 1)) is None
+
+
+def test_award_ids_are_version_7_uuids_in_the_order_they_were_made() -> None:
+    made = []
+    for _ in range(3):
+        made += [new_award_id() for _ in range(200)]
+        time.sleep(0.002)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in made)
+    assert len(set(made)) == len(made)
+    milliseconds = [i.int >> 80 for i in made]
+    assert milliseconds == sorted(milliseconds)
+    assert abs(milliseconds[-1] - time.time() * 1000) < 5000
+    assert made[0] < made[200] < made[400]  # a later millisecond sorts after, as PostgreSQL compares them too

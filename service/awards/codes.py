@@ -5,11 +5,19 @@ bits of randomness; a Luhn mod 32 check symbol catches any single mistyped
 symbol and most swaps of neighbours before the database is asked. Codes are
 shown in groups of four (``7KQX-M2PA-9RTV-F``); dashes, spaces and case are
 ignored on input.
+
+Award ids are UUIDs in the time-ordered layout of RFC 9562 (version 7): the
+milliseconds since 1970 first, then 74 random bits. New awards' keys land
+together at the end of the primary key's index, where random ones would land
+on a different leaf page each, and every page first written after a
+checkpoint is written to the WAL whole.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+import uuid
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
@@ -38,6 +46,12 @@ def new_code() -> str:
     bits = secrets.randbits(5 * BODY_LENGTH)
     body = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(BODY_LENGTH))
     return _format(body + _check_symbol(body))
+
+
+def new_award_id() -> uuid.UUID:
+    random = secrets.randbits(74)
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62 | random & (2**62 - 1)
+    return uuid.UUID(int=value)
 
 
 def normalise(code: str) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +23,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.awards import repository as awards_repo
-from service.awards.codes import new_code
+from service.awards.codes import new_award_id, new_code
 from service.awards.returns import reverse_order
 from service.awards.schemas import AwardOut, GiftRef, OfferTerms, award_from_row
 from service.controls import plan as controls
@@ -268,7 +267,7 @@ def _nothing(_: Take) -> None:
 
 def _award(decision: Decision, event: EventIn, version: str) -> AwardOut:
     return AwardOut(
-        award_id=str(uuid.uuid4()),
+        award_id=str(new_award_id()),
         code=new_code(),
         campaign=decision.campaign,
         rule_id=decision.rule_id,
