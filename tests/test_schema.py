@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.lib.db import asyncpg_connect_args
 from service.models import Base  # every model, registered on the shared metadata
+from tests.conftest import scratch_database
 
 # (operation, table or index name): why the models do not describe it.
 IN_MIGRATIONS_ONLY = {
@@ -78,3 +81,30 @@ async def test_analyze_skips_the_columns_no_query_filters_by(engine: AsyncEngine
         ("customer_timelines", "ret_at"),
         ("customer_timelines", "ret_cum"),
     }
+
+
+async def test_a_customer_loaded_in_bulk_is_updated_on_its_own_page(server_urls: tuple[str, str]) -> None:
+    """Every event rewrites its customer's row: the pages keep room for the new version (migration 0023), so that
+    it goes in beside the old one, with no new index entry, even on a table loaded full in one go."""
+    async with scratch_database(server_urls[0], "delight_pages") as url:
+        conn = await asyncpg.connect(**asyncpg_connect_args(url))
+        try:
+            await conn.execute(
+                """
+                INSERT INTO customers (customer_id, attributes)
+                SELECT 'c-' || g, jsonb_build_object('note', repeat('x', 900)) FROM generate_series(1, 200) AS g
+                """
+            )
+            block = "SELECT (ctid::text::point)[0] FROM customers WHERE customer_id = $1"
+            moved = []
+            for customer in ("c-1", "c-100", "c-200"):
+                before = await conn.fetchval(block, customer)
+                await conn.execute(
+                    "UPDATE customers SET purchase_count = purchase_count + 1, last_event_at = now() "
+                    "WHERE customer_id = $1",
+                    customer,
+                )
+                moved.append(await conn.fetchval(block, customer) != before)
+        finally:
+            await conn.close()
+    assert moved == [False, False, False]
