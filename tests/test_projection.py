@@ -317,8 +317,8 @@ async def test_a_page_reads_its_events_by_their_transactions_however_many_one_bu
                 """
                 INSERT INTO events (event_id, content_hash, type, customer_id, occurred_at, channel, order_id,
                                     amount, rule_set_version, payload)
-                VALUES ($1::text, sha256($1::text::bytea), 'purchase', 'c-1', timestamptz '2025-06-30 12:00' + $2 * interval
-                        '1 minute', 'pos', 'o-' || $1, 30, 'bulk', '{}')
+                VALUES ($1::text, sha256($1::text::bytea), 'purchase', 'c-1',
+                        timestamptz '2025-06-30 12:00' + $2 * interval '1 minute', 'pos', 'o-' || $1, 30, 'bulk', '{}')
                 """,
                 f"till-{i}",
                 i,

@@ -85,7 +85,7 @@ async def test_analyze_skips_the_columns_no_query_filters_by(engine: AsyncEngine
 
 async def test_a_customer_loaded_in_bulk_is_updated_on_its_own_page(server_urls: tuple[str, str]) -> None:
     """Every event rewrites its customer's row: the pages keep room for the new version (migration 0023), so that
-    it goes in beside the old one, with no new index entry, even on a table loaded full in one go."""
+    it goes in beside the old one, even on a table loaded full in one go."""
     async with scratch_database(server_urls[0], "delight_pages") as url:
         conn = await asyncpg.connect(**asyncpg_connect_args(url))
         try:
@@ -97,7 +97,7 @@ async def test_a_customer_loaded_in_bulk_is_updated_on_its_own_page(server_urls:
             )
             block = "SELECT (ctid::text::point)[0] FROM customers WHERE customer_id = $1"
             moved = []
-            for customer in ("c-1", "c-100", "c-200"):
+            for customer in ("c-1", "c-50", "c-100"):  # on full pages: the last one is not
                 before = await conn.fetchval(block, customer)
                 await conn.execute(
                     "UPDATE customers SET purchase_count = purchase_count + 1, last_event_at = now() "

@@ -7,7 +7,8 @@ other page written. Packed full, as a table loaded in bulk is, the first update
 of each row went to another page and put a new entry in the primary key: on a
 year of history (200,000 customers), 30% of updates, and a quarter of the
 customers' pages written whole to the WAL after each checkpoint. With 15% of
-each page free, a row's first update stays on its page.
+each page free, a row's first update stays on its page; the second of an
+awarding event still may not, until the first's old version is pruned away.
 
 The setting applies to the pages written from now on; ``VACUUM FULL customers``
 repacks the existing ones (it locks the table while it runs).

@@ -8,9 +8,10 @@ ignored on input.
 
 Award ids are UUIDs in the time-ordered layout of RFC 9562 (version 7): the
 milliseconds since 1970 first, then 74 random bits. New awards' keys land
-together at the end of the primary key's index, where random ones would land
-on a different leaf page each, and every page first written after a
-checkpoint is written to the WAL whole.
+next to each other in the primary key's index, where random ones would land
+on a different leaf page each, and every page first changed after a
+checkpoint is written to the WAL whole. The id tells when the service issued
+the award, to the millisecond.
 """
 
 from __future__ import annotations

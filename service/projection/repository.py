@@ -33,7 +33,9 @@ NOW = Sql("SELECT pg_current_snapshot() AS snapshot, statement_timestamp() AS at
 # (``THEIR_EVENTS``), never joined to this query: joined, the planner estimates the rows per transaction from
 # the column's statistics, and where many events share one (a bulk load written in one transaction) it took every
 # partition to match and scanned them all, for every page (0.4-0.9 s a page on a year's history). Given the list,
-# it looks the values up in the statistics and finds them rare.
+# and a plan made for it (``apply.PAGE_SETTINGS``: never a generic plan), it looks the values up in the
+# statistics and finds them rare. It still probes every month's ``xid`` index: a page costs a little more with
+# each month kept.
 NEXT_TRANSACTIONS = Sql(
     """
     SELECT DISTINCT xid
