@@ -6,9 +6,12 @@ speed with ``load.py``'s load, then reads the WAL written meanwhile with
 ``pg_waldump`` and prints, per event stored: the WAL bytes each relation's
 records carry and how many whole pages (full-page images) they wrote, the
 commonest (relation, record) pairs among those images, each statement's time
-and WAL (``pg_stat_statements``, loaded for this run), and the share of updates
-that stayed on their page. Right after a checkpoint is the worst of a
-checkpoint's cycle: every page is written whole the first time it changes.
+and WAL (``pg_stat_statements``, loaded for this run only), and the share of
+updates that stayed on their page (heap-only updates). Right after a
+checkpoint is the worst of a checkpoint's cycle: every page is written whole
+the first time it changes. The run adds its events to the deployment's
+history and an API key to its keys, and leaves it migrated to this
+checkout's schema.
 
     .venv/bin/python bench/wal_pages.py DIR [--seconds 20] [--workers 2] [--concurrency 32]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import subprocess
@@ -147,6 +151,9 @@ def main() -> None:
                 )
             }
     finally:
+        with contextlib.suppress(Exception):  # leave the deployment as aged.py runs it, without the extension
+            asyncio.run(query(postgres.url, "DROP EXTENSION IF EXISTS pg_stat_statements"))
+            asyncio.run(query(postgres.url, "ALTER SYSTEM RESET shared_preload_libraries"))
         redis.stop()
         postgres.stop()
     n = max(result["requests"], 1)
