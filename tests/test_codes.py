@@ -148,3 +148,12 @@ def test_award_ids_are_version_7_uuids_in_the_order_they_were_made() -> None:
     assert milliseconds == sorted(milliseconds)
     assert abs(milliseconds[-1] - time.time() * 1000) < 5000
     assert made[0] < made[200] < made[400]  # a later millisecond sorts after, as PostgreSQL compares them too
+
+
+def test_award_ids_stay_in_order_when_the_clock_is_set_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time_ns()
+    first = new_award_id()
+    monkeypatch.setattr(time, "time_ns", lambda: now - 60 * 10**9)  # a minute back
+    later = [new_award_id() for _ in range(3)]
+    assert all(i.int >> 80 == first.int >> 80 for i in later)  # the millisecond of the last id made, not the clock's
+    assert all(i.version == 7 for i in later)

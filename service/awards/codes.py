@@ -49,9 +49,15 @@ def new_code() -> str:
     return _format(body + _check_symbol(body))
 
 
+_last_millisecond = 0
+
+
 def new_award_id() -> uuid.UUID:
+    # Never a millisecond before the last one this process used: a clock set back keeps the ids in order.
+    global _last_millisecond
+    _last_millisecond = millisecond = max(time.time_ns() // 1_000_000, _last_millisecond)
     random = secrets.randbits(74)
-    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62 | random & (2**62 - 1)
+    value = millisecond << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62 | random & (2**62 - 1)
     return uuid.UUID(int=value)
 
 
