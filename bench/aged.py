@@ -200,6 +200,33 @@ class Side:
     lag: list[float] = field(default_factory=list)
 
 
+def service_env(
+    database_url: str, redis_url: str, data: Path, rules: Path, customers: int, key_name: str
+) -> dict[str, str]:
+    """The environment ``delight serve`` and ``load.lua`` run under on a deployment in ``data``, with an API key
+    made for the load (``BENCH_KEY``)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")},
+        "DELIGHT_DATABASE_URL": database_url,
+        "DELIGHT_REDIS_URL": redis_url,
+        "DELIGHT_DATA_DIR": str(data / "serve"),
+        "DELIGHT_RULES_DIR": str(rules),
+        "DELIGHT_RATE_LIMIT": "1000000000",  # the limiter runs, but never refuses the load
+        "DELIGHT_LOG_LEVEL": "WARNING",
+        "BENCH_CUSTOMERS": str(customers),
+    }
+    created = subprocess.run(
+        [str(BIN / "delight"), "keys", "create", "--name", key_name, "--scopes", "events:write"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+    )
+    env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
+    return env
+
+
 async def write_history(url: str, customers: int, events: int, max_rules: int) -> None:
     connection = await asyncpg.connect(**asyncpg_connect_args(url))
     try:
@@ -356,25 +383,7 @@ def main() -> None:
             elif name == "aged":
                 print(f"writing {args.events:,} events of history for {args.customers:,} customers", file=sys.stderr)
                 asyncio.run(write_history(postgres.url, args.customers, args.events, args.max_rules))
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")},
-                "DELIGHT_DATABASE_URL": postgres.url,
-                "DELIGHT_REDIS_URL": redis.url,
-                "DELIGHT_DATA_DIR": str(data / "serve"),
-                "DELIGHT_RULES_DIR": str(rules),
-                "DELIGHT_RATE_LIMIT": "1000000000",  # the limiter runs, but never refuses the load
-                "DELIGHT_LOG_LEVEL": "WARNING",
-                "BENCH_CUSTOMERS": str(args.customers),
-            }
-            created = subprocess.run(
-                [str(BIN / "delight"), "keys", "create", "--name", "aged", "--scopes", "events:write"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=180,
-            )
-            env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
+            env = service_env(postgres.url, redis.url, data, rules, args.customers, "aged")
             side = Side(name, free_port(), postgres.url, data, env)
             command = [str(BIN / "delight"), "serve", "--port", str(side.port), "--workers", str(args.workers)]
             side.pid = stack.enter_context(serving(command, env, side.port, data / "serve.log"))

